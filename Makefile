@@ -1,0 +1,38 @@
+# Outpost: `make run` starts relay + sidecar on loopback with conf/dev.toml; `make test` checks everything.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEV    := conf/dev.toml
+
+.PHONY: run test lint bench clean dev-secrets
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Dev secrets live under var/ (ignored by git): generated once, never committed.
+dev-secrets: $(STAMP)
+	$(PY) -m relay.cli dev-init --config $(DEV)
+
+run: dev-secrets
+	@echo "relay: smtp://127.0.0.1:2525  sidecar: http://127.0.0.1:8025  outbox: var/outbox"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(PY) -m sidecar --config $(DEV) & \
+	$(PY) -m relay --config $(DEV)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check relay sidecar tests
+	$(VENV)/bin/ruff format --check relay sidecar tests
+	$(VENV)/bin/mypy relay sidecar
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	$(PY) -m tests.bench.run
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,280 @@
+"""Deliver: lease due deliveries, group them by destination, send, and record what happened."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from relay.config import DeliveryConfig
+from relay.render import Renderer
+from relay.sender import Channel, Transport
+from relay.store import Lease, Outcome, Result, Store
+
+log = logging.getLogger("outpost.delivery")
+
+
+def next_delay(backoff: tuple[float, ...], attempts: int) -> float:
+    """Delay before the next try after `attempts` failed ones; the last step repeats."""
+    return backoff[min(max(attempts - 1, 0), len(backoff) - 1)]
+
+
+def decide(
+    lease: Lease, result: Result, now: float, backoff: tuple[float, ...], lifetime: float
+) -> tuple[str, float]:
+    """The new state of a delivery after an attempt, and when to try again (Postfix's rules).
+
+    2xx: delivered. 5xx: bounced. Anything else defers, until the message is older than
+    the queue lifetime: then it expires. The last retry is scheduled at the lifetime's end,
+    so a message never waits longer than it may live.
+    """
+    if result.cls == 2:
+        return "delivered", now
+    if result.cls == 5:
+        return "bounced", now
+    deadline = lease.received_at + lifetime
+    if now >= deadline:
+        return "expired", now
+    return "deferred", min(now + next_delay(backoff, lease.attempts + 1), deadline)
+
+
+@dataclass
+class _Destination:
+    pending: deque[Lease]
+    workers: int = 0
+
+
+class DeliveryService:
+    """The delivery workers of one relay process."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: DeliveryConfig,
+        transport: Transport,
+        renderer: Renderer,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._transport = transport
+        self._renderer = renderer
+        self._clock = clock
+        self._wake = asyncio.Event()
+        self._dest: dict[str, _Destination] = {}
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._idle: dict[str, list[Channel]] = {}
+        self._inflight: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._raw: OrderedDict[int, bytes] = OrderedDict()
+        self._links_recorded: OrderedDict[int, None] = OrderedDict()
+        self._loop_task: asyncio.Task[None] | None = None
+
+    # --- control
+
+    def wake(self) -> None:
+        """Something may be due now (a message was just queued)."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        recovered = await self._store.recover_leases()
+        if recovered:
+            log.info("recovered leases count=%d", recovered)
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-scheduler")
+
+    async def stop(self, timeout: float) -> None:
+        """Drain: finish transactions in flight (up to timeout), return every other lease."""
+        self._stopping = True
+        self._wake.set()
+        if self._loop_task is not None:
+            # not cancelled: a lease taken mid-way must reach `pending`, to be returned below
+            await self._loop_task
+        if self._tasks:
+            _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
+        untried = [lease.delivery_id for d in self._dest.values() for lease in d.pending]
+        untried += list(self._inflight)
+        await self._store.release_leases(untried)
+        if untried:
+            log.info("returned leases to the queue count=%d", len(untried))
+        for channels in self._idle.values():
+            for channel in channels:
+                await channel.close()
+        self._idle.clear()
+
+    async def idle(self) -> None:
+        """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
+        while True:
+            busy = self._tasks or any(d.pending for d in self._dest.values())
+            due = await self._store.next_due_at()
+            if not busy and (due is None or due > self._clock()):
+                return
+            await asyncio.sleep(0.02)
+
+    # --- scheduling
+
+    async def _run(self) -> None:
+        cfg = self._config
+        while not self._stopping:
+            self._wake.clear()
+            waiting = sum(len(d.pending) for d in self._dest.values())
+            room = cfg.batch_size - waiting
+            got: list[Lease] = []
+            if room > 0:
+                now = self._clock()
+                try:
+                    got = await self._store.lease_due_deliveries(now, room, now + cfg.lease_time)
+                except Exception:
+                    log.exception("leasing failed; retrying")
+                for lease in got:
+                    self._dispatch(lease)
+            if got and len(got) == room:
+                continue  # more may be due; the workers make room
+            timeout = cfg.poll_interval
+            try:
+                due = await self._store.next_due_at()
+            except Exception:
+                due = None
+            if due is not None:
+                timeout = min(timeout, max(due - self._clock(), 0.0))
+            if timeout > 0 or not got:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(timeout, 0.005))
+
+    def _dispatch(self, lease: Lease) -> None:
+        key = self._transport.destination(lease.domain)
+        dest = self._dest.setdefault(key, _Destination(deque()))
+        dest.pending.append(lease)
+        if dest.workers < min(self._config.destination_concurrency, len(dest.pending)):
+            dest.workers += 1
+            task = asyncio.create_task(self._work(key, dest), name=f"deliver:{key}")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _work(self, key: str, dest: _Destination) -> None:
+        """One connection's worth of work for a destination, while it has pending deliveries."""
+        channel: Channel | None = None
+        try:
+            async with self._slots:
+                while dest.pending and not self._stopping:
+                    if (
+                        channel is None
+                        or not channel.usable()
+                        or (channel.sent >= self._config.max_per_connection)
+                    ):
+                        if channel is not None:
+                            await channel.close()
+                        opened = await self._channel(key)
+                        if isinstance(opened, Result):
+                            channel = None
+                            await self._fail_destination(dest, opened)
+                            break
+                        channel = opened
+                    await self._deliver_next(dest, channel)
+        finally:
+            dest.workers -= 1
+            if channel is not None:
+                if channel.usable() and not self._stopping:
+                    self._idle.setdefault(key, []).append(channel)
+                else:
+                    await channel.close()
+            self._wake.set()
+
+    async def _channel(self, key: str) -> Channel | Result:
+        pool = self._idle.get(key)
+        while pool:
+            channel = pool.pop()
+            if channel.usable():
+                return channel
+            await channel.close()
+        return await self._transport.open(key)
+
+    async def _fail_destination(self, dest: _Destination, result: Result) -> None:
+        """The destination can't be reached: every delivery waiting for it gets that result.
+
+        Postfix does the same (a dead destination defers its whole queue) rather than
+        hammering a host that is down once per message.
+        """
+        leases = list(dest.pending)
+        dest.pending.clear()
+        await self._record(leases, dict.fromkeys((lease.delivery_id for lease in leases), result))
+
+    async def _deliver_next(self, dest: _Destination, channel: Channel) -> None:
+        lease = dest.pending.popleft()
+        self._inflight.add(lease.delivery_id)
+        group = [lease]
+        try:
+            raw = await self._message(lease.message_pk)
+            rendered = self._renderer.render(lease, raw)
+            if not rendered.personal:  # same bytes for every recipient: one transaction
+                siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
+                for sibling in siblings:
+                    dest.pending.remove(sibling)
+                    self._inflight.add(sibling.delivery_id)
+                group += siblings
+            if rendered.links:
+                await self._record_links(lease.message_pk, rendered.links)
+            by_rcpt = await channel.send(
+                rendered.mail_from,
+                [g.recipient for g in group],
+                rendered.data,
+                smtputf8=lease.smtputf8,
+                body_8bit=lease.body_8bit,
+            )
+            results = {g.delivery_id: by_rcpt[g.recipient] for g in group}
+        except Exception as exc:  # a bug or a broken message must not stop the workers
+            log.exception("delivery failed queue_id=%s", lease.queue_id)
+            r = Result(4, 451, "4.3.0", f"local error: {type(exc).__name__}", "")
+            results = dict.fromkeys((g.delivery_id for g in group), r)
+        await self._record(group, results)
+        for g in group:
+            self._inflight.discard(g.delivery_id)
+
+    async def _record(self, leases: list[Lease], results: dict[int, Result]) -> None:
+        now = self._clock()
+        cfg = self._config
+        outcomes = []
+        for lease in leases:
+            result = results[lease.delivery_id]
+            state, next_at = decide(lease, result, now, cfg.backoff, cfg.maximal_queue_lifetime)
+            outcomes.append(Outcome(lease, result, state, next_at))
+            log.info(
+                "%s queue_id=%s to=<%s> relay=%s delay=%.1f attempt=%d dsn=%s reply=%r",
+                state,
+                lease.queue_id,
+                lease.recipient,
+                result.remote or "none",
+                now - lease.received_at,
+                lease.attempts + 1,
+                result.status,
+                f"{result.code} {result.text}",
+            )
+        await self._store.record_results(outcomes, now)
+
+    async def _message(self, message_pk: int) -> bytes:
+        raw = self._raw.get(message_pk)
+        if raw is None:
+            raw = await self._store.message_raw(message_pk)
+            self._raw[message_pk] = raw
+            if len(self._raw) > 256:
+                self._raw.popitem(last=False)
+        else:
+            self._raw.move_to_end(message_pk)
+        return raw
+
+    async def _record_links(self, message_pk: int, links: tuple[str, ...]) -> None:
+        if message_pk in self._links_recorded:
+            return
+        await self._store.record_links(message_pk, links)
+        self._links_recorded[message_pk] = None
+        if len(self._links_recorded) > 4096:
+            self._links_recorded.popitem(last=False)

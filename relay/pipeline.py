@@ -1,0 +1,171 @@
+"""Accept: read control headers, check suppression, complete headers, queue durably in one go."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from relay import headers
+from relay.store import NewMessage, Store
+
+log = logging.getLogger("outpost.accept")
+
+CONTROL_HEADERS = frozenset({"x-outpost-campaign", "x-outpost-tags", "x-outpost-track"})
+TRACK_MODES = ("all", "opens", "clicks", "none")
+_B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
+
+
+@dataclass(frozen=True)
+class Controls:
+    campaign: str = ""
+    tags: tuple[str, ...] = ()
+    track: str = "all"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One SMTP transaction as the receive stage hands it over."""
+
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+    client_addr: str
+    helo: str = ""
+    auth_user: str = ""
+    smtputf8: bool = False
+    body_8bit: bool = False
+    tls: bool = False
+    esmtp: bool = True
+
+
+class Rejected(Exception):
+    """The message can't be accepted; args[0] is the SMTP reply."""
+
+
+def new_queue_id(now: float) -> str:
+    """Sortable, unique queue id: 9 chars of milliseconds + 5 random, Crockford base32."""
+    n = (int(now * 1000) << 25) | int.from_bytes(os.urandom(4), "big") >> 7
+    out = []
+    for _ in range(14):
+        out.append(_B32[n & 31])
+        n >>= 5
+    return "".join(reversed(out))
+
+
+def read_controls(block: bytes) -> Controls:
+    """The X-Outpost-* values; raises Rejected on a value the app must fix."""
+    campaign = (headers.get(block, "X-Outpost-Campaign") or "").strip()
+    tags_value = headers.get(block, "X-Outpost-Tags") or ""
+    tags = tuple(t.strip() for t in tags_value.split(",") if t.strip())
+    track = (headers.get(block, "X-Outpost-Track") or "all").strip().lower()
+    if track not in TRACK_MODES:
+        raise Rejected(f"550 5.6.0 Error: X-Outpost-Track must be one of {', '.join(TRACK_MODES)}")
+    if len(campaign) > 200:
+        raise Rejected("550 5.6.0 Error: X-Outpost-Campaign is longer than 200 characters")
+    return Controls(campaign, tags, track)
+
+
+def received_field(sub: Submission, *, queue_id: str, hostname: str, now: float) -> bytes:
+    """The Received: trace field this hop adds (RFC 5321 4.4); 'for' only with one recipient."""
+    proto = "UTF8SMTP" if sub.smtputf8 else ("ESMTP" if sub.esmtp else "SMTP")
+    if sub.esmtp:
+        proto += ("S" if sub.tls else "") + ("A" if sub.auth_user else "")
+    helo = sub.helo.replace("(", "").replace(")", "") or "unknown"
+    text = f"from {helo} ([{sub.client_addr}])\r\n\tby {hostname} (Outpost)"
+    text += f" with {proto} id {queue_id}"
+    if len(sub.recipients) == 1:
+        text += f"\r\n\tfor <{sub.recipients[0]}>"
+    text += f"; {formatdate(now, usegmt=True)}"
+    return headers.field("Received", text)
+
+
+def complete(raw: bytes, sub: Submission, *, queue_id: str, hostname: str, now: float) -> bytes:
+    """Add the trace field, and Message-ID and Date when the app left them out (RFC 5322 3.6)."""
+    block, body = headers.split(raw)
+    present = {name for name, _ in headers.fields(block)}
+    added = []
+    if "message-id" not in present:
+        added.append(headers.field("Message-ID", f"<{queue_id}@{hostname}>"))
+    if "date" not in present:
+        added.append(headers.field("Date", formatdate(now, usegmt=True)))
+    if not block:  # a message with no header block at all: start one
+        block = b"\r\n"
+    block = headers.append(block, *added) if added else block
+    return (
+        headers.prepend(block, received_field(sub, queue_id=queue_id, hostname=hostname, now=now))
+        + body
+    )
+
+
+class Acceptor:
+    """Turns a Submission into a durably queued message and wakes the delivery workers."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        hostname: str,
+        clock: Callable[[], float] = time.time,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._hostname = hostname
+        self._clock = clock
+        self._on_queued = on_queued
+
+    async def suppression_of(self, recipient: str) -> str | None:
+        found = await self._store.suppressed([recipient], self._clock())
+        return found.get(recipient.lower())
+
+    async def accept(self, sub: Submission) -> str:
+        """Queue the message with all its recipients or not at all; return the queue id."""
+        now = self._clock()
+        block, _ = headers.split(sub.raw)
+        controls = read_controls(block)
+        queue_id = new_queue_id(now)
+        raw = complete(sub.raw, sub, queue_id=queue_id, hostname=self._hostname, now=now)
+        suppressed = await self._store.suppressed(sub.recipients, now)
+        keep = tuple(r for r in sub.recipients if r.lower() not in suppressed)
+        dropped = tuple(
+            (r, f"suppressed: {suppressed[r.lower()]}")
+            for r in sub.recipients
+            if r.lower() in suppressed
+        )
+        message_id = headers.get(headers.split(raw)[0], "Message-ID") or ""
+        await self._store.queue_message(
+            NewMessage(
+                queue_id=queue_id,
+                received_at=now,
+                mail_from=sub.mail_from,
+                client_addr=sub.client_addr,
+                raw=raw,
+                recipients=keep,
+                dropped=dropped,
+                helo=sub.helo,
+                auth_user=sub.auth_user,
+                header_message_id=message_id,
+                campaign=controls.campaign,
+                tags=controls.tags,
+                track=controls.track,
+                smtputf8=sub.smtputf8,
+                body_8bit=sub.body_8bit,
+            )
+        )
+        log.info(
+            "queued queue_id=%s from=<%s> nrcpt=%d dropped=%d size=%d client=%s",
+            queue_id,
+            sub.mail_from,
+            len(keep),
+            len(dropped),
+            len(raw),
+            sub.client_addr,
+        )
+        for rcpt, reason in dropped:
+            log.info("dropped queue_id=%s to=<%s> reason=%r", queue_id, rcpt, reason)
+        if keep:
+            self._on_queued()
+        return queue_id

@@ -1,0 +1,152 @@
+"""Receive-time policy as pure functions: each check returns None (fine) or the exact SMTP reply."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from email_validator import EmailNotValidError, validate_email
+
+from relay.config import IPNetwork
+
+# Replies, Postfix wording where Postfix has one; every one with an RFC 3463 enhanced code.
+RELAY_DENIED = "554 5.7.1 <{rcpt}>: Relay access denied"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Error: too many recipients"
+TOO_BIG = "552 5.3.4 Error: message file too big"
+BARE_NEWLINE = "554 5.5.2 Error: bare <CR> or <LF> in message content"
+NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
+SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
+STORE_FAILED = "451 4.3.0 Error: queue file write error"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+
+
+def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:
+    """Is this peer address inside one of the networks allowed to relay?"""
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == net.version and ip in net for net in networks)
+
+
+def is_loopback(addr: str) -> bool:
+    try:
+        ip = ipaddress.ip_address(addr.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped.is_loopback
+    return ip.is_loopback
+
+
+def check_address(address: str, *, smtputf8: bool, sender: bool) -> str | None:
+    """Syntax of an envelope address (no DNS): None, or the 553 reply with its enhanced code.
+
+    Quoted local parts and domain literals are refused: internal apps have no need of them,
+    and they are the material of the classic relay tricks.
+    """
+    subject = "5.1.7" if sender else "5.1.3"
+    role = "Sender" if sender else "Recipient"
+    if not smtputf8 and not address.isascii():
+        return f"553 5.6.7 <{address}>: {role} address rejected: non-ASCII address needs SMTPUTF8"
+    try:
+        validate_email(
+            address,
+            check_deliverability=False,
+            allow_smtputf8=smtputf8,
+            allow_quoted_local=False,
+            allow_domain_literal=False,
+            allow_display_name=False,
+            test_environment=True,
+        )
+    except EmailNotValidError as exc:
+        reason = str(exc).rstrip(".")
+        return f"553 {subject} <{address}>: {role} address rejected: bad address syntax ({reason})"
+    return None
+
+
+def check_recipient_count(current: int, limit: int) -> str | None:
+    return TOO_MANY_RECIPIENTS if current >= limit else None
+
+
+_BARE = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def has_bare_newline(data: bytes) -> bool:
+    """A CR not followed by LF, or an LF not preceded by CR (the stuff of SMTP smuggling)."""
+    return _BARE.search(data) is not None
+
+
+def normalize_newlines(data: bytes) -> bytes:
+    """Turn every bare CR and bare LF into CRLF, so no hop downstream sees a bare one.
+
+    A fake end-of-data such as ``\\n.\\n`` becomes an ordinary line holding a dot, which the
+    sender dot-stuffs like any other: it can never end the message at the next hop.
+    """
+    if not has_bare_newline(data):
+        return data
+    return _BARE.sub(b"\r\n", data)
+
+
+def check_content(data: bytes, bare_newline: str) -> tuple[str | None, bytes]:
+    """Content checks after DATA: (reply or None, the content to keep)."""
+    if b"\x00" in data:
+        return NUL_CHARACTER, data
+    if has_bare_newline(data):
+        if bare_newline == "reject":
+            return BARE_NEWLINE, data
+        return None, normalize_newlines(data)
+    return None, data
+
+
+_ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
+
+# aiosmtpd's own replies carry no enhanced code; ENHANCEDSTATUSCODES promises one on each.
+_LIBRARY_REPLIES: tuple[tuple[str, str], ...] = (
+    ("552 Error: message size exceeds", TOO_BIG),
+    ("552 Error: Too much mail data", TOO_BIG),
+    ("500 Line too long", "500 5.5.2 Error: line too long"),
+    ("500 Command line too long", "500 5.5.2 Error: command line too long"),
+    ("553 5.1.3", ""),
+    ("250 OK", "250 2.0.0 Ok"),
+    ("221 Bye", "221 2.0.0 Bye"),
+)
+_DEFAULT_SUBJECT = {
+    "250": "2.0.0",
+    "221": "2.0.0",
+    "252": "2.0.0",
+    "421": "4.3.0",
+    "451": "4.3.0",
+    "452": "4.5.3",
+    "500": "5.5.2",
+    "501": "5.5.4",
+    "502": "5.5.1",
+    "503": "5.5.1",
+    "504": "5.5.4",
+    "530": "5.7.0",
+    "535": "5.7.8",
+    "550": "5.0.0",
+    "552": "5.3.4",
+    "553": "5.1.3",
+    "554": "5.0.0",
+    "555": "5.5.4",
+}
+
+
+def with_enhanced_code(reply: str) -> str:
+    """Give a reply an RFC 3463 enhanced code if it has none (220/334/354 never carry one)."""
+    if len(reply) < 4 or _ENHANCED.match(reply) or reply[:3] in ("220", "334", "354"):
+        return reply
+    if reply[3] == "-" or reply == "250 HELP":  # EHLO keyword lines carry no code
+        return reply
+    for prefix, replacement in _LIBRARY_REPLIES:
+        if reply.startswith(prefix):
+            return replacement or reply
+    code = reply[:3]
+    subject = _DEFAULT_SUBJECT.get(code)
+    if subject is None or reply[3] != " ":
+        return reply
+    return f"{code} {subject} {reply[4:]}"

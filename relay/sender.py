@@ -1,0 +1,290 @@
+"""Speak SMTP to the next hop (aiosmtplib) or write files: a Result per recipient."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import ssl
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+import dns.asyncresolver
+
+from relay import mx
+from relay.config import DeliveryConfig, parse_hostport, read_secret_file
+from relay.mx import Hop
+from relay.store import Result
+
+log = logging.getLogger("outpost.sender")
+
+_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\s*")
+
+
+def reply_result(code: int, message: str, remote: str) -> Result:
+    """A remote reply as a DSN-shaped Result (enhanced code taken from the text when present)."""
+    text = " ".join(message.split())
+    m = _ENHANCED.match(text)
+    cls = code // 100 if code // 100 in (2, 4, 5) else 4
+    if m:
+        status, text = m.group(0).strip(), text[m.end() :]
+    else:
+        status = f"{cls}.0.0"
+    return Result(cls, code, status, text, remote)
+
+
+def trouble_result(exc: BaseException, remote: str, *, during: str) -> Result:
+    """Connection trouble is never final: 4.4.1 when we got no answer, 4.4.2 when it broke."""
+    status = "4.4.1" if during == "connect" else "4.4.2"
+    reason = str(exc) or type(exc).__name__
+    return Result(4, 451, status, f"{during} to {remote or 'remote'}: {reason}", remote)
+
+
+class Channel(Protocol):
+    """An open path to one destination; reused for several transactions when it can be."""
+
+    remote: str
+    sent: int
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool,
+        body_8bit: bool,
+    ) -> dict[str, Result]: ...
+
+    def usable(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class SmtpChannel:
+    def __init__(self, client: aiosmtplib.SMTP, hop: Hop) -> None:
+        self._client = client
+        self.remote = f"{hop.name}[{hop.address}]:{hop.port}"
+        self.sent = 0
+        self._broken = False
+
+    def usable(self) -> bool:
+        return not self._broken and self._client.is_connected
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool,
+        body_8bit: bool,
+    ) -> dict[str, Result]:
+        client = self._client
+        if smtputf8 and not client.supports_extension("smtputf8"):
+            r = Result(5, 550, "5.6.7", "Remote server does not support SMTPUTF8", self.remote)
+            return dict.fromkeys(rcpts, r)
+        options = []
+        if smtputf8:
+            options.append("SMTPUTF8")
+        if body_8bit and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if client.supports_extension("size"):
+            options.append(f"SIZE={len(data)}")
+        encoding = "utf-8" if smtputf8 else "ascii"
+        results: dict[str, Result] = {}
+        stage = "MAIL FROM"
+        try:
+            try:
+                await client.mail(mail_from, options=options, encoding=encoding)
+            except aiosmtplib.SMTPResponseException as exc:
+                await self._reset()
+                return dict.fromkeys(rcpts, reply_result(exc.code, exc.message, self.remote))
+            accepted = []
+            stage = "RCPT TO"
+            for rcpt in rcpts:
+                try:
+                    await client.rcpt(rcpt, encoding=encoding)
+                    accepted.append(rcpt)
+                except aiosmtplib.SMTPResponseException as exc:
+                    results[rcpt] = reply_result(exc.code, exc.message, self.remote)
+            if not accepted:
+                await self._reset()
+                return results
+            stage = "DATA"
+            try:
+                resp = await client.data(data)
+                done = reply_result(resp.code, resp.message, self.remote)
+            except aiosmtplib.SMTPResponseException as exc:
+                done = reply_result(exc.code, exc.message, self.remote)
+            for rcpt in accepted:
+                results[rcpt] = done
+            self.sent += 1
+            return results
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            self._broken = True
+            r = trouble_result(exc, self.remote, during=f"lost connection with {stage}")
+            return {rcpt: results.get(rcpt, r) for rcpt in rcpts}
+
+    async def _reset(self) -> None:
+        try:
+            await self._client.rset()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            self._broken = True
+
+    async def close(self) -> None:
+        try:
+            if self._client.is_connected:
+                await self._client.quit()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            self._client.close()
+
+
+class FileChannel:
+    """The `file` transport: each final message lands as an .eml file (make run, staging)."""
+
+    def __init__(self, directory: Path) -> None:
+        self._dir = directory
+        self.remote = f"file:{directory}"
+        self.sent = 0
+
+    def usable(self) -> bool:
+        return True
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool,
+        body_8bit: bool,
+    ) -> dict[str, Result]:
+        name = f"{os.urandom(8).hex()}.eml"
+        try:
+            await asyncio.to_thread(
+                _write_atomic, self._dir / name, _envelope(mail_from, rcpts) + data
+            )
+        except OSError as exc:
+            r = Result(4, 451, "4.3.0", f"can't write {name}: {exc.strerror}", self.remote)
+            return dict.fromkeys(rcpts, r)
+        self.sent += 1
+        return dict.fromkeys(rcpts, Result(2, 250, "2.0.0", f"written as {name}", self.remote))
+
+    async def close(self) -> None:
+        return None
+
+
+def _envelope(mail_from: str, rcpts: Sequence[str]) -> bytes:
+    """Return-Path and X-Original-To lines, as a local delivery agent would add them."""
+    lines = [f"Return-Path: <{mail_from}>\r\n"] + [f"X-Original-To: {r}\r\n" for r in rcpts]
+    return "".join(lines).encode()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Transport:
+    """Opens channels per destination: the smarthost, a domain's MX hosts, or a directory."""
+
+    def __init__(
+        self,
+        config: DeliveryConfig,
+        *,
+        helo: str,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._config = config
+        self._helo = helo
+        self._resolver = resolver
+        self._tls = tls_context
+        self._password: str | None = None
+        if config.transport == "smarthost" and config.smarthost_password_file:
+            self._password = read_secret_file(
+                config.smarthost_password_file, "delivery.smarthost_password_file"
+            )
+
+    def destination(self, domain: str) -> str:
+        """The key deliveries are grouped and connections reused by."""
+        return domain if self._config.transport == "mx" else self._config.transport
+
+    async def open(self, destination: str) -> Channel | Result:
+        cfg = self._config
+        if cfg.transport == "file":
+            return FileChannel(Path(cfg.directory))
+        if cfg.transport == "smarthost":
+            host, port = parse_hostport(cfg.smarthost, default_port=25)
+            hops: list[Hop] | Result = [Hop(host, host, port)]
+        else:
+            if self._resolver is None:
+                self._resolver = mx.make_resolver(cfg.dns_nameservers)
+            hops = await mx.resolve(self._resolver, destination, cfg.mx_port)
+        if isinstance(hops, Result):
+            return hops
+        last: Result | None = None
+        for hop in hops:  # next MX on connection failure (RFC 5321 5.1)
+            channel = await self._connect(hop)
+            if not isinstance(channel, Result):
+                return channel
+            last = channel
+            log.info(
+                "connect failed destination=%s remote=%s reason=%r",
+                destination,
+                channel.remote,
+                channel.text,
+            )
+            if channel.cls == 5:
+                break
+        assert last is not None
+        return last
+
+    async def _connect(self, hop: Hop) -> Channel | Result:
+        cfg = self._config
+        remote = f"{hop.name}[{hop.address}]:{hop.port}"
+        smarthost = cfg.transport == "smarthost"
+        mode = cfg.smarthost_tls if smarthost else ("starttls?" if cfg.mx_tls != "none" else "none")
+        client = aiosmtplib.SMTP(
+            hostname=hop.address,
+            port=hop.port,
+            local_hostname=self._helo,
+            timeout=cfg.command_timeout,
+            use_tls=mode == "tls",
+            # required STARTTLS for a smarthost; opportunistic (no verification) for MX hops
+            start_tls=True if mode == "starttls" else (None if mode == "starttls?" else False),
+            validate_certs=smarthost,
+            tls_context=self._tls if smarthost else None,
+        )
+        try:
+            await asyncio.wait_for(client.connect(), cfg.connect_timeout)
+            if client.is_ehlo_or_helo_needed:  # know the extensions before the first MAIL
+                await client.ehlo()
+        except aiosmtplib.SMTPResponseException as exc:  # 4xx/5xx greeting
+            client.close()
+            return reply_result(exc.code, exc.message, remote)
+        except (TimeoutError, aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
+            client.close()
+            return trouble_result(exc, remote, during="connect")
+        if smarthost and cfg.smarthost_username:
+            try:
+                await client.login(cfg.smarthost_username, self._password or "")
+            except aiosmtplib.SMTPResponseException as exc:
+                client.close()
+                # a refused login is our configuration's fault: keep the mail, say why
+                return Result(4, 451, "4.7.0", f"smarthost refused AUTH: {exc.code}", remote)
+            except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+                client.close()
+                return trouble_result(exc, remote, during="AUTH")
+        return SmtpChannel(client, hop)

@@ -1,0 +1,275 @@
+"""Receive: the SMTP listeners (aiosmtpd), thin hooks that turn protocol input into policy calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+from relay import policy
+from relay.auth import UserFile
+from relay.config import RelayConfig
+from relay.pipeline import Acceptor, Rejected, Submission
+
+log = logging.getLogger("outpost.smtpd")
+
+IDENT = "Outpost ESMTP"
+
+
+class OutpostSMTP(SMTP):
+    """aiosmtpd's protocol with the few things a relay needs that it doesn't do itself."""
+
+    # Apps send long HTML lines; RFC 5321's 1000 is a sender's limit we shouldn't enforce on
+    # internal clients (Postfix accepts them too). The size limit still bounds memory.
+    line_length_limit = 1 << 20
+
+    def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.relay_handler = handler
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) else ""
+        # AUTH in clear text is only for loopback clients (aiosmtpd has one global switch).
+        self._auth_require_tls = not policy.is_loopback(host)
+        self.relay_handler.sessions.add(self)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self.relay_handler.sessions.discard(self)
+        super().connection_lost(error)
+
+    async def push(self, status: Any) -> None:
+        text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
+        reply = policy.with_enhanced_code(text)
+        await super().push(reply)
+        if reply.startswith("421") and self.transport is not None:
+            self.transport.close()
+
+    @property
+    def idle(self) -> bool:
+        """Between transactions: nothing would be lost by closing now."""
+        return self.envelope is None or not self.envelope.mail_from
+
+    def close_for_shutdown(self, host: str) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            reply = policy.SHUTTING_DOWN.format(host=host)
+            self.transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.close()
+
+
+@dataclass
+class RelayHandler:
+    """aiosmtpd hooks; each turns protocol input into a policy verdict or an accept."""
+
+    config: RelayConfig
+    acceptor: Acceptor
+    users: UserFile | None = None
+    draining: bool = False
+    sessions: set[OutpostSMTP] = field(default_factory=set)
+    on_refusal: Callable[[str], None] = lambda reply: None
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH; it pipelines but says nothing.
+        last = responses.pop()  # "250 HELP"
+        responses = [r for r in responses if r.strip() != "250-AUTH"]  # no mechanism offered
+        return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
+        if self.draining:
+            return policy.SHUTTING_DOWN.format(host=self.config.hostname)
+        smtputf8 = "SMTPUTF8" in mail_options
+        address = "" if address == "<>" else address
+        if address:
+            reply = policy.check_address(address, smtputf8=smtputf8, sender=True)
+            if reply:
+                return reply
+        envelope.mail_from = address or "<>"
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 Ok"
+
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
+        peer = _peer_host(session)
+        if not (session.authenticated or policy.client_allowed(peer, self.config.allowed_networks)):
+            reply = policy.RELAY_DENIED.format(rcpt=address)
+            log.warning(
+                "reject RCPT client=%s from=<%s> to=<%s> reply=%r",
+                peer,
+                envelope.mail_from,
+                address,
+                reply,
+            )
+            self.on_refusal(reply)
+            return reply
+        refusal = policy.check_recipient_count(
+            len(envelope.rcpt_tos), self.config.max_recipients
+        ) or policy.check_address(address, smtputf8=bool(envelope.smtp_utf8), sender=False)
+        if refusal:
+            return refusal
+        if self.config.reject_suppressed:
+            reason = await self.acceptor.suppression_of(address)
+            if reason:
+                return f"550 5.7.1 <{address}>: Recipient address rejected: suppressed ({reason})"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or b""
+        reply, content = policy.check_content(content, self.config.bare_newline)
+        if reply:
+            return reply
+        mail_from = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        sub = Submission(
+            mail_from=mail_from,
+            recipients=tuple(envelope.rcpt_tos),
+            raw=content,
+            client_addr=_peer_host(session),
+            helo=session.host_name or "",
+            auth_user=_auth_user(session),
+            smtputf8=bool(envelope.smtp_utf8),
+            body_8bit="BODY=8BITMIME" in envelope.mail_options,
+            tls=session.ssl is not None,
+            esmtp=bool(session.extended_smtp),
+        )
+        try:
+            queue_id = await self.acceptor.accept(sub)
+        except Rejected as exc:
+            return str(exc.args[0])
+        except Exception:
+            log.exception("accept failed client=%s from=<%s>", sub.client_addr, mail_from)
+            return policy.STORE_FAILED
+        return f"250 2.0.0 Ok: queued as {queue_id}"
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        """AUTH PLAIN/LOGIN against the users file (argon2/scrypt hashes)."""
+        if self.users is None or not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        user = data.login.decode("utf-8", "replace")
+        ok = self.users.verify(user, data.password.decode("utf-8", "replace"))
+        if not ok:
+            log.warning(
+                "auth failed client=%s user=%r mechanism=%s", _peer_host(session), user, mechanism
+            )
+        return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+def _peer_host(session: Session) -> str:
+    peer = session.peer
+    return str(peer[0]) if isinstance(peer, tuple) else str(peer or "")
+
+
+def _auth_user(session: Session) -> str:
+    data = session.auth_data
+    return data if isinstance(data, str) else ""
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert_file, key_file)
+    return ctx
+
+
+class Listeners:
+    """The SMTP servers of one relay process, and their drain at shutdown."""
+
+    def __init__(
+        self, config: RelayConfig, handler: RelayHandler, tls: ssl.SSLContext | None = None
+    ) -> None:
+        self._config = config
+        self._handler = handler
+        self._tls = tls
+        self._servers: list[asyncio.Server] = []
+
+    def _protocol(self) -> asyncio.Protocol:
+        if self._handler.draining:
+            return _Refuse(policy.SHUTTING_DOWN.format(host=self._config.hostname))
+        return OutpostSMTP(
+            self._handler,
+            hostname=self._config.hostname,
+            ident=IDENT,
+            data_size_limit=self._config.max_message_size,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            tls_context=self._tls,
+            timeout=self._config.timeout,
+            auth_required=False,
+            auth_require_tls=True,
+            authenticator=self._handler.authenticate if self._handler.users else None,
+            # without a users file there is nobody to authenticate: don't offer AUTH at all
+            auth_exclude_mechanism=None if self._handler.users else ["LOGIN", "PLAIN"],
+            command_call_limit={"*": 1_000_000, "AUTH": 10},
+        )
+
+    async def start(self) -> list[tuple[str, int]]:
+        loop = asyncio.get_running_loop()
+        bound = []
+        for host, port in self._config.listen:
+            server = await loop.create_server(self._protocol, host, port, reuse_address=True)
+            self._servers.append(server)
+            for sock in server.sockets:
+                addr = sock.getsockname()
+                bound.append((str(addr[0]), int(addr[1])))
+        log.info("listening on %s", " ".join(f"{h}:{p}" for h, p in bound))
+        return bound
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking mail: new connections and idle sessions get 421, transactions finish."""
+        self._handler.draining = True
+        for session in list(self._handler.sessions):
+            if session.idle:
+                session.close_for_shutdown(self._config.hostname)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            busy = [s for s in self._handler.sessions if not s.idle]
+            if not busy:
+                break
+            await asyncio.sleep(0.05)
+        for session in list(self._handler.sessions):
+            session.close_for_shutdown(self._config.hostname)
+        for server in self._servers:
+            server.close()
+        for server in self._servers:
+            await server.wait_closed()
+
+
+class _Refuse(asyncio.Protocol):
+    """What a connection gets while the relay drains: a 421 greeting and a close (RFC 5321 3.8)."""
+
+    def __init__(self, reply: str) -> None:
+        self._reply = reply
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._reply.encode() + b"\r\n")
+        transport.close()

@@ -1,0 +1,683 @@
+"""The store: every SQL statement of Outpost, behind async functions named by intent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+log = logging.getLogger("outpost.store")
+
+SCHEMA_VERSION = 1
+# Forward-only migrations: MIGRATIONS[n] takes a store from version n to n + 1 (n >= 1).
+MIGRATIONS: dict[int, str] = {}
+
+FINAL_STATES = frozenset({"delivered", "bounced", "expired", "dropped"})
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message as accepted, with its recipients, ready to be queued in one transaction."""
+
+    queue_id: str
+    received_at: float
+    mail_from: str
+    client_addr: str
+    raw: bytes
+    recipients: tuple[str, ...]
+    dropped: tuple[tuple[str, str], ...] = ()  # (recipient, reason) dropped at accept
+    helo: str = ""
+    auth_user: str = ""
+    header_message_id: str = ""
+    campaign: str = ""
+    tags: tuple[str, ...] = ()
+    track: str = "all"
+    smtputf8: bool = False
+    body_8bit: bool = False
+    kind: str = "mail"
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A delivery leased to this process for one attempt."""
+
+    delivery_id: int
+    message_pk: int
+    queue_id: str
+    recipient: str
+    domain: str
+    attempts: int
+    received_at: float
+    mail_from: str
+    campaign: str
+    track: str
+    smtputf8: bool
+    body_8bit: bool
+    kind: str
+
+
+@dataclass(frozen=True)
+class Result:
+    """A DSN-shaped attempt result: class 2/4/5, SMTP code, enhanced status, text, remote host."""
+
+    cls: int
+    code: int
+    status: str
+    text: str
+    remote: str = ""
+
+    def reply(self) -> str:
+        return f"{self.code} {self.status} {self.text}".strip()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an attempt did to a delivery: the new state and, when deferred, the next try."""
+
+    lease: Lease
+    result: Result
+    state: str  # delivered | deferred | bounced | expired | queued (returned untried)
+    next_attempt_at: float
+    event_details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str
+    at: float
+    message_pk: int | None = None
+    delivery_id: int | None = None
+    recipient: str = ""
+    campaign: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class GroupCommit(Generic[T, R]):
+    """Shares one transaction (one fsync) among the writes that arrive while the previous commits.
+
+    Why: a durable commit costs an fsync; concurrent SMTP sessions each waiting for their own
+    would cap accepts at the disk's fsync rate. Each caller still gets its reply only after
+    the transaction holding its item is committed.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[T]], Awaitable[list[R]]],
+        max_batch: int = 500,
+    ) -> None:
+        self._write = write
+        self._max_batch = max_batch
+        self._pending: list[tuple[T, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> R:
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._flush())
+        return await fut
+
+    async def drain(self) -> None:
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            try:
+                results = await self._write([item for item, _ in batch])
+            except BaseException as exc:  # every waiter learns the batch failed
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+
+
+class Store:
+    """One writer connection (serialised by a lock) and one reader connection, WAL mode."""
+
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._db = writer
+        self._ro = reader
+        self._lock = asyncio.Lock()
+        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(self._write_messages)
+        self._events: GroupCommit[Event, None] = GroupCommit(self._write_events)
+        self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
+            self._write_results
+        )
+
+    # --- lifecycle
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, busy_timeout: float = 5.0, durable: bool = True
+    ) -> Store:
+        """Open (creating or migrating) the store. durable=True fsyncs every commit."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(str(path), isolation_level=None)
+        try:
+            await _configure(writer, busy_timeout, durable)
+            await _migrate(writer)
+            reader = await aiosqlite.connect(str(path), isolation_level=None)
+            await _configure(reader, busy_timeout, durable)
+        except BaseException:
+            await writer.close()
+            raise
+        return cls(writer, reader)
+
+    async def close(self) -> None:
+        await self._accepts.drain()
+        await self._events.drain()
+        await self._results.drain()
+        await self._ro.close()
+        await self._db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+        """Run work in one write transaction that, once begun, always commits or rolls back.
+
+        Shielded: a caller cancelled mid-way (shutdown) must not leave the connection inside
+        an open transaction, nor abandon a commit that already reached the disk.
+        """
+        return await asyncio.shield(self._run_transaction(work))
+
+    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await work(self._db)
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+            return result
+
+    # --- accept
+
+    async def queue_message(self, msg: NewMessage) -> int:
+        """Store the message, one delivery per recipient and their events; durable on return."""
+        return await self._accepts.submit(msg)
+
+    async def _write_messages(self, batch: list[NewMessage]) -> list[int]:
+        async def work(db: aiosqlite.Connection) -> list[int]:
+            await db.executemany(
+                "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
+                " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
+                " body_8bit, kind, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (
+                        m.queue_id,
+                        m.received_at,
+                        m.mail_from,
+                        m.client_addr,
+                        m.helo,
+                        m.auth_user,
+                        len(m.raw),
+                        m.header_message_id,
+                        m.campaign,
+                        json.dumps(list(m.tags)),
+                        m.track,
+                        int(m.smtputf8),
+                        int(m.body_8bit),
+                        m.kind,
+                        m.raw,
+                    )
+                    for m in batch
+                ],
+            )
+            rows = []
+            for m in batch:
+                for rcpt in m.recipients:
+                    rows.append(
+                        (
+                            m.queue_id,
+                            rcpt,
+                            _domain(rcpt),
+                            "queued",
+                            m.received_at,
+                            m.received_at,
+                            "",
+                        )
+                    )
+                for rcpt, reason in m.dropped:
+                    rows.append(
+                        (
+                            m.queue_id,
+                            rcpt,
+                            _domain(rcpt),
+                            "dropped",
+                            m.received_at,
+                            m.received_at,
+                            reason,
+                        )
+                    )
+            await db.executemany(
+                "INSERT INTO deliveries (message_id, recipient, domain, state, next_attempt_at,"
+                " updated_at, last_text) VALUES ((SELECT id FROM messages WHERE queue_id = ?),"
+                " ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # processed for every recipient; dropped, with its reason, for the dropped ones
+            await db.executemany(
+                "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign,"
+                " details) SELECT m.received_at, 'processed', m.id, d.id, d.recipient, m.campaign,"
+                " '{}' FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " WHERE m.queue_id = ? ORDER BY d.id",
+                [(m.queue_id,) for m in batch],
+            )
+            await db.executemany(
+                "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign,"
+                " details) SELECT m.received_at, 'dropped', m.id, d.id, d.recipient, m.campaign,"
+                " json_object('reason', d.last_text) FROM deliveries d"
+                " JOIN messages m ON m.id = d.message_id"
+                " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
+                [(m.queue_id,) for m in batch if m.dropped],
+            )
+            ids = []
+            for m in batch:
+                async with db.execute(
+                    "SELECT id FROM messages WHERE queue_id = ?", (m.queue_id,)
+                ) as cur:
+                    row = await cur.fetchone()
+                    assert row is not None
+                    ids.append(int(row[0]))
+            return ids
+
+        return await self._transaction(work)
+
+    # --- deliver
+
+    async def recover_leases(self) -> int:
+        """Return every lease to the queue: at start, leases held by a dead process are void."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'leased'"
+            )
+            return cur.rowcount
+
+        return await self._transaction(work)
+
+    async def lease_due_deliveries(
+        self, now: float, limit: int, lease_until: float, exclude_domains: Sequence[str] = ()
+    ) -> list[Lease]:
+        """Atomically move up to `limit` due deliveries to 'leased' and return them."""
+
+        async def work(db: aiosqlite.Connection) -> list[Lease]:
+            paused = {row[0] async for row in await db.execute("SELECT domain FROM paused_domains")}
+            if "*" in paused:
+                return []
+            skip = sorted(paused | set(exclude_domains))
+            marks = ",".join("?" * len(skip))
+            cur = await db.execute(
+                "UPDATE deliveries SET state = 'leased', lease_until = ? WHERE id IN"
+                " (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
+                f" AND next_attempt_at <= ? AND domain NOT IN ({marks})"
+                " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
+                (lease_until, now, *skip, limit),
+            )
+            ids = [row[0] for row in await cur.fetchall()]
+            if not ids:
+                return []
+            cur = await db.execute(
+                "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
+                " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
+                f" m.kind FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
+                ids,
+            )
+            return [
+                Lease(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    r[7],
+                    r[8],
+                    r[9],
+                    bool(r[10]),
+                    bool(r[11]),
+                    r[12],
+                )
+                for r in await cur.fetchall()
+            ]
+
+        return await self._transaction(work)
+
+    async def message_raw(self, message_pk: int) -> bytes:
+        async with self._ro.execute("SELECT raw FROM messages WHERE id = ?", (message_pk,)) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise KeyError(message_pk)
+        return bytes(row[0])
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest queued or deferred delivery becomes due (None: nothing waits)."""
+        async with self._ro.execute(
+            "SELECT min(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'deferred')"
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    async def record_results(self, outcomes: Sequence[Outcome], now: float) -> None:
+        """Write attempts, new delivery states and their events (group-committed)."""
+        await self._results.submit((outcomes, now))
+
+    async def _write_results(self, batch: list[tuple[Sequence[Outcome], float]]) -> list[None]:
+        async def work(db: aiosqlite.Connection) -> None:
+            for outcomes, now in batch:
+                await _write_outcomes(db, outcomes, now)
+
+        await self._transaction(work)
+        return [None] * len(batch)
+
+    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
+        ids = [(i,) for i in delivery_ids]
+        if not ids:
+            return
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL"
+                " WHERE id = ? AND state = 'leased'",
+                ids,
+            )
+
+        await self._transaction(work)
+
+    async def record_links(self, message_pk: int, urls: Sequence[str]) -> None:
+        """Remember the link targets of a message (the only URLs a click may redirect to)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT OR IGNORE INTO links (message_id, idx, url) VALUES (?, ?, ?)",
+                [(message_pk, i, u) for i, u in enumerate(urls)],
+            )
+
+        await self._transaction(work)
+
+    # --- events and suppression
+
+    async def record_events(self, events: Sequence[Event]) -> None:
+        """Group-committed event writes (tracking hits arrive in bursts)."""
+        await asyncio.gather(*(self._events.submit(e) for e in events))
+
+    async def _write_events(self, batch: list[Event]) -> list[None]:
+        async def work(db: aiosqlite.Connection) -> None:
+            await _insert_events(db, batch)
+
+        await self._transaction(work)
+        return [None] * len(batch)
+
+    async def suppressed(self, addresses: Iterable[str], now: float) -> dict[str, str]:
+        """Which of these addresses are suppressed now, with the reason."""
+        wanted = sorted({a.lower() for a in addresses})
+        if not wanted:
+            return {}
+        async with self._ro.execute(
+            f"SELECT address, reason FROM suppressions WHERE address IN"
+            f" ({','.join('?' * len(wanted))}) AND (expires_at IS NULL OR expires_at > ?)",
+            (*wanted, now),
+        ) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def suppress(
+        self,
+        address: str,
+        reason: str,
+        now: float,
+        expires_at: float | None = None,
+        detail: str = "",
+    ) -> None:
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO suppressions (address, reason, detail, created_at, expires_at)"
+                " VALUES (?,?,?,?,?) ON CONFLICT (address) DO UPDATE SET reason = excluded.reason,"
+                " detail = excluded.detail, created_at = excluded.created_at,"
+                " expires_at = excluded.expires_at",
+                (address.lower(), reason, detail, now, expires_at),
+            )
+
+        await self._transaction(work)
+
+    # --- queries for operators and tests
+
+    async def delivery_states(self, queue_id: str) -> dict[str, str]:
+        """recipient -> state for one message."""
+        async with self._ro.execute(
+            "SELECT d.recipient, d.state FROM deliveries d JOIN messages m"
+            " ON m.id = d.message_id WHERE m.queue_id = ? ORDER BY d.id",
+            (queue_id,),
+        ) as cur:
+            return {row[0]: row[1] for row in await cur.fetchall()}
+
+    async def count_deliveries(self) -> dict[str, int]:
+        async with self._ro.execute("SELECT state, count(*) FROM deliveries GROUP BY state") as cur:
+            return {row[0]: int(row[1]) for row in await cur.fetchall()}
+
+    async def events_for(self, queue_id: str) -> list[dict[str, Any]]:
+        """Every event of a message, in time order (then insertion order)."""
+        async with self._ro.execute(
+            "SELECT e.at, e.type, e.delivery_id, e.recipient, e.campaign, e.details"
+            " FROM events e JOIN messages m ON m.id = e.message_id WHERE m.queue_id = ?"
+            " ORDER BY e.at, e.id",
+            (queue_id,),
+        ) as cur:
+            return [
+                {
+                    "at": r[0],
+                    "type": r[1],
+                    "delivery_id": r[2],
+                    "recipient": r[3],
+                    "campaign": r[4],
+                    "details": json.loads(r[5]),
+                }
+                for r in await cur.fetchall()
+            ]
+
+    async def attempts_for(self, queue_id: str) -> list[dict[str, Any]]:
+        async with self._ro.execute(
+            "SELECT a.delivery_id, d.recipient, a.at, a.class, a.code, a.status, a.text, a.remote"
+            " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ? ORDER BY a.id",
+            (queue_id,),
+        ) as cur:
+            keys = ("delivery_id", "recipient", "at", "class", "code", "status", "text", "remote")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def list_deliveries(
+        self, *, state: str | None = None, domain: str | None = None, limit: int = 10_000
+    ) -> list[dict[str, Any]]:
+        """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
+        where = [
+            "d.state = ?" if state else "d.state NOT IN ('delivered','bounced','expired','dropped')"
+        ]
+        params: list[Any] = [state] if state else []
+        if domain:
+            where.append("d.domain = ?")
+            params.append(domain.lower())
+        async with self._ro.execute(
+            "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
+            " d.next_attempt_at, d.last_status, d.last_text FROM deliveries d"
+            f" JOIN messages m ON m.id = d.message_id WHERE {' AND '.join(where)}"
+            " ORDER BY d.id LIMIT ?",
+            (*params, limit),
+        ) as cur:
+            keys = (
+                "queue_id",
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "received_at",
+                "next_attempt_at",
+                "last_status",
+                "last_text",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def ping(self) -> bool:
+        async with self._ro.execute("SELECT 1") as cur:
+            return (await cur.fetchone()) is not None
+
+
+async def _write_outcomes(
+    db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float
+) -> None:
+    """Attempts, new delivery states and their events ('queued' = returned untried)."""
+    tried = [o for o in outcomes if o.state != "queued"]
+    await db.executemany(
+        "INSERT INTO attempts (delivery_id, at, class, code, status, text, remote)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                o.lease.delivery_id,
+                now,
+                o.result.cls,
+                o.result.code,
+                o.result.status,
+                o.result.text,
+                o.result.remote,
+            )
+            for o in tried
+        ],
+    )
+    await db.executemany(
+        "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
+        " lease_until = NULL, last_class = ?, last_code = ?, last_status = ?,"
+        " last_text = ?, last_remote = ?, updated_at = ? WHERE id = ?",
+        [
+            (
+                o.state,
+                0 if o.state == "queued" else 1,
+                o.next_attempt_at,
+                o.result.cls,
+                o.result.code,
+                o.result.status,
+                o.result.text,
+                o.result.remote,
+                now,
+                o.lease.delivery_id,
+            )
+            for o in outcomes
+        ],
+    )
+    await _insert_events(
+        db,
+        [
+            Event(
+                o.state,
+                now,
+                o.lease.message_pk,
+                o.lease.delivery_id,
+                o.lease.recipient,
+                o.lease.campaign,
+                {
+                    "code": o.result.code,
+                    "status": o.result.status,
+                    "text": o.result.text,
+                    "remote": o.result.remote,
+                    "attempt": o.lease.attempts + 1,
+                    **o.event_details,
+                },
+            )
+            for o in tried
+        ],
+    )
+
+
+async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> None:
+    await db.executemany(
+        "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details)"
+        " VALUES (?,?,?,?,?,?,?)",
+        [
+            (
+                e.at,
+                e.type,
+                e.message_pk,
+                e.delivery_id,
+                e.recipient,
+                e.campaign,
+                json.dumps(e.details, separators=(",", ":")),
+            )
+            for e in events
+        ],
+    )
+
+
+def _domain(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+async def _configure(db: aiosqlite.Connection, busy_timeout: float, durable: bool) -> None:
+    await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    await db.execute("PRAGMA journal_mode = WAL")
+    await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+    await db.execute("PRAGMA foreign_keys = ON")
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Create the schema on an empty store, then apply forward migrations in order."""
+    async with db.execute("PRAGMA user_version") as cur:
+        row = await cur.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"store schema version {version} is newer than this Outpost ({SCHEMA_VERSION})"
+        )
+    if version == 0:
+        schema = resources.files("relay").joinpath("schema.sql").read_text(encoding="utf-8")
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(schema):
+                await db.execute(statement)
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            await db.execute("ROLLBACK")
+            raise
+        await db.execute("COMMIT")
+        log.info("store created schema_version=%d", SCHEMA_VERSION)
+        return
+    while version < SCHEMA_VERSION:
+        await db.executescript(
+            f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; COMMIT;"
+        )
+        version += 1
+        log.info("store migrated schema_version=%d", version)
+
+
+def _statements(script: str) -> list[str]:
+    """Split schema.sql into statements (it has no semicolons inside strings or triggers)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def now() -> float:
+    return time.time()

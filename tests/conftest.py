@@ -1,0 +1,185 @@
+"""Shared test parts: real SMTP sinks on loopback, configs in tmp_path, an in-process relay."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from relay.app import RelayApp
+from relay.config import Config, parse_config
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpts: list[str]
+    data: bytes
+    options: list[str]
+
+
+Reply = str | None  # None: accept with the default 250
+
+
+@dataclass
+class SinkScript:
+    """What the sink answers. Each callable gets (sink, value) and returns a reply or None."""
+
+    rcpt: Callable[[Sink, str], Reply] = lambda sink, rcpt: None
+    data: Callable[[Sink, Received], Reply] = lambda sink, msg: None
+    hang_data: float = 0.0  # seconds to sit on the DATA reply (timeouts)
+
+
+class Sink:
+    """An aiosmtpd server on loopback that records what it receives and answers as scripted."""
+
+    def __init__(self, script: SinkScript | None = None) -> None:
+        self.script = script or SinkScript()
+        self.received: list[Received] = []
+        self.data_attempts = 0
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self.script.rcpt(self, address)
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.data_attempts += 1
+        msg = Received(
+            str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.original_content or b""),
+            list(envelope.mail_options),
+        )
+        if self.script.hang_data:
+            await asyncio.sleep(self.script.hang_data)
+        reply = self.script.data(self, msg)
+        if reply:
+            return reply
+        self.received.append(msg)
+        return f"250 2.0.0 OK id={len(self.received)}"
+
+    def _protocol(self) -> SMTP:
+        self.connections += 1
+        return SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False)
+
+    async def start(self, port: int = 0) -> int:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._protocol, "127.0.0.1", port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        async with asyncio.timeout(timeout):
+            while len(self.received) < count:
+                await asyncio.sleep(0.01)
+        return self.received
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[Sink]:
+    s = Sink()
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+    """A config for tests: ephemeral ports, the store and secrets in tmp_path, fast retries."""
+    secrets = tmp_path / "tracking.secrets"
+    if not secrets.exists():
+        secrets.write_text("test-secret-0123456789abcdef\n")
+    token = tmp_path / "admin.token"
+    if not token.exists():
+        token.write_text("test-admin-token\n")
+    base: dict[str, dict[str, Any]] = {
+        "relay": {"listen": ["127.0.0.1:0"], "hostname": "relay.test", "drain_timeout": "5s"},
+        "store": {"path": str(tmp_path / "outpost.db")},
+        "delivery": {
+            "transport": "file",
+            "directory": str(tmp_path / "outbox"),
+            "backoff": ["50ms"],
+            "poll_interval": "50ms",
+            "connect_timeout": "2s",
+            "command_timeout": "5s",
+        },
+        "tracking": {"secrets_file": str(secrets)},
+        "sidecar": {"listen": "127.0.0.1:0", "admin_token_file": str(token)},
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return parse_config(base, source="test.toml")
+
+
+def smarthost(sink: Sink) -> dict[str, Any]:
+    """Delivery section values that send everything to the sink."""
+    return {"transport": "smarthost", "smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "none"}
+
+
+@dataclass
+class RunningRelay:
+    app: RelayApp
+    host: str
+    port: int
+    stopped: bool = field(default=False)
+
+    async def send(
+        self, raw: bytes, mail_from: str = "app@example.com", rcpts: tuple[str, ...] = ("a@example.org",),
+        mail_options: tuple[str, ...] = (),
+    ) -> dict[str, tuple[int, bytes]]:
+        """Send with smtplib (in a thread: the relay runs on this loop). Returns refusals."""
+        return await asyncio.to_thread(
+            send_smtplib, self.host, self.port, raw, mail_from, rcpts, mail_options
+        )
+
+    async def idle(self, timeout: float = 10.0) -> None:
+        assert self.app.delivery is not None
+        async with asyncio.timeout(timeout):
+            await self.app.delivery.idle()
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.app.stop()
+
+
+def send_smtplib(
+    host: str, port: int, raw: bytes, mail_from: str, rcpts: tuple[str, ...],
+    mail_options: tuple[str, ...] = (),
+) -> dict[str, tuple[int, bytes]]:
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        return client.sendmail(mail_from, list(rcpts), raw, mail_options=list(mail_options))
+
+
+@pytest.fixture
+async def start_relay() -> AsyncIterator[Callable[..., Any]]:
+    """Factory: `relay = await start_relay(config)`; every relay started is drained afterwards."""
+    running: list[RunningRelay] = []
+
+    async def start(config: Config, **kwargs: Any) -> RunningRelay:
+        app = RelayApp(config, **kwargs)
+        bound = await app.start()
+        relay = RunningRelay(app, *bound[0])
+        running.append(relay)
+        return relay
+
+    yield start
+    for relay in running:
+        await relay.stop()
