@@ -59,7 +59,9 @@ class Sink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_attempts += 1
         msg = Received(
-            str(envelope.mail_from), list(envelope.rcpt_tos), bytes(envelope.original_content or b""),
+            str(envelope.mail_from),
+            list(envelope.rcpt_tos),
+            bytes(envelope.original_content or b""),
             list(envelope.mail_options),
         )
         if self.script.hang_data:
@@ -130,7 +132,11 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
 
 def smarthost(sink: Sink) -> dict[str, Any]:
     """Delivery section values that send everything to the sink."""
-    return {"transport": "smarthost", "smarthost": f"127.0.0.1:{sink.port}", "smarthost_tls": "none"}
+    return {
+        "transport": "smarthost",
+        "smarthost": f"127.0.0.1:{sink.port}",
+        "smarthost_tls": "none",
+    }
 
 
 @dataclass
@@ -141,7 +147,10 @@ class RunningRelay:
     stopped: bool = field(default=False)
 
     async def send(
-        self, raw: bytes, mail_from: str = "app@example.com", rcpts: tuple[str, ...] = ("a@example.org",),
+        self,
+        raw: bytes,
+        mail_from: str = "app@example.com",
+        rcpts: tuple[str, ...] = ("a@example.org",),
         mail_options: tuple[str, ...] = (),
     ) -> dict[str, tuple[int, bytes]]:
         """Send with smtplib (in a thread: the relay runs on this loop). Returns refusals."""
@@ -161,7 +170,11 @@ class RunningRelay:
 
 
 def send_smtplib(
-    host: str, port: int, raw: bytes, mail_from: str, rcpts: tuple[str, ...],
+    host: str,
+    port: int,
+    raw: bytes,
+    mail_from: str,
+    rcpts: tuple[str, ...],
     mail_options: tuple[str, ...] = (),
 ) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP(host, port, timeout=10) as client:

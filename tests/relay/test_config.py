@@ -93,5 +93,6 @@ def test_value_parsers() -> None:
 
 def test_backoff_default_is_postfix_like() -> None:
     backoff = parse_config({}).delivery.backoff
-    assert backoff[0] == 300 and all(b == a * 2 for a, b in zip(backoff, backoff[1:-1]))
+    doubling = zip(backoff, backoff[1:-1], strict=False)
+    assert backoff[0] == 300 and all(b == a * 2 for a, b in doubling)
     assert backoff[-1] <= 4000

@@ -51,8 +51,12 @@ async def event_types(relay: RunningRelay, queue_id: str) -> list[str]:
 
 @pytest.mark.parametrize(
     ("fixture", "options"),
-    [("plain.eml", ""), ("multipart.eml", ""), ("8bit.eml", " BODY=8BITMIME"),
-     ("smtputf8.eml", " SMTPUTF8 BODY=8BITMIME")],
+    [
+        ("plain.eml", ""),
+        ("multipart.eml", ""),
+        ("8bit.eml", " BODY=8BITMIME"),
+        ("smtputf8.eml", " SMTPUTF8 BODY=8BITMIME"),
+    ],
 )
 async def test_body_arrives_byte_for_byte(
     tmp_path: Path, sink: Sink, start_relay, fixture: str, options: str
@@ -102,7 +106,9 @@ async def test_451_twice_then_250_is_delivered_once(
     assert relay.app.store is not None
     attempts = await relay.app.store.attempts_for(queue_id)
     assert [(a["class"], a["code"], a["status"]) for a in attempts] == [
-        (4, 451, "4.3.0"), (4, 451, "4.3.0"), (2, 250, "2.0.0")
+        (4, 451, "4.3.0"),
+        (4, 451, "4.3.0"),
+        (2, 250, "2.0.0"),
     ]
     assert await event_types(relay, queue_id) == ["processed", "deferred", "deferred", "delivered"]
 
@@ -127,8 +133,10 @@ async def test_unreachable_for_longer_than_lifetime_expires(tmp_path: Path, star
     dead = Sink()
     port = await dead.start()
     await dead.stop()  # nothing listens on that port any more
-    delivery = smarthost(dead) | {"smarthost": f"127.0.0.1:{port}",
-                                  "maximal_queue_lifetime": "400ms"}
+    delivery = smarthost(dead) | {
+        "smarthost": f"127.0.0.1:{port}",
+        "maximal_queue_lifetime": "400ms",
+    }
     relay = await start_relay(make_config(tmp_path, delivery=delivery))
     queue_id = await submit(relay, MSG, ["b@example.org"])
     await wait_states(relay, queue_id, {"b@example.org": "expired"})
@@ -154,7 +162,8 @@ async def test_partial_refusal_each_recipient_its_own_result(
     relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink)))
     queue_id = await submit(relay, MSG, ["r1@example.org", "r2@example.org", "r3@example.org"])
     await wait_states(
-        relay, queue_id,
+        relay,
+        queue_id,
         {"r1@example.org": "delivered", "r2@example.org": "bounced", "r3@example.org": "delivered"},
     )
     # r1 went once, with the first transaction; the retry carried r3 alone
@@ -190,7 +199,9 @@ async def test_file_transport_writes_eml(tmp_path: Path, start_relay) -> None:
     assert content.endswith(b"\r\n\r\nbody\r\n")
 
 
-async def test_leases_left_by_a_crash_are_recovered(tmp_path: Path, sink: Sink, start_relay) -> None:
+async def test_leases_left_by_a_crash_are_recovered(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
     config = make_config(tmp_path, delivery=smarthost(sink) | {"poll_interval": "10s"})
     relay = await start_relay(config)
     assert relay.app.delivery is not None and relay.app.store is not None
@@ -206,8 +217,21 @@ async def test_leases_left_by_a_crash_are_recovered(tmp_path: Path, sink: Sink, 
 
 
 def _lease(received_at: float = 0.0, attempts: int = 0) -> Lease:
-    return Lease(1, 1, "Q", "b@example.org", "example.org", attempts, received_at, "a@x", "",
-                 "all", False, False, "mail")
+    return Lease(
+        1,
+        1,
+        "Q",
+        "b@example.org",
+        "example.org",
+        attempts,
+        received_at,
+        "a@x",
+        "",
+        "all",
+        False,
+        False,
+        "mail",
+    )
 
 
 def test_decide_follows_postfix_rules() -> None:

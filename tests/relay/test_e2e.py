@@ -39,4 +39,4 @@ async def test_plain_text_arrives_byte_for_byte(tmp_path: Path, sink: Sink, star
     # the app's headers, in order and byte for byte, after our Received line
     fields = headers.fields(block)
     assert fields[0][0] == "received"
-    assert b"".join(f for _, f in fields[1:]) == headers.split(raw)[0][: -2]
+    assert b"".join(f for _, f in fields[1:]) == headers.split(raw)[0][:-2]

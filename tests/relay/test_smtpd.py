@@ -83,7 +83,7 @@ async def test_foreign_client_relays_nothing(tmp_path: Path, start_relay, rcpt: 
         ("MAIL FROM:<no-at-sign>", "553 5.1.7 <no-at-sign>: Sender address rejected: bad address"),
         ("MAIL FROM:<a@@b.example>", "553 5.1.3 "),
         ("MAIL FROM:<a b@example.com>", "553 5.1.7 "),
-        ("MAIL FROM:<\"a b\"@example.com>", "553 5.1.7 <\"a b\"@example.com>: Sender address"),
+        ('MAIL FROM:<"a b"@example.com>', '553 5.1.7 <"a b"@example.com>: Sender address'),
         ("MAIL FROM:<user@[127.0.0.1]>", "553 5.1.7 <user@[127.0.0.1]>: Sender address rejected"),
     ],
 )
@@ -180,7 +180,7 @@ async def test_smuggling_never_makes_a_second_message(
     assert got.rcpts == ["b@example.org"]
     body = got.data.split(b"\r\n\r\n", 1)[1]
     # no bare CR or LF left, and the fake end is an ordinary line inside the one message
-    assert b"\r\n" in body and body.replace(b"\r\n", b"") .count(b"\r") == 0
+    assert b"\r\n" in body and body.replace(b"\r\n", b"").count(b"\r") == 0
     assert body.replace(b"\r\n", b"").count(b"\n") == 0
     assert b"MAIL FROM:<evil@example.net>\r\n" in body
 
