@@ -49,6 +49,8 @@ def _file_problems(config: Config) -> list[str]:
             ("relay.tls_cert_file", config.relay.tls_cert_file),
             ("relay.tls_key_file", config.relay.tls_key_file),
         ]
+    if config.delivery.smarthost_ca_file:
+        wanted.append(("delivery.smarthost_ca_file", config.delivery.smarthost_ca_file))
     if config.delivery.smarthost_password_file:
         wanted.append(("delivery.smarthost_password_file", config.delivery.smarthost_password_file))
     for i, dkim_key in enumerate(config.dkim.keys):

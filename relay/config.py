@@ -178,6 +178,7 @@ class DeliveryConfig:
     )
     smarthost_username: str = field(default="", metadata=_key(_str))
     smarthost_password_file: str = field(default="", metadata=_key(_str))
+    smarthost_ca_file: str = field(default="", metadata=_key(_str))
     directory: str = field(default="var/outbox", metadata=_key(_str))
     mx_port: int = field(default=25, metadata=_key(_int))
     mx_tls: str = field(default="opportunistic", metadata=_key(_choice("none", "opportunistic")))

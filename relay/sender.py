@@ -211,6 +211,8 @@ class Transport:
         self._helo = helo
         self._resolver = resolver
         self._tls = tls_context
+        if self._tls is None and config.smarthost_ca_file:
+            self._tls = ssl.create_default_context(cafile=config.smarthost_ca_file)
         self._password: str | None = None
         if config.transport == "smarthost" and config.smarthost_password_file:
             self._password = read_secret_file(
@@ -278,8 +280,14 @@ class Transport:
             client.close()
             return trouble_result(exc, remote, during="connect")
         if smarthost and cfg.smarthost_username:
+            # PLAIN, else LOGIN: one exchange, not aiosmtplib's try-everything login()
+            methods = client.server_auth_methods
+            if "plain" not in methods and "login" not in methods:
+                client.close()
+                return Result(4, 451, "4.7.0", "smarthost offers no AUTH PLAIN or LOGIN", remote)
+            auth = client.auth_plain if "plain" in methods else client.auth_login
             try:
-                await client.login(cfg.smarthost_username, self._password or "")
+                await auth(cfg.smarthost_username, self._password or "")
             except aiosmtplib.SMTPResponseException as exc:
                 client.close()
                 # a refused login is our configuration's fault: keep the mail, say why

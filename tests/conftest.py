@@ -36,15 +36,33 @@ class SinkScript:
     hang_data: float = 0.0  # seconds to sit on the DATA reply (timeouts)
 
 
+class _SinkSMTP(SMTP):
+    def __init__(self, sink: Sink, **kwargs: Any) -> None:
+        super().__init__(sink, **kwargs)
+        self._sink = sink
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._sink.active += 1
+        self._sink.max_active = max(self._sink.max_active, self._sink.active)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sink.active -= 1
+        super().connection_lost(error)
+
+
 class Sink:
     """An aiosmtpd server on loopback that records what it receives and answers as scripted."""
 
-    def __init__(self, script: SinkScript | None = None) -> None:
+    def __init__(self, script: SinkScript | None = None, **smtp_options: Any) -> None:
         self.script = script or SinkScript()
         self.received: list[Received] = []
         self.data_attempts = 0
         self.connections = 0
+        self.active = 0
+        self.max_active = 0
         self.port = 0
+        self.smtp_options = smtp_options  # e.g. tls_context, require_starttls, authenticator
         self._server: asyncio.Server | None = None
 
     async def handle_RCPT(
@@ -74,11 +92,18 @@ class Sink:
 
     def _protocol(self) -> SMTP:
         self.connections += 1
-        return SMTP(self, hostname="sink.test", enable_SMTPUTF8=True, decode_data=False)
+        return _SinkSMTP(
+            self,
+            hostname="sink.test",
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            **self.smtp_options,
+        )
 
-    async def start(self, port: int = 0) -> int:
+    async def start(self, port: int = 0, ssl: Any = None) -> int:
+        """Listen on loopback; with ssl (an SSLContext), TLS from the first byte (465 style)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(self._protocol, "127.0.0.1", port)
+        self._server = await loop.create_server(self._protocol, "127.0.0.1", port, ssl=ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
