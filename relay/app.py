@@ -7,18 +7,21 @@ import logging
 import signal
 import time
 from collections.abc import Callable
+from typing import cast
 
 import dns.asyncresolver
 
 from relay.auth import UserFile
-from relay.config import Config
+from relay.config import Config, ConfigError
 from relay.delivery import DeliveryService
+from relay.dkim import Algorithm, DkimSigner, load_key
 from relay.notify import notify
 from relay.pipeline import Acceptor
 from relay.render import Renderer
 from relay.sender import Transport
 from relay.smtpd import Listeners, RelayHandler, tls_context
 from relay.store import Store
+from relay.tokens import TokenSigner, load_secrets
 
 log = logging.getLogger("outpost.relay")
 
@@ -47,7 +50,7 @@ class RelayApp:
         self.store = await Store.open(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
         transport = Transport(cfg.delivery, helo=cfg.relay.hostname, resolver=self._resolver)
         self.delivery = DeliveryService(
-            self.store, cfg.delivery, transport, Renderer(), clock=self.clock
+            self.store, cfg.delivery, transport, self._renderer(), clock=self.clock
         )
         acceptor = Acceptor(
             self.store,
@@ -64,18 +67,49 @@ class RelayApp:
         self.bound = await self.listeners.start()
         return self.bound
 
+    def _renderer(self) -> Renderer:
+        """Renderer with the tracking secrets and DKIM keys read now (start-up and SIGHUP)."""
+        cfg = self.config
+        signer = None
+        t = cfg.tracking
+        if t.opens or t.clicks or t.unsubscribe or cfg.bounces.domain:
+            try:
+                signer = TokenSigner(load_secrets(t.secrets_file))
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.source}: tracking.secrets_file: {exc}") from None
+        dkim = None
+        if cfg.dkim.keys:
+            try:
+                keys = [
+                    load_key(k.domain, k.selector, cast(Algorithm, k.algorithm), k.key_file)
+                    for k in cfg.dkim.keys
+                ]
+                dkim = DkimSigner(keys, fallback_domain=cfg.dkim.fallback_domain or None)
+            except ValueError as exc:
+                raise ConfigError(f"{cfg.source}: dkim.keys: {exc}") from None
+        return Renderer(t, cfg.bounces, signer, dkim, honeypot=t.honeypot)
+
     def _users(self) -> UserFile | None:
         path = self.config.relay.auth_users_file
         return UserFile.load(path) if path else None
 
     def reload(self) -> None:
-        """SIGHUP: re-read the AUTH users file. Listeners, store and workers keep running."""
+        """SIGHUP: re-read the AUTH users, tracking secrets and DKIM keys; connections stay up.
+
+        Each part is swapped only when it loads cleanly: a bad file keeps what was running.
+        """
         if self.handler is not None:
             try:
                 self.handler.users = self._users()
                 log.info("reloaded auth_users_file")
-            except Exception as exc:  # a bad file keeps the old users, and says why
-                log.error("reload failed, keeping the previous users: %s", exc)
+            except Exception as exc:
+                log.error("reload of auth users failed, keeping the previous ones: %s", exc)
+        if self.delivery is not None:
+            try:
+                self.delivery.renderer = self._renderer()
+                log.info("reloaded tracking secrets and dkim keys")
+            except Exception as exc:
+                log.error("reload of secrets/keys failed, keeping the previous ones: %s", exc)
 
     async def stop(self) -> None:
         """Drain: 421 to new sessions, finish transactions in flight, return unsent leases."""

@@ -205,6 +205,7 @@ class TrackingConfig:
     clicks: bool = field(default=True, metadata=_key(_bool))
     unsubscribe: bool = field(default=True, metadata=_key(_bool))
     unsubscribe_mailto: str = field(default="", metadata=_key(_str))
+    honeypot: bool = field(default=True, metadata=_key(_bool))
 
 
 @dataclass(frozen=True)

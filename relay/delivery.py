@@ -63,7 +63,7 @@ class DeliveryService:
         self._store = store
         self._config = config
         self._transport = transport
-        self._renderer = renderer
+        self.renderer = renderer  # replaced whole on SIGHUP (new keys or secrets)
         self._clock = clock
         self._wake = asyncio.Event()
         self._dest: dict[str, _Destination] = {}
@@ -214,7 +214,7 @@ class DeliveryService:
         group = [lease]
         try:
             raw = await self._message(lease.message_pk)
-            rendered = self._renderer.render(lease, raw)
+            rendered = self.renderer.render(lease, raw)
             if not rendered.personal:  # same bytes for every recipient: one transaction
                 siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
                 for sibling in siblings:

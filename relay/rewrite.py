@@ -33,11 +33,23 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from html.entities import html5 as _HTML5
 
-__all__ = ["PIXEL_TEMPLATE", "Rewritten", "extract_links", "rewrite_html", "unescape_attribute"]
+__all__ = [
+    "PIXEL_TEMPLATE",
+    "TRAP_TEMPLATE",
+    "Rewritten",
+    "extract_links",
+    "rewrite_html",
+    "unescape_attribute",
+]
 
 PIXEL_TEMPLATE = (
     '<img src="{src}" width="1" height="1" alt="" border="0" '
     'style="display:block;border:0;width:1px;height:1px">'
+)
+# A link no human can see or reach: whoever fetches it is a machine that follows every href.
+TRAP_TEMPLATE = (
+    '<a href="{href}" style="display:none!important;font-size:0;line-height:0" '
+    'aria-hidden="true" tabindex="-1"></a>'
 )
 
 _WS = "\t\n\f\r "
@@ -247,18 +259,27 @@ def _scan(html: str, click_url: Callable[[int], str] | None) -> _Scanner:
 
 
 def rewrite_html(
-    html: str, *, click_url: Callable[[int], str] | None, pixel_url: str | None
+    html: str,
+    *,
+    click_url: Callable[[int], str] | None,
+    pixel_url: str | None,
+    trap_url: str | None = None,
 ) -> Rewritten:
     """Point every tracked link at ``click_url(index)`` and add the pixel before ``</body>``.
 
     With ``click_url=None`` links are listed but not changed; with ``pixel_url=None`` no pixel.
+    ``trap_url`` adds a hidden honeypot link beside the pixel (scanner detection).
     """
     scanner = _scan(html, click_url)
     links = tuple(scanner.links)
     edits = scanner.edits
-    if pixel_url is not None:
+    if pixel_url is not None or trap_url is not None:
         at = scanner.body_close if scanner.body_close >= 0 else len(html)
-        pixel = PIXEL_TEMPLATE.format(src=_quote(pixel_url)[1:-1])
+        pixel = ""
+        if trap_url is not None:
+            pixel += TRAP_TEMPLATE.format(href=_quote(trap_url)[1:-1])
+        if pixel_url is not None:
+            pixel += PIXEL_TEMPLATE.format(src=_quote(pixel_url)[1:-1])
         # Edits sit inside tags, the pixel at a '<' or the end: sorting keeps them apart.
         edits = sorted([*edits, (at, at, pixel)], key=lambda edit: edit[0])
     if not edits:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 VERSION = 1
+# The link index of the hidden honeypot link render adds: no message has 65535 real links.
+HONEYPOT_LINK = 65535
 MAC_BYTES = 10  # 80 bits: online guessing is the only attack, and each guess is an HTTP request.
 MIN_SECRET_BYTES = 16
 MAX_ID = 2**64 - 1  # keeps tokens bounded; far above any delivery id or link index.
