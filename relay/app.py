@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 import dns.asyncresolver
@@ -15,12 +15,16 @@ from relay.auth import UserFile
 from relay.config import Config, ConfigError
 from relay.delivery import DeliveryService
 from relay.dkim import Algorithm, DkimSigner, load_key
+from relay.dsn import Failure, build_dsn, should_notify
+from relay.ingest import BounceDoor
 from relay.notify import notify
 from relay.pipeline import Acceptor
 from relay.render import Renderer
 from relay.sender import Transport
 from relay.smtpd import Listeners, RelayHandler, tls_context
-from relay.store import Store
+from relay.store import Outcome, Store
+from relay.suppression import Rules
+from relay.suppression import apply as apply_suppression
 from relay.tokens import TokenSigner, load_secrets
 
 log = logging.getLogger("outpost.relay")
@@ -43,22 +47,39 @@ class RelayApp:
         self.delivery: DeliveryService | None = None
         self.listeners: Listeners | None = None
         self.handler: RelayHandler | None = None
+        self.acceptor: Acceptor | None = None
+        self.rules = Rules.from_config(config.bounces)
         self.bound: list[tuple[str, int]] = []
 
     async def start(self) -> list[tuple[str, int]]:
         cfg = self.config
         self.store = await Store.open(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
         transport = Transport(cfg.delivery, helo=cfg.relay.hostname, resolver=self._resolver)
+        self.rules = Rules.from_config(cfg.bounces)
         self.delivery = DeliveryService(
-            self.store, cfg.delivery, transport, self._renderer(), clock=self.clock
+            self.store,
+            cfg.delivery,
+            transport,
+            self._renderer(),
+            clock=self.clock,
+            after_results=self._after_results,
         )
-        acceptor = Acceptor(
+        self.acceptor = Acceptor(
             self.store,
             hostname=cfg.relay.hostname,
             clock=self.clock,
             on_queued=self.delivery.wake,
         )
-        self.handler = RelayHandler(cfg.relay, acceptor, users=self._users())
+        bounces = None
+        if cfg.bounces.domain:
+            bounces = BounceDoor(
+                self.store,
+                cfg.bounces.domain,
+                lambda: self.delivery.renderer.signer if self.delivery else None,
+                self.rules,
+                self.clock,
+            )
+        self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
         tls = None
         if cfg.relay.tls_cert_file:
             tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
@@ -88,6 +109,48 @@ class RelayApp:
             except ValueError as exc:
                 raise ConfigError(f"{cfg.source}: dkim.keys: {exc}") from None
         return Renderer(t, cfg.bounces, signer, dkim, honeypot=t.honeypot)
+
+    async def _after_results(self, outcomes: Sequence[Outcome]) -> None:
+        """Suppression rules on every result; a DSN to the sender for bounces and expiries."""
+        assert self.store is not None
+        now = self.clock()
+        await apply_suppression(
+            self.store,
+            self.rules,
+            [(o.state, o.lease.recipient, o.event_details) for o in outcomes],
+            now,
+        )
+        if not self.config.bounces.notify_sender:
+            return
+        failed: dict[int, list[Outcome]] = {}
+        for o in outcomes:
+            if o.state in ("bounced", "expired") and should_notify(o.lease.mail_from, o.lease.kind):
+                failed.setdefault(o.lease.message_pk, []).append(o)
+        for group in failed.values():
+            lease = group[0].lease
+            original = await self.store.message_raw(lease.message_pk)
+            dsn = build_dsn(
+                hostname=self.config.relay.hostname,
+                queue_id=lease.queue_id,
+                mail_from=lease.mail_from,
+                original=original,
+                failures=[
+                    Failure(
+                        o.lease.recipient,
+                        o.result.status,
+                        o.result.reply(),
+                        o.result.remote,
+                        o.state == "expired",
+                    )
+                    for o in group
+                ],
+                arrival=lease.received_at,
+                now=now,
+                boundary_seed=str(group[0].lease.delivery_id),
+            )
+            assert self.acceptor is not None
+            queue_id = await self.acceptor.queue_local("", lease.mail_from, dsn, "dsn")
+            log.info("dsn queue_id=%s about=%s to=<%s>", queue_id, lease.queue_id, lease.mail_from)
 
     def _users(self) -> UserFile | None:
         path = self.config.relay.auth_users_file

@@ -212,6 +212,9 @@ class TrackingConfig:
 class BouncesConfig:
     domain: str = field(default="", metadata=_key(_str))
     notify_sender: bool = field(default=True, metadata=_key(_bool))
+    soft_bounce_limit: int = field(default=3, metadata=_key(_int))
+    soft_bounce_window: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
+    soft_bounce_suppression: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
 
 
 @dataclass(frozen=True)
@@ -234,6 +237,7 @@ class DkimConfig:
 class SidecarConfig:
     listen: tuple[str, int] = field(default=("127.0.0.1", 8025), metadata=_key(_listen))
     admin_token_file: str = field(default="conf/admin.token", metadata=_key(_str))
+    ingest_token_file: str = field(default="", metadata=_key(_str))
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from relay.bounce import classify
 from relay.config import DeliveryConfig
 from relay.render import Renderer
 from relay.sender import Channel, Transport
@@ -42,6 +43,16 @@ def decide(
     return "deferred", min(now + next_delay(backoff, lease.attempts + 1), deadline)
 
 
+def bounce_details(state: str, result: Result) -> dict[str, str]:
+    """hard/soft and reason for a bounce or expiry (relay.bounce rules), for events and rules."""
+    if state == "bounced":
+        verdict = classify(result.status, result.text, result.code)
+        return {"bounce_type": verdict.type, "reason": verdict.reason}
+    if state == "expired":
+        return {"bounce_type": "soft", "reason": "expired"}
+    return {}
+
+
 @dataclass
 class _Destination:
     pending: deque[Lease]
@@ -59,8 +70,10 @@ class DeliveryService:
         renderer: Renderer,
         *,
         clock: Callable[[], float] = time.time,
+        after_results: Callable[[Sequence[Outcome]], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
+        self._after_results = after_results  # suppression rules, DSNs to the sender
         self._config = config
         self._transport = transport
         self.renderer = renderer  # replaced whole on SIGHUP (new keys or secrets)
@@ -246,7 +259,7 @@ class DeliveryService:
         for lease in leases:
             result = results[lease.delivery_id]
             state, next_at = decide(lease, result, now, cfg.backoff, cfg.maximal_queue_lifetime)
-            outcomes.append(Outcome(lease, result, state, next_at))
+            outcomes.append(Outcome(lease, result, state, next_at, bounce_details(state, result)))
             log.info(
                 "%s queue_id=%s to=<%s> relay=%s delay=%.1f attempt=%d dsn=%s reply=%r",
                 state,
@@ -259,6 +272,11 @@ class DeliveryService:
                 f"{result.code} {result.text}",
             )
         await self._store.record_results(outcomes, now)
+        if self._after_results is not None:
+            try:
+                await self._after_results(outcomes)
+            except Exception:  # the results are recorded; a follow-up failure must not undo that
+                log.exception("after-results step failed")
 
     async def _message(self, message_pk: int) -> bytes:
         raw = self._raw.get(message_pk)

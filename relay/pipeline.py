@@ -121,6 +121,30 @@ class Acceptor:
         found = await self._store.suppressed([recipient], self._clock())
         return found.get(recipient.lower())
 
+    async def queue_local(self, mail_from: str, recipient: str, raw: bytes, kind: str) -> str:
+        """Queue a message Outpost wrote itself (a DSN): same durable path, never tracked."""
+        now = self._clock()
+        queue_id = new_queue_id(now)
+        message_id = headers.get(headers.split(raw)[0], "Message-ID") or ""
+        await self._store.queue_message(
+            NewMessage(
+                queue_id=queue_id,
+                received_at=now,
+                mail_from=mail_from,
+                client_addr="127.0.0.1",
+                raw=raw,
+                recipients=(recipient,),
+                helo=self._hostname,
+                header_message_id=message_id,
+                track="none",
+                kind=kind,
+                smtputf8=not recipient.isascii(),
+            )
+        )
+        log.info("queued queue_id=%s from=<%s> nrcpt=1 kind=%s", queue_id, mail_from, kind)
+        self._on_queued()
+        return queue_id
+
     async def accept(self, sub: Submission) -> str:
         """Queue the message with all its recipients or not at all; return the queue id."""
         now = self._clock()

@@ -77,20 +77,20 @@ class Renderer:
     ) -> None:
         self._tracking = tracking or TrackingConfig()
         self._bounces = bounces or BouncesConfig()
-        self._signer = signer
+        self.signer = signer  # also what the bounce door reads VERP tokens with
         self._dkim = dkim
         self._honeypot = honeypot
         self._base = self._tracking.base_url.rstrip("/")
 
     def _url(self, path: str, kind: TokenKind, delivery_id: int, link: int = 0) -> str:
-        assert self._signer is not None
-        return f"{self._base}/{path}/{self._signer.make(Claims(kind, delivery_id, link))}"
+        assert self.signer is not None
+        return f"{self._base}/{path}/{self.signer.make(Claims(kind, delivery_id, link))}"
 
     def render(self, lease: Lease, raw: bytes) -> Rendered:
         block, body = headers.split(raw)
         block = headers.remove(block, _CONTROL)
         data = block + body
-        track = Tracking.of(self._tracking, lease, self._signer)
+        track = Tracking.of(self._tracking, lease, self.signer)
         personal = False
         links: tuple[str, ...] = ()
         if track.opens or track.clicks:
@@ -100,8 +100,8 @@ class Renderer:
             data = self._list_unsubscribe(data, lease.delivery_id)
             personal = True
         mail_from = lease.mail_from
-        if self._bounces.domain and mail_from and self._signer is not None:
-            token = self._signer.make(Claims(TokenKind.BOUNCE, lease.delivery_id))
+        if self._bounces.domain and mail_from and self.signer is not None:
+            token = self.signer.make(Claims(TokenKind.BOUNCE, lease.delivery_id))
             mail_from = f"bounces+{token}@{self._bounces.domain}"
             personal = True
         if self._dkim is not None:

@@ -73,6 +73,14 @@ CREATE INDEX events_campaign ON events (campaign, type, at);
 CREATE INDEX events_message ON events (message_id, at);
 CREATE INDEX events_delivery ON events (delivery_id);
 CREATE INDEX events_at ON events (at);
+-- Tracking stats (sidecar /api/stats): partial indexes by source, small and covering for counts
+-- (SQLite omits the json_extract term the partial index implies, so no table row is read).
+CREATE INDEX events_engaged ON events (campaign, type, at, delivery_id)
+    WHERE type IN ('open', 'click') AND json_extract(details, '$.source') IN ('human', 'proxy');
+CREATE INDEX events_privacy ON events (campaign, type, at)
+    WHERE type IN ('open', 'click') AND json_extract(details, '$.source') = 'privacy';
+CREATE INDEX events_scanner ON events (campaign, type, at)
+    WHERE type IN ('open', 'click') AND json_extract(details, '$.source') = 'scanner';
 
 CREATE TABLE links (
     message_id INTEGER NOT NULL REFERENCES messages (id) ON DELETE CASCADE,
@@ -92,4 +100,15 @@ CREATE TABLE suppressions (
 CREATE TABLE paused_domains (
     domain    TEXT PRIMARY KEY,              -- '*' pauses everything
     paused_at REAL NOT NULL
+) WITHOUT ROWID;
+
+CREATE INDEX events_recipient ON events (recipient, type, at);
+CREATE INDEX messages_header_message_id ON messages (header_message_id);
+
+-- Provider webhook events already taken in (replays are acknowledged and ignored).
+CREATE TABLE webhook_seen (
+    provider TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    seen_at  REAL NOT NULL,
+    PRIMARY KEY (provider, event_id)
 ) WITHOUT ROWID;

@@ -14,6 +14,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from relay import policy
 from relay.auth import UserFile
 from relay.config import RelayConfig
+from relay.ingest import BounceDoor
 from relay.pipeline import Acceptor, Rejected, Submission
 
 log = logging.getLogger("outpost.smtpd")
@@ -70,6 +71,7 @@ class RelayHandler:
     config: RelayConfig
     acceptor: Acceptor
     users: UserFile | None = None
+    bounces: BounceDoor | None = None
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
     on_refusal: Callable[[str], None] = lambda reply: None
@@ -117,6 +119,15 @@ class RelayHandler:
         rcpt_options: list[str],
     ) -> str:
         peer = _peer_host(session)
+        if self.bounces is not None and self.bounces.owns(address):
+            # reports for our bounce domain come from anywhere; they are ingested, not relayed
+            refusal = policy.check_recipient_count(
+                len(envelope.rcpt_tos), self.config.max_recipients
+            ) or self.bounces.refusal(address)
+            if refusal:
+                return refusal
+            envelope.rcpt_tos.append(address)
+            return "250 2.1.5 Ok"
         if not (session.authenticated or policy.client_allowed(peer, self.config.allowed_networks)):
             reply = policy.RELAY_DENIED.format(rcpt=address)
             log.warning(
@@ -147,9 +158,19 @@ class RelayHandler:
         if reply:
             return reply
         mail_from = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
+        reports = [r for r in envelope.rcpt_tos if self.bounces and self.bounces.owns(r)]
+        recipients = tuple(r for r in envelope.rcpt_tos if r not in reports)
+        if reports and self.bounces is not None:
+            try:
+                taken = await self.bounces.take(content, reports)
+            except Exception:
+                log.exception("report ingest failed client=%s", _peer_host(session))
+                return policy.STORE_FAILED
+            if not recipients:
+                return f"250 2.0.0 Ok: report taken ({taken.kind}, {taken.events} events)"
         sub = Submission(
             mail_from=mail_from,
-            recipients=tuple(envelope.rcpt_tos),
+            recipients=recipients,
             raw=content,
             client_addr=_peer_host(session),
             helo=session.host_name or "",

@@ -458,14 +458,124 @@ class Store:
     ) -> None:
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
+                # a temporary entry never replaces a permanent one
                 "INSERT INTO suppressions (address, reason, detail, created_at, expires_at)"
                 " VALUES (?,?,?,?,?) ON CONFLICT (address) DO UPDATE SET reason = excluded.reason,"
                 " detail = excluded.detail, created_at = excluded.created_at,"
-                " expires_at = excluded.expires_at",
+                " expires_at = excluded.expires_at"
+                " WHERE suppressions.expires_at IS NOT NULL OR excluded.expires_at IS NULL",
                 (address.lower(), reason, detail, now, expires_at),
             )
 
         await self._transaction(work)
+
+    # --- bounces and suppression (relay)
+
+    async def soft_bounces_since(self, address: str, since: float) -> int:
+        """Soft bounces (and expiries) of an address since a time: the soft-bounce rule's input."""
+        async with self._ro.execute(
+            "SELECT count(*) FROM events WHERE recipient = ? COLLATE NOCASE AND at >= ? AND"
+            " (type = 'expired' OR (type = 'bounced'"
+            " AND json_extract(details, '$.bounce_type') = 'soft'))",
+            (address, since),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+    async def unsuppress(self, address: str, reasons: Sequence[str] | None = None) -> bool:
+        """Remove an address (optionally only for these reasons); True if a row went away."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            if reasons is None:
+                cur = await db.execute(
+                    "DELETE FROM suppressions WHERE address = ?", (address.lower(),)
+                )
+            else:
+                marks = ",".join("?" * len(reasons))
+                cur = await db.execute(
+                    f"DELETE FROM suppressions WHERE address = ? AND reason IN ({marks})",
+                    (address.lower(), *reasons),
+                )
+            return cur.rowcount > 0
+
+        return await self._transaction(work)
+
+    async def list_suppressions(
+        self,
+        *,
+        now: float,
+        reason: str | None = None,
+        search: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+        include_expired: bool = False,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = ["1"]
+        params: list[Any] = []
+        if not include_expired:
+            where.append("(expires_at IS NULL OR expires_at > ?)")
+            params.append(now)
+        if reason:
+            where.append("reason = ?")
+            params.append(reason)
+        if search:
+            where.append("address LIKE ? ESCAPE '\\'")
+            params.append("%" + search.lower().replace("%", "\\%").replace("_", "\\_") + "%")
+        async with self._ro.execute(
+            "SELECT address, reason, detail, created_at, expires_at FROM suppressions"
+            f" WHERE {' AND '.join(where)} ORDER BY address LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        ) as cur:
+            keys = ("address", "reason", "detail", "created_at", "expires_at")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
+        """A delivery with its message's ids: what a VERP or tracking token resolves to."""
+        async with self._ro.execute(
+            "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
+            " m.mail_from FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.id = ?",
+            (delivery_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        keys = (
+            "delivery_id",
+            "message_pk",
+            "queue_id",
+            "recipient",
+            "state",
+            "campaign",
+            "kind",
+            "mail_from",
+        )
+        return dict(zip(keys, row, strict=True))
+
+    async def delivery_by_message_id(
+        self, header_message_id: str, recipient: str
+    ) -> dict[str, Any] | None:
+        """Find a delivery from a returned message's Message-ID and the failed recipient."""
+        async with self._ro.execute(
+            "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.header_message_id = ? AND d.recipient = ? COLLATE NOCASE"
+            " ORDER BY d.id DESC LIMIT 1",
+            (header_message_id, recipient),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else await self.delivery_by_id(int(row[0]))
+
+    async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:
+        """Record a provider event id; False when it was seen before (a replay)."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "INSERT OR IGNORE INTO webhook_seen (provider, event_id, seen_at) VALUES (?,?,?)",
+                (provider, event_id, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._transaction(work)
 
     # --- queries for operators and tests
 

@@ -79,7 +79,7 @@ class Sink:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self.data_attempts += 1
         msg = Received(
-            str(envelope.mail_from),
+            "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from),  # null sender
             list(envelope.rcpt_tos),
             bytes(envelope.original_content or b""),
             list(envelope.mail_options),

@@ -166,8 +166,14 @@ async def test_partial_refusal_each_recipient_its_own_result(
         queue_id,
         {"r1@example.org": "delivered", "r2@example.org": "bounced", "r3@example.org": "delivered"},
     )
-    # r1 went once, with the first transaction; the retry carried r3 alone
-    assert [m.rcpts for m in sink.received] == [["r1@example.org"], ["r3@example.org"]]
+    # r1 went once, with the first transaction; the retry carried r3 alone; the bounce of r2
+    # went back to the sender as a DSN from the null sender
+    await relay.idle()
+    mail = [m.rcpts for m in sink.received if m.mail_from != ""]
+    assert mail == [["r1@example.org"], ["r3@example.org"]]
+    (dsn,) = [m for m in sink.received if m.mail_from == ""]
+    assert dsn.rcpts == ["app@example.com"]
+    assert b"Final-Recipient: rfc822; r2@example.org\r\nAction: failed\r\nStatus: 5.1.1" in dsn.data
 
 
 async def test_timeout_defers_with_4_4_2(tmp_path: Path, sink: Sink, start_relay) -> None:

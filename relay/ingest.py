@@ -1,0 +1,183 @@
+"""Learn from reports that come back (DSNs, bounces, complaints): events and suppressions.
+
+Used by the relay (mail to the VERP bounce domain) and by the sidecar (POST /ingest/dsn), so a
+late bounce is handled the same way whichever door it came through.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from relay import headers
+from relay.bounce import parse_report, verp_recipient
+from relay.store import Event, Store
+from relay.suppression import Rules, apply
+from relay.tokens import TokenKind, TokenSigner
+
+log = logging.getLogger("outpost.ingest")
+
+# Where a report's envelope recipient may have been kept by the MTAs that carried it.
+_RECIPIENT_HEADERS = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "To")
+
+
+@dataclass(frozen=True)
+class Ingested:
+    kind: str  # bounce | delay | autoreply | complaint | unknown
+    events: int  # events recorded
+    matched: int  # of those, how many named one of our deliveries
+
+
+def verp_delivery(
+    addresses: Sequence[str], signer: TokenSigner | None, bounce_domain: str
+) -> int | None:
+    """The delivery id named by the first valid VERP address among these, if any."""
+    if signer is None or not bounce_domain:
+        return None
+    for address in addresses:
+        token = verp_recipient(address, bounce_domain)
+        claims = signer.read(token, TokenKind.BOUNCE) if token else None
+        if claims is not None:
+            return claims.delivery_id
+    return None
+
+
+def _header_addresses(raw: bytes) -> list[str]:
+    block, _ = headers.split(raw)
+    out = []
+    for name in _RECIPIENT_HEADERS:
+        value = headers.get(block, name)
+        if value:
+            out += [part.strip().strip("<>").strip() for part in value.split(",")]
+    return out
+
+
+async def ingest(
+    store: Store,
+    raw: bytes,
+    *,
+    envelope_rcpts: Sequence[str] = (),
+    signer: TokenSigner | None,
+    bounce_domain: str,
+    rules: Rules,
+    now: float,
+) -> Ingested:
+    """Parse a report and record what it says; auto-replies and delay notices record nothing."""
+    report = parse_report(raw)
+    if report.kind not in ("bounce", "complaint"):
+        log.info("report ignored kind=%s", report.kind)
+        return Ingested(report.kind, 0, 0)
+    delivery_id = verp_delivery([*envelope_rcpts, *_header_addresses(raw)], signer, bounce_domain)
+    via_verp = await store.delivery_by_id(delivery_id) if delivery_id is not None else None
+    events: list[Event] = []
+    if report.kind == "bounce":
+        results = report.results
+        if via_verp is not None:
+            # the VERP address names the recipient; the report says what happened to it
+            worst = next((r for r in results if r.type == "hard"), results[0] if results else None)
+            results = (worst,) if worst is not None else ()
+        for r in results:
+            delivery = via_verp
+            if delivery is None and report.original_message_id and r.recipient:
+                delivery = await store.delivery_by_message_id(
+                    report.original_message_id, r.recipient
+                )
+            details: dict[str, Any] = {
+                "source": "dsn",
+                "bounce_type": r.type,
+                "reason": r.reason,
+                "status": r.status,
+                "diagnostic": r.diagnostic,
+                "remote": r.remote_mta,
+            }
+            events.append(_event("bounced", delivery, r.recipient, details, now))
+    else:
+        for c in report.complaints:
+            delivery = via_verp
+            if delivery is None and report.original_message_id and c.recipient:
+                delivery = await store.delivery_by_message_id(
+                    report.original_message_id, c.recipient
+                )
+            details = {
+                "source": "arf",
+                "feedback_type": c.feedback_type,
+                "user_agent": c.user_agent,
+                "reported_domain": c.reported_domain,
+            }
+            events.append(_event("complaint", delivery, c.recipient, details, now))
+    events = [e for e in events if e.recipient]
+    matched = sum(1 for e in events if e.delivery_id is not None)
+    if events:
+        await store.record_events(events)
+        await apply(store, rules, [(e.type, e.recipient, e.details) for e in events], now)
+    for e in events:
+        log.info(
+            "%s recipient=<%s> delivery_id=%s type=%s reason=%s",
+            e.type,
+            e.recipient,
+            e.delivery_id,
+            e.details.get("bounce_type", ""),
+            e.details.get("reason", ""),
+        )
+    return Ingested(report.kind, len(events), matched)
+
+
+class BounceDoor:
+    """Mail for the bounce domain: accepted from anyone, for valid VERP addresses only, and
+    ingested instead of queued (this is not relaying: nothing is forwarded)."""
+
+    def __init__(
+        self,
+        store: Store,
+        domain: str,
+        signer: Callable[[], TokenSigner | None],
+        rules: Rules,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self.domain = domain.lower()
+        self._signer = signer
+        self._rules = rules
+        self._clock = clock
+
+    def owns(self, rcpt: str) -> bool:
+        return rcpt.rpartition("@")[2].lower() == self.domain
+
+    def refusal(self, rcpt: str) -> str | None:
+        """None for a VERP address we signed; the 550 reply for anything else of our domain."""
+        if verp_delivery([rcpt], self._signer(), self.domain) is not None:
+            return None
+        return f"550 5.1.1 <{rcpt}>: Recipient address rejected: unknown bounce address"
+
+    async def take(self, raw: bytes, rcpts: Sequence[str]) -> Ingested:
+        return await ingest(
+            self._store,
+            raw,
+            envelope_rcpts=rcpts,
+            signer=self._signer(),
+            bounce_domain=self.domain,
+            rules=self._rules,
+            now=self._clock(),
+        )
+
+
+def _event(
+    kind: str,
+    delivery: dict[str, Any] | None,
+    recipient: str,
+    details: dict[str, Any],
+    now: float,
+) -> Event:
+    if delivery is None:
+        return Event(kind, now, None, None, recipient.lower(), "", details)
+    return Event(
+        kind,
+        now,
+        delivery["message_pk"],
+        delivery["delivery_id"],
+        delivery["recipient"],
+        delivery["campaign"],
+        details,
+    )

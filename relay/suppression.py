@@ -1,0 +1,75 @@
+"""Suppression rules in one place: which outcomes suppress an address, for how long, what clears it.
+
+- hard bounce: permanent. Complaint, unsubscribe: permanent.
+- soft bounce (or expiry): once an address has `soft_bounce_limit` of them within
+  `soft_bounce_window`, it is suppressed for `soft_bounce_suppression`.
+- a later successful delivery clears a soft-bounce suppression (never a permanent one).
+- a temporary entry never replaces a permanent one (store.suppress).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from relay.config import BouncesConfig
+from relay.store import Store
+
+log = logging.getLogger("outpost.suppression")
+
+PERMANENT = {"complaint": "complaint", "unsubscribe": "unsubscribe"}
+
+
+@dataclass(frozen=True)
+class Rules:
+    soft_limit: int = 3
+    soft_window: float = 7 * 86400.0
+    soft_period: float = 7 * 86400.0
+
+    @classmethod
+    def from_config(cls, config: BouncesConfig) -> Rules:
+        return cls(
+            config.soft_bounce_limit, config.soft_bounce_window, config.soft_bounce_suppression
+        )
+
+
+def effect(event_type: str, details: dict[str, Any]) -> str | None:
+    """What an event means for suppression: hard, soft, clear, complaint, unsubscribe or None."""
+    if event_type == "bounced":
+        return "hard" if details.get("bounce_type") == "hard" else "soft"
+    if event_type == "expired":
+        return "soft"
+    if event_type == "delivered":
+        return "clear"
+    if event_type in PERMANENT:
+        return event_type
+    return None
+
+
+async def apply(
+    store: Store, rules: Rules, events: Iterable[tuple[str, str, dict[str, Any]]], now: float
+) -> None:
+    """Apply the rules to recorded events: (type, recipient, details). Call after recording."""
+    for event_type, recipient, details in events:
+        what = effect(event_type, details)
+        if not recipient or what is None:
+            continue
+        if what == "hard":
+            await store.suppress(
+                recipient, "hard-bounce", now, None, str(details.get("reason", ""))
+            )
+            log.info("suppressed address=<%s> reason=hard-bounce permanent=true", recipient)
+        elif what in PERMANENT:
+            await store.suppress(recipient, PERMANENT[what], now, None)
+            log.info("suppressed address=<%s> reason=%s permanent=true", recipient, what)
+        elif what == "clear":
+            if await store.unsuppress(recipient, ["soft-bounce"]):
+                log.info("unsuppressed address=<%s> reason=delivered", recipient)
+        elif what == "soft":
+            count = await store.soft_bounces_since(recipient, now - rules.soft_window)
+            if count >= rules.soft_limit:
+                until = now + rules.soft_period
+                await store.suppress(recipient, "soft-bounce", now, until, f"{count} soft bounces")
+                log.info("suppressed address=<%s> reason=soft-bounce count=%d", recipient, count)
