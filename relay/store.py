@@ -577,6 +577,155 @@ class Store:
 
         return await self._transaction(work)
 
+    # --- queue operations (outpostctl queue, admin API)
+
+    async def _queue_update(
+        self, sql: str, params: Sequence[Any], queue_id: str | None, domain: str | None
+    ) -> int:
+        where, args = [], list(params)
+        if queue_id:
+            where.append("message_id = (SELECT id FROM messages WHERE queue_id = ?)")
+            args.append(queue_id)
+        if domain:
+            where.append("domain = ?")
+            args.append(domain.lower())
+        clause = "".join(f" AND {w}" for w in where)
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(sql + clause, args)
+            return cur.rowcount
+
+        return await self._transaction(work)
+
+    async def flush(
+        self, now: float, queue_id: str | None = None, domain: str | None = None
+    ) -> int:
+        """Make waiting deliveries due now (postqueue -f / -i / -s)."""
+        return await self._queue_update(
+            "UPDATE deliveries SET next_attempt_at = ? WHERE state IN ('queued', 'deferred')",
+            (now,),
+            queue_id,
+            domain,
+        )
+
+    async def hold(self, queue_id: str) -> int:
+        """Set waiting deliveries of a message aside (postsuper -h); in-flight ones finish."""
+        return await self._queue_update(
+            "UPDATE deliveries SET state = 'held' WHERE state IN ('queued', 'deferred')",
+            (),
+            queue_id,
+            None,
+        )
+
+    async def release(self, queue_id: str, now: float) -> int:
+        """Put held deliveries back in the queue, due now (postsuper -H)."""
+        return await self._queue_update(
+            "UPDATE deliveries SET state = 'queued', next_attempt_at = ? WHERE state = 'held'",
+            (now,),
+            queue_id,
+            None,
+        )
+
+    async def delete(self, queue_id: str, now: float) -> int:
+        """Stop delivering a message (postsuper -d): waiting deliveries become 'dropped' with an
+        event, so history and stats stay whole. Deliveries in flight finish."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            async with db.execute(
+                "SELECT d.id, m.id, d.recipient, m.campaign FROM deliveries d"
+                " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ?"
+                " AND d.state IN ('queued', 'deferred', 'held')",
+                (queue_id,),
+            ) as cur:
+                rows = list(await cur.fetchall())
+            await db.executemany(
+                "UPDATE deliveries SET state = 'dropped', last_text = 'deleted by operator',"
+                " updated_at = ? WHERE id = ?",
+                [(now, r[0]) for r in rows],
+            )
+            await _insert_events(
+                db,
+                [
+                    Event("dropped", now, r[1], r[0], r[2], r[3], {"reason": "deleted by operator"})
+                    for r in rows
+                ],
+            )
+            return len(rows)
+
+        return await self._transaction(work)
+
+    async def pause(self, now: float, domain: str | None = None) -> None:
+        """Stop leasing deliveries for a domain, or for everything (domain None)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR IGNORE INTO paused_domains (domain, paused_at) VALUES (?, ?)",
+                ((domain or "*").lower(), now),
+            )
+
+        await self._transaction(work)
+
+    async def resume(self, domain: str | None = None) -> int:
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "DELETE FROM paused_domains WHERE domain = ?", ((domain or "*").lower(),)
+            )
+            return cur.rowcount
+
+        return await self._transaction(work)
+
+    async def paused(self) -> list[str]:
+        async with self._ro.execute("SELECT domain FROM paused_domains ORDER BY domain") as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    async def message_summary(self, queue_id: str) -> dict[str, Any] | None:
+        """A message with its deliveries (no body): `queue show` and the admin API."""
+        async with self._ro.execute(
+            "SELECT id, queue_id, received_at, mail_from, client_addr, helo, auth_user, size,"
+            " header_message_id, campaign, tags, track, kind FROM messages WHERE queue_id = ?",
+            (queue_id,),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        keys = (
+            "message_pk",
+            "queue_id",
+            "received_at",
+            "mail_from",
+            "client_addr",
+            "helo",
+            "auth_user",
+            "size",
+            "header_message_id",
+            "campaign",
+            "tags",
+            "track",
+            "kind",
+        )
+        message = dict(zip(keys, row, strict=True))
+        message["tags"] = json.loads(message["tags"])
+        async with self._ro.execute(
+            "SELECT id, recipient, state, attempts, next_attempt_at, last_code, last_status,"
+            " last_text, last_remote, updated_at FROM deliveries WHERE message_id = ?"
+            " ORDER BY id",
+            (message["message_pk"],),
+        ) as cur:
+            dkeys = (
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "last_code",
+                "last_status",
+                "last_text",
+                "last_remote",
+                "updated_at",
+            )
+            message["deliveries"] = [dict(zip(dkeys, r, strict=True)) for r in await cur.fetchall()]
+        return message
+
     # --- queries for operators and tests
 
     async def delivery_states(self, queue_id: str) -> dict[str, str]:
@@ -656,6 +805,316 @@ class Store:
     async def ping(self) -> bool:
         async with self._ro.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
+
+    # --- tracking and stats (sidecar)
+    #
+    # Reads run on the reader connection (WAL: never blocked by a writer). The stats queries are
+    # written so that each one is served by one index range for a campaign (events_campaign,
+    # events_engaged, events_privacy, events_scanner); the json_extract terms must stay exactly
+    # as in schema.sql for SQLite to match the partial indexes.
+
+    async def tracking_targets(self, delivery_ids: Iterable[int]) -> dict[int, dict[str, Any]]:
+        """What a tracking hit needs of each known delivery (unknown ids are left out).
+
+        Keys: message_pk, recipient, campaign, state, delivered_at (the delivery's updated_at when
+        its state is 'delivered', else None).
+        """
+        ids = sorted(set(delivery_ids))
+        out: dict[int, dict[str, Any]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            async with self._ro.execute(
+                "SELECT d.id, d.message_id, d.recipient, m.campaign, d.state, d.updated_at"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                f" WHERE d.id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ) as cur:
+                for r in await cur.fetchall():
+                    out[int(r[0])] = {
+                        "message_pk": int(r[1]),
+                        "recipient": r[2],
+                        "campaign": r[3],
+                        "state": r[4],
+                        "delivered_at": float(r[5]) if r[4] == "delivered" else None,
+                    }
+        return out
+
+    async def message_links(self, message_pk: int) -> dict[int, str]:
+        """Link index -> target URL of one message, as the relay recorded them."""
+        async with self._ro.execute(
+            "SELECT idx, url FROM links WHERE message_id = ?", (message_pk,)
+        ) as cur:
+            return {int(r[0]): r[1] for r in await cur.fetchall()}
+
+    async def record_tracking(self, events: Sequence[Event]) -> int:
+        """Write a batch of tracking events in one transaction; returns how many were written.
+
+        An 'unsubscribe' is written at most once per delivery (a repeat is skipped), and its
+        recipient is suppressed permanently (reason 'unsubscribe', as suppress() does) when the
+        event is new or the address is not suppressed at the event's time.
+        """
+
+        async def work(db: aiosqlite.Connection) -> int:
+            plain = [e for e in events if e.type != "unsubscribe"]
+            await _insert_events(db, plain)
+            written = len(plain)
+            for e in events:
+                if e.type != "unsubscribe":
+                    continue
+                seen = False
+                if e.delivery_id is not None:
+                    async with db.execute(
+                        "SELECT 1 FROM events WHERE delivery_id = ? AND type = 'unsubscribe'"
+                        " LIMIT 1",
+                        (e.delivery_id,),
+                    ) as cur:
+                        seen = await cur.fetchone() is not None
+                if not seen:
+                    await _insert_events(db, [e])
+                    written += 1
+                if not e.recipient:
+                    continue
+                if seen:
+                    async with db.execute(
+                        "SELECT 1 FROM suppressions WHERE address = ?"
+                        " AND (expires_at IS NULL OR expires_at > ?)",
+                        (e.recipient.lower(), e.at),
+                    ) as cur:
+                        if await cur.fetchone() is not None:
+                            continue
+                await db.execute(
+                    "INSERT INTO suppressions (address, reason, detail, created_at, expires_at)"
+                    " VALUES (?, 'unsubscribe', ?, ?, NULL) ON CONFLICT (address) DO UPDATE SET"
+                    " reason = excluded.reason, detail = excluded.detail,"
+                    " created_at = excluded.created_at, expires_at = NULL",
+                    (e.recipient.lower(), str(e.details.get("method", "")), e.at),
+                )
+            return written
+
+        return await self._transaction(work)
+
+    @staticmethod
+    def _window(
+        campaign: str | None, since: float | None, until: float | None, column: str = "at"
+    ) -> tuple[str, list[Any]]:
+        """WHERE terms (campaign, then the time window [since, until) on column) and parameters."""
+        terms: list[str] = []
+        params: list[Any] = []
+        if campaign is not None:
+            terms.append("campaign = ?")
+            params.append(campaign)
+        if since is not None:
+            terms.append(f"{column} >= ?")
+            params.append(since)
+        if until is not None:
+            terms.append(f"{column} < ?")
+            params.append(until)
+        return " AND ".join(terms + ["1"]), params
+
+    async def tracking_stats(
+        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+    ) -> dict[str, int]:
+        """The raw counts behind /api/stats for events in [since, until) (None: unbounded),
+        of one campaign or (campaign None) of all. Keys: processed, delivered, bounced, expired,
+        dropped, unsubscribe, complaint (events of that type), deferred (deliveries with at least
+        one deferred event), and for open and click: <t>_total and <t>_unique (human + proxy
+        hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits)."""
+        where, params = self._window(campaign, since, until)
+        out = dict.fromkeys(
+            (
+                "processed",
+                "delivered",
+                "deferred",
+                "bounced",
+                "expired",
+                "dropped",
+                "unsubscribe",
+                "complaint",
+            ),
+            0,
+        )
+        for t in ("open", "click"):
+            for k in ("total", "unique", "privacy", "scanner"):
+                out[f"{t}_{k}"] = 0
+        async with self._ro.execute(
+            f"SELECT type, count(*) FROM events WHERE {where} AND type IN ('processed',"
+            " 'delivered', 'bounced', 'expired', 'dropped', 'unsubscribe', 'complaint')"
+            " GROUP BY type",
+            params,
+        ) as cur:
+            for r in await cur.fetchall():
+                out[r[0]] = int(r[1])
+        async with self._ro.execute(
+            f"SELECT count(DISTINCT delivery_id) FROM events WHERE {where} AND type = 'deferred'",
+            params,
+        ) as cur:
+            row = await cur.fetchone()
+            out["deferred"] = int(row[0]) if row else 0
+        async with self._ro.execute(
+            f"SELECT type, count(*), count(DISTINCT delivery_id) FROM events WHERE {where}"
+            " AND type IN ('open', 'click')"
+            " AND json_extract(details, '$.source') IN ('human', 'proxy') GROUP BY type",
+            params,
+        ) as cur:
+            for r in await cur.fetchall():
+                out[f"{r[0]}_total"] = int(r[1])
+                out[f"{r[0]}_unique"] = int(r[2])
+        for source in ("privacy", "scanner"):
+            async with self._ro.execute(
+                f"SELECT type, count(*) FROM events WHERE {where} AND type IN ('open', 'click')"
+                f" AND json_extract(details, '$.source') = '{source}' GROUP BY type",
+                params,
+            ) as cur:
+                for r in await cur.fetchall():
+                    out[f"{r[0]}_{source}"] = int(r[1])
+        return out
+
+    async def campaign_summaries(
+        self, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """One row per campaign ('' = mail sent without one), newest activity first: messages
+        received in [since, until), and event counts as in tracking_stats for the same window."""
+        where, params = self._window(None, since, until)
+        rows: dict[str, dict[str, Any]] = {}
+
+        def row(campaign: str) -> dict[str, Any]:
+            if campaign not in rows:
+                rows[campaign] = {
+                    "campaign": campaign,
+                    "messages": 0,
+                    "first_received": None,
+                    "last_received": None,
+                    "processed": 0,
+                    "delivered": 0,
+                    "bounced": 0,
+                    "unsubscribe": 0,
+                    "complaint": 0,
+                    "open_unique": 0,
+                    "click_unique": 0,
+                }
+            return rows[campaign]
+
+        mwhere, mparams = self._window(None, since, until, "received_at")
+        async with self._ro.execute(
+            "SELECT campaign, count(*), min(received_at), max(received_at) FROM messages"
+            f" WHERE {mwhere} GROUP BY campaign",
+            mparams,
+        ) as cur:
+            for r in await cur.fetchall():
+                row(r[0]).update(messages=int(r[1]), first_received=r[2], last_received=r[3])
+        async with self._ro.execute(
+            f"SELECT campaign, type, count(*) FROM events WHERE {where} AND type IN"
+            " ('processed', 'delivered', 'bounced', 'unsubscribe', 'complaint')"
+            " GROUP BY campaign, type",
+            params,
+        ) as cur:
+            for r in await cur.fetchall():
+                row(r[0])[r[1]] = int(r[2])
+        async with self._ro.execute(
+            f"SELECT campaign, type, count(DISTINCT delivery_id) FROM events WHERE {where}"
+            " AND type IN ('open', 'click')"
+            " AND json_extract(details, '$.source') IN ('human', 'proxy') GROUP BY campaign, type",
+            params,
+        ) as cur:
+            for r in await cur.fetchall():
+                row(r[0])[f"{r[1]}_unique"] = int(r[2])
+        return sorted(
+            rows.values(), key=lambda r: (r["last_received"] or 0.0, r["campaign"]), reverse=True
+        )
+
+    async def campaign_exists(self, campaign: str) -> bool:
+        async with self._ro.execute(
+            "SELECT 1 FROM messages WHERE campaign = ? LIMIT 1", (campaign,)
+        ) as cur:
+            return await cur.fetchone() is not None
+
+    async def campaign_link_clicks(
+        self, campaign: str, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Clicks of one campaign in [since, until) per target URL and link index and source
+        group ('engaged' = human + proxy, else the source): hits and distinct deliveries."""
+        where, params = self._window(campaign, since, until)
+        async with self._ro.execute(
+            "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
+            " (SELECT coalesce(json_extract(details, '$.url'), '') AS url,"
+            " json_extract(details, '$.link') AS link, delivery_id,"
+            " CASE WHEN json_extract(details, '$.source') IN ('human', 'proxy') THEN 'engaged'"
+            " ELSE coalesce(json_extract(details, '$.source'), '') END AS grp"
+            f" FROM events WHERE {where} AND type = 'click')"
+            " GROUP BY url, link, grp ORDER BY url, link, grp",
+            params,
+        ) as cur:
+            keys = ("url", "link", "group", "hits", "deliveries")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def message_history(self, queue_id: str) -> dict[str, Any] | None:
+        """A message (without its bytes), its deliveries and all its events in time order."""
+        async with self._ro.execute(
+            "SELECT id, queue_id, mail_from, received_at, campaign, tags, size,"
+            " header_message_id, client_addr, auth_user, track, kind FROM messages"
+            " WHERE queue_id = ?",
+            (queue_id,),
+        ) as cur:
+            m = await cur.fetchone()
+        if m is None:
+            return None
+        message = dict(
+            zip(
+                (
+                    "message_pk",
+                    "queue_id",
+                    "from",
+                    "received_at",
+                    "campaign",
+                    "tags",
+                    "size",
+                    "message_id",
+                    "client_addr",
+                    "auth_user",
+                    "track",
+                    "kind",
+                ),
+                m,
+                strict=True,
+            )
+        )
+        message["tags"] = json.loads(message["tags"] or "[]")
+        async with self._ro.execute(
+            "SELECT id, recipient, state, attempts, next_attempt_at, updated_at, last_class,"
+            " last_code, last_status, last_text, last_remote FROM deliveries"
+            " WHERE message_id = ? ORDER BY id",
+            (m[0],),
+        ) as cur:
+            dkeys = (
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "next_attempt_at",
+                "updated_at",
+                "last_class",
+                "last_code",
+                "last_status",
+                "last_text",
+                "last_remote",
+            )
+            deliveries = [dict(zip(dkeys, r, strict=True)) for r in await cur.fetchall()]
+        async with self._ro.execute(
+            "SELECT at, type, delivery_id, recipient, details FROM events"
+            " WHERE message_id = ? ORDER BY at, id",
+            (m[0],),
+        ) as cur:
+            events = [
+                {
+                    "at": r[0],
+                    "type": r[1],
+                    "delivery_id": r[2],
+                    "recipient": r[3],
+                    "details": json.loads(r[4]),
+                }
+                for r in await cur.fetchall()
+            ]
+        return {"message": message, "deliveries": deliveries, "events": events}
 
 
 async def _write_outcomes(
