@@ -193,6 +193,7 @@ class DeliveryConfig:
     command_timeout: float = field(default=300.0, metadata=_key(parse_duration))
     lease_time: float = field(default=600.0, metadata=_key(parse_duration))
     poll_interval: float = field(default=1.0, metadata=_key(parse_duration))
+    wake_delay: float = field(default=0.01, metadata=_key(parse_duration))
     batch_size: int = field(default=200, metadata=_key(_int))
     max_per_connection: int = field(default=100, metadata=_key(_int))
 

@@ -162,6 +162,8 @@ class DeliveryService:
             if timeout > 0 or not got:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), max(timeout, 0.005))
+                # let a burst of accepts land first: one lease transaction for many messages
+                await asyncio.sleep(self._config.wake_delay)
 
     def _dispatch(self, lease: Lease) -> None:
         key = self._transport.destination(lease.domain)
