@@ -1,0 +1,72 @@
+"""POST /ingest/dsn: bounce and complaint reports collected elsewhere (an MTA pipe, a poller)."""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from relay.ingest import ingest
+from relay.store import Store
+from relay.suppression import Rules
+from relay.tokens import TokenSigner
+from sidecar.admin import json_error
+
+MAX_REPORT = 10 * 1024 * 1024
+
+
+class IngestEndpoint:
+    """Token-authenticated; the body is the raw RFC 5322 report, `?rcpt=` its envelope recipient."""
+
+    def __init__(
+        self,
+        store: Callable[[], Store],
+        token: str,
+        signer: TokenSigner | None,
+        bounce_domain: str,
+        rules: Rules,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._token = token.encode()
+        self._signer = signer
+        self._domain = bounce_domain
+        self._rules = rules
+        self._clock = clock
+
+    async def post(self, request: web.Request) -> web.Response:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode(), self._token
+        ):
+            return json_error(
+                401,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": 'Bearer realm="outpost-ingest"'},
+            )
+        if request.content_length is not None and request.content_length > MAX_REPORT:
+            return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
+        raw = await request.content.read(MAX_REPORT + 1)
+        if len(raw) > MAX_REPORT:
+            return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
+        if not raw.strip():
+            return json_error(400, "the body must be the raw report message")
+        rcpts = request.query.getall("rcpt", [])
+        taken = await ingest(
+            self._store(),
+            raw,
+            envelope_rcpts=rcpts,
+            signer=self._signer,
+            bounce_domain=self._domain,
+            rules=self._rules,
+            now=self._clock(),
+        )
+        return web.json_response(
+            {"kind": taken.kind, "events": taken.events, "matched": taken.matched}
+        )
+
+
+def add_routes(app: web.Application, endpoint: IngestEndpoint) -> None:
+    app.router.add_post("/ingest/dsn", endpoint.post)

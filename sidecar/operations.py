@@ -1,0 +1,154 @@
+"""Admin API for operators: suppressions and queue operations (the same as outpostctl's)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from relay.config import parse_duration
+from relay.policy import check_address
+from relay.store import Store
+from sidecar.admin import ApiError
+
+StoreOf = Callable[[web.Request], Store]
+STATES = ("queued", "leased", "deferred", "delivered", "bounced", "expired", "dropped", "held")
+
+
+def _int(request: web.Request, name: str, default: int, most: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise ApiError(400, f"{name} must be a whole number from 0 to {most}")
+    return int(raw)
+
+
+async def _json(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
+
+
+class Operations:
+    def __init__(self, store: StoreOf, clock: Callable[[], float] = time.time) -> None:
+        self._store = store
+        self._clock = clock
+
+    # --- suppressions
+
+    async def list_suppressions(self, request: web.Request) -> web.Response:
+        limit = _int(request, "limit", 100, 1000)
+        offset = _int(request, "offset", 0, 10**9)
+        rows = await self._store(request).list_suppressions(
+            now=self._clock(),
+            reason=request.query.get("reason") or None,
+            search=request.query.get("search") or None,
+            limit=limit,
+            offset=offset,
+        )
+        return web.json_response({"suppressions": rows, "limit": limit, "offset": offset})
+
+    async def add_suppression(self, request: web.Request) -> web.Response:
+        body = await _json(request)
+        address = body.get("address")
+        if not isinstance(address, str) or check_address(address, smtputf8=True, sender=False):
+            raise ApiError(400, "address must be a valid email address")
+        reason = body.get("reason", "manual")
+        detail = body.get("detail", "")
+        if not isinstance(reason, str) or not isinstance(detail, str):
+            raise ApiError(400, "reason and detail must be strings")
+        now = self._clock()
+        expires_at = None
+        if body.get("expires_in") is not None:
+            try:
+                expires_at = now + parse_duration(body["expires_in"])
+            except ValueError as exc:
+                raise ApiError(400, f"expires_in: {exc}") from None
+        await self._store(request).suppress(address, reason, now, expires_at, detail)
+        return web.json_response(
+            {"address": address.lower(), "reason": reason, "expires_at": expires_at}, status=201
+        )
+
+    async def remove_suppression(self, request: web.Request) -> web.Response:
+        address = request.match_info["address"]
+        if not await self._store(request).unsuppress(address):
+            raise ApiError(404, f"{address} is not suppressed")
+        return web.json_response({"address": address.lower(), "removed": True})
+
+    # --- queue
+
+    async def queue(self, request: web.Request) -> web.Response:
+        state = request.query.get("state") or None
+        if state is not None and state not in STATES:
+            raise ApiError(400, f"state must be one of {', '.join(STATES)}")
+        rows = await self._store(request).list_deliveries(
+            state=state,
+            domain=request.query.get("domain") or None,
+            limit=_int(request, "limit", 1000, 100_000),
+        )
+        return web.json_response({"deliveries": rows})
+
+    async def show(self, request: web.Request) -> web.Response:
+        queue_id = request.match_info["queue_id"]
+        message = await self._store(request).message_summary(queue_id)
+        if message is None:
+            raise ApiError(404, f"no message with queue id {queue_id!r}")
+        return web.json_response(message)
+
+    def per_message(
+        self, action: str, work: Callable[[Store, str, float], Awaitable[int]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            queue_id = request.match_info["queue_id"]
+            store = self._store(request)
+            if await store.message_summary(queue_id) is None:
+                raise ApiError(404, f"no message with queue id {queue_id!r}")
+            n = await work(store, queue_id, self._clock())
+            return web.json_response({"queue_id": queue_id, "action": action, "deliveries": n})
+
+        return handler
+
+    async def flush_all(self, request: web.Request) -> web.Response:
+        domain = request.query.get("domain") or None
+        n = await self._store(request).flush(self._clock(), None, domain)
+        return web.json_response({"action": "flush", "domain": domain, "deliveries": n})
+
+    async def pause(self, request: web.Request) -> web.Response:
+        domain = request.query.get("domain") or None
+        await self._store(request).pause(self._clock(), domain)
+        return web.json_response({"action": "pause", "domain": domain})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        domain = request.query.get("domain") or None
+        was = await self._store(request).resume(domain)
+        return web.json_response({"action": "resume", "domain": domain, "was_paused": was > 0})
+
+
+def add_routes(app: web.Application, ops: Operations) -> None:
+    r = app.router
+    r.add_get("/api/suppressions", ops.list_suppressions)
+    r.add_post("/api/suppressions", ops.add_suppression)
+    r.add_delete("/api/suppressions/{address}", ops.remove_suppression)
+    r.add_get("/api/queue", ops.queue)
+    r.add_post("/api/queue/flush", ops.flush_all)
+    r.add_post("/api/queue/pause", ops.pause)
+    r.add_post("/api/queue/resume", ops.resume)
+    r.add_get("/api/queue/{queue_id}", ops.show)
+    r.add_post(
+        "/api/queue/{queue_id}/flush", ops.per_message("flush", lambda s, q, now: s.flush(now, q))
+    )
+    r.add_post("/api/queue/{queue_id}/hold", ops.per_message("hold", lambda s, q, now: s.hold(q)))
+    r.add_post(
+        "/api/queue/{queue_id}/release",
+        ops.per_message("release", lambda s, q, now: s.release(q, now)),
+    )
+    r.add_delete(
+        "/api/queue/{queue_id}", ops.per_message("delete", lambda s, q, now: s.delete(q, now))
+    )
