@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from typing import cast
@@ -48,6 +49,7 @@ class RelayApp:
         self.listeners: Listeners | None = None
         self.handler: RelayHandler | None = None
         self.acceptor: Acceptor | None = None
+        self.tls: ssl.SSLContext | None = None
         self.rules = Rules.from_config(config.bounces)
         self.bound: list[tuple[str, int]] = []
 
@@ -80,10 +82,9 @@ class RelayApp:
                 self.clock,
             )
         self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
-        tls = None
         if cfg.relay.tls_cert_file:
-            tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
-        self.listeners = Listeners(cfg.relay, self.handler, tls)
+            self.tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
+        self.listeners = Listeners(cfg.relay, self.handler, self.tls)
         await self.delivery.start()
         self.bound = await self.listeners.start()
         return self.bound
@@ -167,6 +168,14 @@ class RelayApp:
                 log.info("reloaded auth_users_file")
             except Exception as exc:
                 log.error("reload of auth users failed, keeping the previous ones: %s", exc)
+        if self.tls is not None:
+            try:  # new handshakes use the new certificate; open sessions keep theirs
+                self.tls.load_cert_chain(
+                    self.config.relay.tls_cert_file, self.config.relay.tls_key_file
+                )
+                log.info("reloaded tls certificate")
+            except (OSError, ssl.SSLError) as exc:
+                log.error("reload of the tls certificate failed, keeping the previous one: %s", exc)
         if self.delivery is not None:
             try:
                 self.delivery.renderer = self._renderer()

@@ -80,7 +80,7 @@ def file_problems(config: Config) -> list[str]:
         ("relay.tls_cert_file", config.relay.tls_cert_file),
         ("relay.tls_key_file", config.relay.tls_key_file),
         ("delivery.smarthost_password_file", config.delivery.smarthost_password_file),
-        ("delivery.smarthost_ca_file", config.delivery.smarthost_ca_file),
+        ("delivery.tls_ca_file", config.delivery.tls_ca_file),
         ("sidecar.ingest_token_file", config.sidecar.ingest_token_file),
     ]
     wanted += [(k, v) for k, v in optional if v]

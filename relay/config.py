@@ -147,6 +147,7 @@ class RelayConfig:
     listen: tuple[tuple[str, int], ...] = field(
         default=(("127.0.0.1", 2525),), metadata=_key(_list(_listen))
     )
+    listen_tls: tuple[tuple[str, int], ...] = field(default=(), metadata=_key(_list(_listen)))
     hostname: str = field(default="outpost.localdomain", metadata=_key(_str))
     allowed_networks: tuple[IPNetwork, ...] = field(
         default=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")),
@@ -178,10 +179,12 @@ class DeliveryConfig:
     )
     smarthost_username: str = field(default="", metadata=_key(_str))
     smarthost_password_file: str = field(default="", metadata=_key(_str))
-    smarthost_ca_file: str = field(default="", metadata=_key(_str))
+    tls_ca_file: str = field(default="", metadata=_key(_str))
     directory: str = field(default="var/outbox", metadata=_key(_str))
     mx_port: int = field(default=25, metadata=_key(_int))
-    mx_tls: str = field(default="opportunistic", metadata=_key(_choice("none", "opportunistic")))
+    mx_tls: str = field(
+        default="opportunistic", metadata=_key(_choice("none", "opportunistic", "required"))
+    )
     dns_nameservers: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
     backoff: tuple[float, ...] = field(
         default=(300.0, 600.0, 1200.0, 2400.0, 3960.0), metadata=_key(_list(parse_duration))
@@ -333,6 +336,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: relay.listen: needs at least one host:port")
     if bool(config.relay.tls_cert_file) != bool(config.relay.tls_key_file):
         raise ConfigError(f"{src}: relay.tls_cert_file and relay.tls_key_file go together")
+    if config.relay.listen_tls and not config.relay.tls_cert_file:
+        raise ConfigError(f"{src}: relay.listen_tls: needs relay.tls_cert_file and tls_key_file")
     if config.relay.max_recipients < 1:
         raise ConfigError(f"{src}: relay.max_recipients: must be at least 1")
     if d.concurrency < 1 or d.destination_concurrency < 1:

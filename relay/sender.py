@@ -196,6 +196,22 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def tls_policy(config: DeliveryConfig) -> str:
+    """none | opportunistic (unverified STARTTLS when offered) | required (verified STARTTLS)
+    | tls (implicit TLS from the first byte, verified)."""
+    if config.transport == "smarthost":
+        return {"none": "none", "starttls": "required", "tls": "tls"}[config.smarthost_tls]
+    return config.mx_tls
+
+
+def _unverified() -> ssl.SSLContext:
+    """Opportunistic TLS encrypts against passive eavesdroppers; MX certificates rarely verify."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 class Transport:
     """Opens channels per destination: the smarthost, a domain's MX hosts, or a directory."""
 
@@ -211,8 +227,8 @@ class Transport:
         self._helo = helo
         self._resolver = resolver
         self._tls = tls_context
-        if self._tls is None and config.smarthost_ca_file:
-            self._tls = ssl.create_default_context(cafile=config.smarthost_ca_file)
+        if self._tls is None and config.tls_ca_file:
+            self._tls = ssl.create_default_context(cafile=config.tls_ca_file)
         self._password: str | None = None
         if config.transport == "smarthost" and config.smarthost_password_file:
             self._password = read_secret_file(
@@ -257,22 +273,35 @@ class Transport:
         cfg = self._config
         remote = f"{hop.name}[{hop.address}]:{hop.port}"
         smarthost = cfg.transport == "smarthost"
-        mode = cfg.smarthost_tls if smarthost else ("starttls?" if cfg.mx_tls != "none" else "none")
+        policy = tls_policy(cfg)
         client = aiosmtplib.SMTP(
             hostname=hop.address,
             port=hop.port,
             local_hostname=self._helo,
             timeout=cfg.command_timeout,
-            use_tls=mode == "tls",
-            # required STARTTLS for a smarthost; opportunistic (no verification) for MX hops
-            start_tls=True if mode == "starttls" else (None if mode == "starttls?" else False),
-            validate_certs=smarthost,
-            tls_context=self._tls if smarthost else None,
+            use_tls=policy == "tls",
+            start_tls=False,  # STARTTLS is done below, by policy, verified against hop.name
+            validate_certs=True,
+            tls_context=self._tls,
         )
         try:
             await asyncio.wait_for(client.connect(), cfg.connect_timeout)
             if client.is_ehlo_or_helo_needed:  # know the extensions before the first MAIL
                 await client.ehlo()
+            if policy in ("required", "opportunistic") and not client.supports_extension(
+                "starttls"
+            ):
+                if policy == "required":
+                    client.close()
+                    return Result(4, 451, "4.7.4", "TLS is required but not offered", remote)
+            elif policy in ("required", "opportunistic"):
+                verify = policy == "required"
+                await client.starttls(
+                    server_hostname=hop.name,
+                    validate_certs=verify,
+                    tls_context=self._tls if verify else _unverified(),
+                )
+                await client.ehlo()  # RFC 3207: forget what was said in clear, ask again
         except aiosmtplib.SMTPResponseException as exc:  # 4xx/5xx greeting
             client.close()
             return reply_result(exc.code, exc.message, remote)

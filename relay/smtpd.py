@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 from collections.abc import Callable
@@ -39,6 +40,10 @@ class OutpostSMTP(SMTP):
         host = peer[0] if isinstance(peer, tuple) else ""
         # AUTH in clear text is only for loopback clients (aiosmtpd has one global switch).
         self._auth_require_tls = not policy.is_loopback(host)
+        if transport.get_extra_info("ssl_object") is not None and self.session is not None:
+            # implicit TLS (a 465-style listener): aiosmtpd only knows TLS it started itself
+            self.session.ssl = {"cipher": transport.get_extra_info("cipher")}
+            self._auth_require_tls = False
         self.relay_handler.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -231,7 +236,7 @@ class Listeners:
         self._tls = tls
         self._servers: list[asyncio.Server] = []
 
-    def _protocol(self) -> asyncio.Protocol:
+    def _protocol(self, implicit_tls: bool = False) -> asyncio.Protocol:
         if self._handler.draining:
             return _Refuse(policy.SHUTTING_DOWN.format(host=self._config.hostname))
         return OutpostSMTP(
@@ -241,7 +246,7 @@ class Listeners:
             data_size_limit=self._config.max_message_size,
             enable_SMTPUTF8=True,
             decode_data=False,
-            tls_context=self._tls,
+            tls_context=None if implicit_tls else self._tls,  # no STARTTLS inside TLS
             timeout=self._config.timeout,
             auth_required=False,
             auth_require_tls=True,
@@ -254,8 +259,16 @@ class Listeners:
     async def start(self) -> list[tuple[str, int]]:
         loop = asyncio.get_running_loop()
         bound = []
-        for host, port in self._config.listen:
-            server = await loop.create_server(self._protocol, host, port, reuse_address=True)
+        listeners = [(addr, False) for addr in self._config.listen]
+        listeners += [(addr, True) for addr in self._config.listen_tls]
+        for (host, port), implicit in listeners:
+            server = await loop.create_server(
+                functools.partial(self._protocol, implicit),
+                host,
+                port,
+                reuse_address=True,
+                ssl=self._tls if implicit else None,
+            )
             self._servers.append(server)
             for sock in server.sockets:
                 addr = sock.getsockname()

@@ -108,7 +108,7 @@ async def test_smarthost_tls_and_auth(
     password.write_text("hunter2\n")
     delivery = smarthost(sink) | {
         "smarthost_tls": mode,
-        "smarthost_ca_file": str(ca_pem),
+        "tls_ca_file": str(ca_pem),
         "smarthost_username": "relayuser",
         "smarthost_password_file": str(password),
         "smarthost": f"localhost:{sink.port}",
@@ -136,7 +136,7 @@ async def test_smarthost_wrong_password_defers(tmp_path: Path, ca: trustme.CA, s
         "smarthost_password_file": str(password),
         "backoff": ["1h"],
         "smarthost_tls": "starttls",
-        "smarthost_ca_file": str(ca_pem),
+        "tls_ca_file": str(ca_pem),
         "smarthost": f"localhost:{sink.port}",
     }
     relay = await start_relay(make_config(tmp_path, delivery=delivery))
@@ -156,7 +156,7 @@ async def test_smarthost_with_untrusted_certificate_defers(
 ) -> None:
     sink = Sink(tls_context=server_context(ca), require_starttls=True)
     await sink.start()
-    # no smarthost_ca_file: the throwaway CA isn't trusted, so "starttls" (verified) must fail
+    # no tls_ca_file: the throwaway CA isn't trusted, so "starttls" (verified) must fail
     delivery = smarthost(sink) | {
         "smarthost_tls": "starttls",
         "backoff": ["1h"],
@@ -218,3 +218,93 @@ async def test_sighup_reloads_the_users_file(tmp_path: Path, start_relay) -> Non
     users.write_text("broken line without a hash\n")
     relay.app.reload()  # a bad file keeps the users we had
     assert (await auth("new")).startswith("235 2.7.0")
+
+
+def _implicit_send(port: int, ca_pem: Path) -> tuple[list[str], str]:
+    ctx = ssl.create_default_context(cafile=str(ca_pem))
+    with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=ctx) as client:
+        client.ehlo("client.test")
+        features = sorted(client.esmtp_features)
+        client.login("app", "pw")
+        client.sendmail("app@example.com", ["b@example.org"], MSG)
+        return features, client.sock.getpeercert()["subject"][0][0][1]  # type: ignore[index,union-attr]
+
+
+async def test_implicit_tls_listener_and_certificate_reload(
+    tmp_path: Path, ca: trustme.CA, start_relay
+) -> None:
+    chain, key, ca_pem = server_files(ca, tmp_path)
+    users = tmp_path / "users"
+    users.write_text(f"app:{hash_password('pw')}\n")
+    config = make_config(
+        tmp_path,
+        relay={
+            "tls_cert_file": str(chain),
+            "tls_key_file": str(key),
+            "auth_users_file": str(users),
+            "listen_tls": ["127.0.0.1:0"],
+        },
+    )
+    relay = await start_relay(config)
+    tls_port = relay.app.bound[1][1]
+    features, _ = await asyncio.to_thread(_implicit_send, tls_port, ca_pem)
+    assert "auth" in features and "starttls" not in features
+    await relay.idle()
+    assert relay.app.store is not None
+    assert b" with ESMTPSA id " in await relay.app.store.message_raw(1)
+    # SIGHUP: a certificate from another CA is picked up by new handshakes
+    other = trustme.CA()
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    new_chain, new_key, new_ca = server_files(other, other_dir)
+    chain.write_bytes(new_chain.read_bytes())
+    key.write_bytes(new_key.read_bytes())
+    relay.app.reload()
+    await asyncio.to_thread(_implicit_send, tls_port, new_ca)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await asyncio.to_thread(_implicit_send, tls_port, ca_pem)
+
+
+@pytest.mark.parametrize("offer_tls", [True, False])
+async def test_mx_tls_required(
+    tmp_path: Path, ca: trustme.CA, start_relay, offer_tls: bool
+) -> None:
+    from tests.dnsserver import DnsServer
+
+    cert_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("mx.tls.test").configure_cert(cert_ctx)
+    sink = Sink(tls_context=cert_ctx) if offer_tls else Sink()
+    await sink.start()
+    dns_server = DnsServer(
+        {("tls.test", "MX"): [(10, "mx.tls.test")], ("mx.tls.test", "A"): ["127.0.0.1"]}
+    )
+    await dns_server.start()
+    _, _, ca_pem = server_files(ca, tmp_path)
+    delivery = {
+        "transport": "mx",
+        "mx_port": sink.port,
+        "mx_tls": "required",
+        "dns_nameservers": [dns_server.nameserver],
+        "tls_ca_file": str(ca_pem),
+        "backoff": ["1h"],
+    }
+    relay = await start_relay(make_config(tmp_path, delivery=delivery))
+    await relay.send(MSG, rcpts=("b@tls.test",))
+    assert relay.app.store is not None
+    async with asyncio.timeout(10):
+        while not await relay.app.store.list_deliveries(state="delivered") and not (
+            await relay.app.store.list_deliveries(state="deferred")
+        ):
+            await asyncio.sleep(0.02)
+    if offer_tls:  # verified against the MX name, not the address we connected to
+        (got,) = await sink.wait_for(1)
+        assert got.rcpts == ["b@tls.test"]
+    else:
+        (row,) = await relay.app.store.list_deliveries(state="deferred")
+        assert (row["last_status"], row["last_text"]) == (
+            "4.7.4",
+            "TLS is required but not offered",
+        )
+        assert sink.received == []
+    dns_server.stop()
+    await sink.stop()
