@@ -245,6 +245,19 @@ class SidecarConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    """Provider webhooks; a provider whose secret file is empty is not enabled (404)."""
+
+    sendgrid_verification_key_file: str = field(default="", metadata=_key(_str))
+    mailgun_signing_key_file: str = field(default="", metadata=_key(_str))
+    ses_certificate_file: str = field(default="", metadata=_key(_str))
+    ses_topic_arns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    max_age: float = field(default=300.0, metadata=_key(parse_duration))
+    ses_max_age: float = field(default=3600.0, metadata=_key(parse_duration))
+    max_body_size: int = field(default=1_000_000, metadata=_key(parse_size))
+
+
+@dataclass(frozen=True)
 class LogConfig:
     format: str = field(default="logfmt", metadata=_key(_choice("logfmt", "json")))
     level: str = field(default="info", metadata=_key(_choice("debug", "info", "warning", "error")))
@@ -259,6 +272,7 @@ class Config:
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     sidecar: SidecarConfig = field(default_factory=SidecarConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<defaults>", compare=False)
 
@@ -297,6 +311,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "bounces": BouncesConfig,
     "dkim": DkimConfig,
     "sidecar": SidecarConfig,
+    "webhooks": WebhooksConfig,
     "log": LogConfig,
 }
 

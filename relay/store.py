@@ -565,6 +565,16 @@ class Store:
             row = await cur.fetchone()
         return None if row is None else await self.delivery_by_id(int(row[0]))
 
+    async def forget_webhook(self, provider: str, event_id: str) -> None:
+        """Undo remember_webhook when the events couldn't be stored (the provider retries)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "DELETE FROM webhook_seen WHERE provider = ? AND event_id = ?", (provider, event_id)
+            )
+
+        await self._transaction(work)
+
     async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:
         """Record a provider event id; False when it was seen before (a replay)."""
 
