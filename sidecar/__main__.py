@@ -18,9 +18,9 @@ from sidecar.app import make_app
 log = logging.getLogger("outpost.sidecar")
 
 
-async def serve(config: Config) -> None:
+async def serve(config: Config, app: web.Application) -> None:
     """Serve until SIGTERM/SIGINT; READY=1 only once the socket listens and the store is open."""
-    runner = web.AppRunner(make_app(config), access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     host, port = config.sidecar.listen
     site = web.TCPSite(runner, host, port)
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        app = make_app(config)  # reads every secret file now: a bad one is a config error too
     except ConfigError as exc:
         print(f"outpost-sidecar: invalid config: {exc}", file=sys.stderr)
         return 2
@@ -50,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvloop
     except ImportError:  # optional
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, app))
     else:
-        uvloop.run(serve(config))
+        uvloop.run(serve(config, app))
     return 0
 
 

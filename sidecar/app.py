@@ -1,16 +1,21 @@
-"""The sidecar's aiohttp application: routes, and the store opened and closed with it."""
+"""The sidecar's aiohttp application: routes, and the store and tracker opened and closed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from aiohttp import web
 
-from relay.config import Config
+from relay.config import Config, ConfigError, read_secret_file
 from relay.store import Store
+from relay.suppression import Rules
+from relay.tokens import TokenSigner, load_secrets
+from sidecar import admin, ingest, operations, tracking, webhooks
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
+TRACKER = web.AppKey("tracker", tracking.Tracker)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,17 +27,60 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if ok else "error"}, status=200 if ok else 503)
 
 
-def make_app(config: Config) -> web.Application:
-    app = web.Application()
+def make_app(
+    config: Config, *, tracker_options: Mapping[str, Any] | None = None
+) -> web.Application:
+    """The app; secrets are read now, so a missing or bad file stops start-up (ConfigError).
+
+    tracker_options: keyword arguments for tracking.Tracker (tests: clock, settle, tick, ...).
+    """
+    try:
+        signer = TokenSigner(load_secrets(config.tracking.secrets_file))
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: tracking.secrets_file: {exc}") from None
+    admin_token = read_secret_file(config.sidecar.admin_token_file, "sidecar.admin_token_file")
+    ingest_token = admin_token
+    if config.sidecar.ingest_token_file:
+        ingest_token = read_secret_file(
+            config.sidecar.ingest_token_file, "sidecar.ingest_token_file"
+        )
+    hooks = webhooks.WebhookHandler(  # reads the provider key files now
+        lambda: app[STORE], config.webhooks, webhooks.StoreDedup(lambda: app[STORE])
+    )
+
+    app = web.Application(middlewares=[admin.api_middleware])
     app[CONFIG] = config
+    app[admin.ADMIN_TOKEN] = admin_token
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
-        # tracking events are group-committed; the sidecar never holds up the relay's writer
+        # tracking events are batched; the sidecar never holds up the relay's writer for long
         store = await Store.open(config.store.path, busy_timeout=config.store.busy_timeout)
         app[STORE] = store
         yield
         await store.close()
 
+    async def tracker_ctx(app: web.Application) -> AsyncIterator[None]:
+        tracker = tracking.Tracker(app[STORE], signer, **dict(tracker_options or {}))
+        app[TRACKER] = tracker
+        tracker.start()
+        yield
+        await tracker.close()  # runs before store_ctx's exit: every queued event is flushed
+
     app.cleanup_ctx.append(store_ctx)
+    app.cleanup_ctx.append(tracker_ctx)
     app.router.add_get("/healthz", healthz)
+    tracking.add_routes(app, TRACKER)
+    admin.add_routes(app, admin.AdminApi(lambda request: request.app[STORE]))
+    operations.add_routes(app, operations.Operations(lambda request: request.app[STORE]))
+    ingest.add_routes(
+        app,
+        ingest.IngestEndpoint(
+            lambda: app[STORE],
+            ingest_token,
+            signer,
+            config.bounces.domain,
+            Rules.from_config(config.bounces),
+        ),
+    )
+    webhooks.add_routes(app, hooks)
     return app

@@ -1,0 +1,301 @@
+"""The admin API under /api/: Bearer auth, JSON errors, stats, message histories, campaigns.
+
+Every /api/ request needs ``Authorization: Bearer <token>`` (sidecar.admin_token_file; compared
+in constant time), checked before routing, so an unknown path without a token is a 401 too. Every
+error under /api/ is JSON: ``{"error": "<code>", "detail": "<what and why>"}``.
+Figures are defined in the README ("Stats"); ``stats_figures`` is the one place they are computed.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from relay.store import Store
+from sidecar.classify import HONEYPOT_LINK
+
+log = logging.getLogger("outpost.sidecar.admin")
+
+ADMIN_TOKEN = web.AppKey("admin_token", str)
+
+_ERRORS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def json_error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response(
+        {"error": _ERRORS.get(status, "error"), "detail": detail},
+        status=status,
+        headers=headers,
+    )
+
+
+def _is_api(path: str) -> bool:
+    return path == "/api" or path.startswith("/api/")
+
+
+def authorized(header: str, token: str) -> bool:
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        return False
+    return hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8"))
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Auth and JSON errors for /api/; other paths pass through untouched."""
+    if not _is_api(request.path):
+        return await handler(request)
+    if not authorized(request.headers.get("Authorization", ""), request.app[ADMIN_TOKEN]):
+        return json_error(
+            401,
+            "a valid 'Authorization: Bearer <token>' header is required",
+            {"WWW-Authenticate": 'Bearer realm="outpost"'},
+        )
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return json_error(exc.status, exc.detail)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        detail = exc.reason
+        if exc.status == 404:
+            detail = f"no such endpoint: {request.path}"
+        elif exc.status == 405:
+            detail = f"{request.method} is not allowed here (allowed: {exc.headers.get('Allow')})"
+        return json_error(exc.status, detail, headers)
+    except Exception:
+        log.exception("admin API error path=%s", request.path)
+        return json_error(500, "internal error; the sidecar log has the details")
+
+
+# --- parameters
+
+_UNIX = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_SPACE_OFFSET = re.compile(r" (\d\d(:?\d\d)?)$")  # '+hh:mm' arrives as ' hh:mm' when unescaped
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """ISO 8601 (naive = UTC; a date alone = its midnight) or Unix seconds; None when empty."""
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if _UNIX.match(text):
+        seconds = float(text)
+    else:
+        try:
+            dt = datetime.fromisoformat(_SPACE_OFFSET.sub(r"+\1", text))
+        except ValueError:
+            raise ApiError(400, f"{name}: {value!r} is neither ISO 8601 nor Unix seconds") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        seconds = dt.timestamp()
+    if not math.isfinite(seconds):
+        raise ApiError(400, f"{name}: {value!r} is not a finite time")
+    return seconds
+
+
+def _window(request: web.Request) -> tuple[float | None, float | None]:
+    since = parse_time(request.query.get("since"), "since")
+    until = parse_time(request.query.get("until"), "until")
+    if since is not None and until is not None and since >= until:
+        raise ApiError(400, "since must be earlier than until")
+    return since, until
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return None if denominator <= 0 else round(numerator / denominator, 4)
+
+
+# --- figures (pure: raw counts in, the documented figures out)
+
+
+def stats_figures(raw: Mapping[str, int]) -> dict[str, Any]:
+    """The /api/stats body from Store.tracking_stats counts."""
+
+    def hits(kind: str) -> dict[str, int]:
+        return {
+            "unique": raw[f"{kind}_unique"],
+            "total": raw[f"{kind}_total"],
+            "privacy": raw[f"{kind}_privacy"],
+            "scanner": raw[f"{kind}_scanner"],
+        }
+
+    attempted = raw["processed"] - raw["dropped"]
+    return {
+        "processed": raw["processed"],
+        "delivered": raw["delivered"],
+        "deferred": raw["deferred"],
+        "bounced": raw["bounced"],
+        "expired": raw["expired"],
+        "dropped": raw["dropped"],
+        "opens": hits("open"),
+        "clicks": hits("click"),
+        "unsubscribes": raw["unsubscribe"],
+        "complaints": raw["complaint"],
+        "rates": {
+            "open": _rate(raw["open_unique"], raw["delivered"]),
+            "click": _rate(raw["click_unique"], raw["delivered"]),
+            "click_to_open": _rate(raw["click_unique"], raw["open_unique"]),
+            "bounce": _rate(raw["bounced"], attempted),
+        },
+    }
+
+
+def link_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-URL clicks from Store.campaign_link_clicks rows; the honeypot link apart."""
+    urls: dict[str, dict[str, Any]] = {}
+    honeypot = {"total": 0, "unique": 0}
+    groups = {"engaged": "clicks", "scanner": "scanner", "privacy": "privacy"}
+    for r in rows:
+        if r["link"] == HONEYPOT_LINK:
+            honeypot["total"] += r["hits"]
+            honeypot["unique"] += r["deliveries"]
+            continue
+        entry = urls.setdefault(
+            r["url"],
+            {
+                "url": r["url"],
+                "clicks": {"total": 0, "unique": 0},
+                "scanner": {"total": 0, "unique": 0},
+                "privacy": {"total": 0, "unique": 0},
+                "other": {"total": 0, "unique": 0},
+            },
+        )
+        bucket = entry[groups.get(r["group"], "other")]
+        bucket["total"] += r["hits"]
+        bucket["unique"] += r["deliveries"]  # one URL has one index per message: no overlap
+    links = sorted(urls.values(), key=lambda e: (-e["clicks"]["total"], e["url"]))
+    return {"links": links, "honeypot": honeypot}
+
+
+def message_body(history: Mapping[str, Any]) -> dict[str, Any]:
+    """The /api/messages/{queue_id} body: the message, its deliveries with their events."""
+    m = dict(history["message"])
+    m.pop("message_pk", None)
+    by_delivery: dict[int, list[dict[str, Any]]] = {}
+    other = []
+    for e in history["events"]:
+        event = {"at": e["at"], "type": e["type"], "details": e["details"]}
+        if e["delivery_id"] is None:
+            other.append({**event, "recipient": e["recipient"]})
+        else:
+            by_delivery.setdefault(e["delivery_id"], []).append(event)
+    deliveries = []
+    for d in history["deliveries"]:
+        last = None
+        if d["last_class"] is not None:
+            last = {
+                "class": d["last_class"],
+                "code": d["last_code"],
+                "status": d["last_status"],
+                "text": d["last_text"],
+                "remote": d["last_remote"],
+            }
+        deliveries.append(
+            {
+                "id": d["delivery_id"],
+                "recipient": d["recipient"],
+                "state": d["state"],
+                "attempts": d["attempts"],
+                "next_attempt_at": d["next_attempt_at"],
+                "updated_at": d["updated_at"],
+                "last_result": last,
+                "events": by_delivery.pop(d["delivery_id"], []),
+            }
+        )
+    for events in by_delivery.values():  # events naming a delivery of another message
+        other.extend(events)
+    return {**m, "deliveries": deliveries, "events": other}
+
+
+# --- handlers
+
+
+class AdminApi:
+    def __init__(self, store: Callable[[web.Request], Store]) -> None:
+        self._store = store
+
+    async def stats(self, request: web.Request) -> web.Response:
+        since, until = _window(request)
+        campaign = request.query.get("campaign") or None
+        raw = await self._store(request).tracking_stats(campaign, since, until)
+        body = {"campaign": campaign, "since": since, "until": until, **stats_figures(raw)}
+        return web.json_response(body)
+
+    async def message(self, request: web.Request) -> web.Response:
+        queue_id = request.match_info["queue_id"]
+        history = await self._store(request).message_history(queue_id)
+        if history is None:
+            raise ApiError(404, f"no message with queue id {queue_id!r}")
+        return web.json_response(message_body(history))
+
+    async def campaigns(self, request: web.Request) -> web.Response:
+        since, until = _window(request)
+        rows = await self._store(request).campaign_summaries(since, until)
+        out = []
+        for r in rows:
+            out.append(
+                {
+                    "campaign": r["campaign"],
+                    "messages": r["messages"],
+                    "first_received": r["first_received"],
+                    "last_received": r["last_received"],
+                    "processed": r["processed"],
+                    "delivered": r["delivered"],
+                    "bounced": r["bounced"],
+                    "unique_opens": r["open_unique"],
+                    "unique_clicks": r["click_unique"],
+                    "unsubscribes": r["unsubscribe"],
+                    "complaints": r["complaint"],
+                    "rates": {
+                        "open": _rate(r["open_unique"], r["delivered"]),
+                        "click": _rate(r["click_unique"], r["delivered"]),
+                    },
+                }
+            )
+        return web.json_response({"since": since, "until": until, "campaigns": out})
+
+    async def campaign_links(self, request: web.Request) -> web.Response:
+        campaign = request.match_info["campaign"]
+        since, until = _window(request)
+        store = self._store(request)
+        if not await store.campaign_exists(campaign):
+            raise ApiError(404, f"no campaign {campaign!r}")
+        rows = await store.campaign_link_clicks(campaign, since, until)
+        body = {"campaign": campaign, "since": since, "until": until, **link_figures(rows)}
+        return web.json_response(body)
+
+
+def add_routes(app: web.Application, api: AdminApi) -> None:
+    app.router.add_get("/api/stats", api.stats)
+    app.router.add_get("/api/messages/{queue_id}", api.message)
+    app.router.add_get("/api/campaigns", api.campaigns)
+    app.router.add_get("/api/campaigns/{campaign}/links", api.campaign_links)

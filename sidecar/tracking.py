@@ -1,0 +1,471 @@
+"""Tracking hits: the /o pixel, the /c redirect and /u unsubscribe, classified and recorded.
+
+Request path: verify the token (a pure HMAC check), answer, and queue the hit. The pixel never
+touches the database; a click reads its target URL (links cached per message in a bounded LRU,
+deliveries in another), never writes. Hits are classified a moment later (``settle`` seconds:
+a hit's neighbours, e.g. the rest of a scanner's burst or its honeypot hit, have arrived by then)
+from bounded in-memory state per delivery, and handed to the batching EventRecorder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import math
+import re
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, Literal, TypeVar
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import idna
+from aiohttp import web
+
+from relay.store import Event, Store
+from relay.tokens import Claims, TokenKind, TokenSigner
+from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
+from sidecar.events import EventRecorder
+
+log = logging.getLogger("outpost.sidecar.tracking")
+
+# 1x1 transparent GIF89a (2-colour table, colour 0 transparent): 43 bytes.
+GIF = bytes.fromhex(
+    "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
+)
+_PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store"}
+_HTML_HEADERS = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Cache-Control": "no-store",
+    "X-Robots-Tag": "noindex, nofollow",
+    "Referrer-Policy": "no-referrer",
+}
+MAX_UA = 512  # characters of User-Agent kept on an event
+MAX_PENDING = 1_000_000  # hits waiting to be classified (only grows if the store can't be read)
+FINAL_STATES = frozenset({"delivered", "bounced", "expired", "dropped"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """A delivery as tracking sees it."""
+
+    delivery_id: int
+    message_pk: int
+    recipient: str
+    campaign: str
+    state: str
+    delivered_at: float | None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    kind: Literal["open", "click"]
+    delivery_id: int
+    at: float
+    ua: str
+    ip: str
+    link: int | None = None
+    url: str = ""
+    target: Target | None = None
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _LRU(Generic[K, V]):
+    """A dict bounded to ``size`` entries, least recently used out first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._data: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self._size:
+            self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_UNSAFE = re.compile(r"[^\x21-\x7e]")
+
+
+def location(url: str) -> str:
+    """The stored URL as a Location header value: the same URL, non-ASCII made ASCII.
+
+    Printable ASCII is kept byte for byte (``&``, existing %-escapes, ...); anything else in the
+    path, query or fragment (non-ASCII, spaces, controls: never a header injection) is
+    %-encoded as UTF-8, and a non-ASCII host name becomes its IDNA A-label.
+    """
+    if not _UNSAFE.search(url):
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        parts = None
+    if parts is not None and parts.hostname and not parts.hostname.isascii():
+        host = parts.hostname
+        try:
+            ascii_host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            ascii_host = quote(host, safe="")
+        netloc = parts.netloc.replace(host, ascii_host, 1)
+        if netloc == parts.netloc:  # hostname was lowercased by urlsplit
+            netloc = re.sub(re.escape(host), ascii_host, parts.netloc, count=1, flags=re.I)
+        url = urlunsplit(parts._replace(netloc=netloc))
+    return _UNSAFE.sub(lambda m: quote(m.group(), safe=""), url)
+
+
+def client_ip(request: web.Request, trust_forwarded: bool = True) -> str:
+    """The peer address; behind a reverse proxy on loopback, the last X-Forwarded-For hop."""
+    peer = request.remote or ""
+    if trust_forwarded and "X-Forwarded-For" in request.headers:
+        try:
+            loopback = ipaddress.ip_address(peer).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            hop = request.headers["X-Forwarded-For"].split(",")[-1].strip()
+            if hop:
+                return hop[:64]
+    return peer
+
+
+def _page(title: str, body: str, status: int = 200) -> web.Response:
+    html = (
+        "<!doctype html><html lang=en><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<meta name=robots content=noindex><title>{title}</title>"
+        '<body style="font-family:system-ui,sans-serif;max-width:32em;margin:3em auto;'
+        f'padding:0 1em">{body}</body></html>'
+    )
+    return web.Response(status=status, text=html, headers=_HTML_HEADERS)
+
+
+class Tracker:
+    """The tracking endpoints, their caches and the per-delivery memory the rules need."""
+
+    def __init__(
+        self,
+        store: Store,
+        signer: TokenSigner,
+        *,
+        recorder: EventRecorder | None = None,
+        clock: Callable[[], float] = time.time,
+        settle: float = 2.0,
+        tick: float = 0.2,
+        link_cache: int = 4096,
+        target_cache: int = 65536,
+        memory: int = 65536,
+        confirm_wait: float = 2.0,
+        trust_forwarded: bool = True,
+    ) -> None:
+        self._store = store
+        self.signer = signer
+        self.recorder = recorder or EventRecorder(store.record_tracking)
+        self._clock = clock
+        self._settle = settle
+        self._tick = tick
+        self._confirm_wait = confirm_wait
+        self._trust_forwarded = trust_forwarded
+        self._links: _LRU[int, dict[int, str]] = _LRU(link_cache)
+        self._targets: _LRU[int, Target] = _LRU(target_cache)
+        # per delivery: recent clicks (time, link) and honeypot hits (time)
+        self._clicks: _LRU[int, deque[tuple[float, int]]] = _LRU(memory)
+        self._traps: _LRU[int, deque[float]] = _LRU(memory)
+        self._pending: deque[_Pending] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self.unknown = 0  # hits whose delivery no longer exists (not recorded)
+        self.overflow = 0  # hits dropped because MAX_PENDING were waiting
+
+    # --- lifecycle
+
+    def start(self) -> None:
+        self.recorder.start()
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="outpost-tracker")
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Classify and hand over every pending hit, then flush the recorder."""
+        deadline = time.monotonic() + timeout
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        while self._pending:
+            try:
+                await self._process(math.inf)
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    log.error("shutdown: hits not recorded lost=%d (%r)", len(self._pending), exc)
+                    self._pending.clear()
+                    break
+                await asyncio.sleep(0.1)
+        await self.recorder.close(max(1.0, deadline - time.monotonic()))
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick)
+            try:
+                await self._process(self._clock() - self._settle)
+            except Exception as exc:  # the store can't be read now: the hits stay pending
+                log.warning("tracking hits wait pending=%d error=%r", len(self._pending), str(exc))
+
+    async def flush(self) -> None:
+        """Classify every pending hit now and wait until the recorder has written them."""
+        await self._process(math.inf)
+        await self.recorder.idle()
+
+    # --- lookups (reads; cached)
+
+    async def target(self, delivery_id: int) -> Target | None:
+        cached = self._targets.get(delivery_id)
+        if cached is not None:
+            return cached
+        found = await self._resolve([delivery_id])
+        return found.get(delivery_id)
+
+    async def _resolve(self, delivery_ids: set[int] | list[int]) -> dict[int, Target]:
+        rows = await self._store.tracking_targets(delivery_ids)
+        out = {}
+        for did, r in rows.items():
+            t = Target(
+                did, r["message_pk"], r["recipient"], r["campaign"], r["state"], r["delivered_at"]
+            )
+            if t.state in FINAL_STATES:  # cannot change any more: safe to keep
+                self._targets.put(did, t)
+            out[did] = t
+        return out
+
+    async def url(self, message_pk: int, link: int) -> str | None:
+        links = self._links.get(message_pk)
+        if links is None:
+            links = await self._store.message_links(message_pk)
+            if links:  # links are recorded before a message is sent: never partial
+                self._links.put(message_pk, links)
+        return links.get(link)
+
+    # --- hits
+
+    def _hit(
+        self,
+        kind: Literal["open", "click"],
+        request: web.Request,
+        claims: Claims,
+        url: str = "",
+        target: Target | None = None,
+    ) -> None:
+        at = self._clock()
+        ua = request.headers.get("User-Agent", "")[:MAX_UA]
+        ip = client_ip(request, self._trust_forwarded)
+        link = claims.link if kind == "click" else None
+        did = claims.delivery_id
+        if len(self._pending) >= MAX_PENDING:
+            self._pending.popleft()
+            self.overflow += 1
+            if self.overflow == 1 or self.overflow % 10_000 == 0:
+                log.error("tracking hits dropped, store unreadable dropped=%d", self.overflow)
+        self._pending.append(_Pending(kind, did, at, ua, ip, link, url, target))
+        if link == HONEYPOT_LINK:
+            traps = self._traps.get(did)
+            if traps is None:
+                traps = deque(maxlen=16)
+                self._traps.put(did, traps)
+            traps.append(at)
+        elif link is not None:
+            clicks = self._clicks.get(did)
+            if clicks is None:
+                clicks = deque(maxlen=64)
+                self._clicks.put(did, clicks)
+            clicks.append((at, link))
+
+    def _facts(self, p: _Pending, target: Target) -> Hit:
+        since = None
+        if target.delivered_at is not None:
+            since = round(p.at - target.delivered_at, 3)
+        clicks = self._clicks.get(p.delivery_id) or ()
+        burst = len({link for t, link in clicks if abs(t - p.at) <= BURST_WINDOW})
+        traps = self._traps.get(p.delivery_id) or ()
+        near = p.link != HONEYPOT_LINK and any(abs(t - p.at) <= FLAG_WINDOW for t in traps)
+        return Hit(p.kind, p.ua, p.ip, since, p.link, burst, near)
+
+    async def _process(self, cutoff: float) -> None:
+        """Classify the hits that arrived before cutoff and queue their events."""
+        ready: list[_Pending] = []
+        while self._pending and self._pending[0].at <= cutoff:
+            ready.append(self._pending.popleft())
+        if not ready:
+            return
+        targets: dict[int, Target] = {}
+        missing = set()
+        for p in ready:
+            t = p.target or self._targets.get(p.delivery_id)
+            if t is None:
+                missing.add(p.delivery_id)
+            else:
+                targets[p.delivery_id] = t
+        if missing:
+            try:
+                targets.update(await self._resolve(missing))
+            except BaseException:
+                self._pending.extendleft(reversed(ready))
+                raise
+        events = []
+        for p in ready:
+            target = targets.get(p.delivery_id)
+            if target is None:
+                self.unknown += 1
+                continue
+            facts = self._facts(p, target)
+            verdict = classify(facts)
+            details: dict[str, object] = {
+                "source": verdict.source,
+                "rule": verdict.rule,
+                "ua": p.ua,
+                "ip": p.ip,
+                "since_delivery": facts.since_delivery,
+            }
+            if p.kind == "click":
+                details["link"] = p.link
+                details["url"] = p.url
+                if p.link == HONEYPOT_LINK:
+                    details["honeypot"] = True
+            events.append(
+                Event(
+                    p.kind,
+                    p.at,
+                    target.message_pk,
+                    p.delivery_id,
+                    target.recipient,
+                    target.campaign,
+                    details,
+                )
+            )
+        self.recorder.add(events)
+
+    # --- handlers
+
+    async def pixel(self, request: web.Request) -> web.Response:
+        """GET|HEAD /o/{token}[.gif]: always the GIF; a valid GET token queues an open."""
+        if request.method == "GET":
+            token = request.match_info["token"].partition(".")[0]
+            claims = self.signer.read(token, TokenKind.OPEN)
+            if claims is not None:
+                self._hit("open", request, claims)
+        return web.Response(body=GIF, headers=_PIXEL_HEADERS)
+
+    async def click(self, request: web.Request) -> web.Response:
+        """GET|HEAD /c/{token}: 302 to the URL the relay saw, or 404; a GET queues a click."""
+        claims = self.signer.read(request.match_info["token"], TokenKind.CLICK)
+        if claims is None:
+            return _not_found()
+        if claims.link == HONEYPOT_LINK:  # nothing to go to; nobody but a machine gets here
+            if request.method == "GET":
+                self._hit("click", request, claims)
+            return web.Response(text="", headers=_HTML_HEADERS)
+        try:
+            target = await self.target(claims.delivery_id)
+            url = None if target is None else await self.url(target.message_pk, claims.link)
+        except Exception:
+            log.exception("click lookup failed delivery=%d", claims.delivery_id)
+            return web.Response(status=503, text="try again\n", headers={"Retry-After": "1"})
+        if url is None:
+            return _not_found()
+        if request.method == "GET":
+            self._hit("click", request, claims, url, target)
+        return web.Response(status=302, headers={"Location": location(url)})
+
+    async def unsubscribe_form(self, request: web.Request) -> web.Response:
+        """GET|HEAD /u/{token}: a confirm button; never unsubscribes (link scanners GET)."""
+        if self.signer.read(request.match_info["token"], TokenKind.UNSUBSCRIBE) is None:
+            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        return _page(
+            "Unsubscribe",
+            "<h1>Unsubscribe</h1><p>Stop receiving these emails at this address?</p>"
+            "<form method=post><input type=hidden name=confirm value=1>"
+            "<button type=submit>Unsubscribe</button></form>",
+        )
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        """POST /u/{token}: RFC 8058 one-click or the form; records once, suppresses."""
+        claims = self.signer.read(request.match_info["token"], TokenKind.UNSUBSCRIBE)
+        if claims is None:
+            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        form = await request.post()
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        if not form and request.can_read_body:  # a client that left out the Content-Type
+            one_click = (await request.text()).strip() == "List-Unsubscribe=One-Click"
+        if not one_click and "confirm" not in form:
+            return _page("Unsubscribe", "<p>Use the button to confirm.</p>", 400)
+        try:
+            target = await self.target(claims.delivery_id)
+        except Exception:
+            log.exception("unsubscribe lookup failed delivery=%d", claims.delivery_id)
+            return _page("Try again", "<p>Please try again in a moment.</p>", 503)
+        if target is None:
+            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        event = Event(
+            "unsubscribe",
+            self._clock(),
+            target.message_pk,
+            target.delivery_id,
+            target.recipient,
+            target.campaign,
+            {
+                "method": "one-click" if one_click else "form",
+                "ua": request.headers.get("User-Agent", "")[:MAX_UA],
+                "ip": client_ip(request, self._trust_forwarded),
+            },
+        )
+        done = self.recorder.add_waitable(event)
+        try:  # normally committed at once; if the store is busy the recorder keeps retrying
+            await asyncio.wait_for(asyncio.shield(done), self._confirm_wait)
+        except TimeoutError:
+            log.warning("unsubscribe queued, store busy delivery=%d", target.delivery_id)
+        except Exception:
+            log.exception("unsubscribe not recorded delivery=%d", target.delivery_id)
+            return _page("Try again", "<p>Please try again in a moment.</p>", 503)
+        log.info("unsubscribe delivery=%d", target.delivery_id)
+        return _page("Unsubscribed", "<h1>Unsubscribed</h1><p>You will get no more of these.</p>")
+
+
+def _not_found() -> web.Response:
+    return web.Response(status=404, text="not found\n")
+
+
+def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:
+    """/o, /c (GET, and HEAD answered alike but never counted) and /u (GET form, POST).
+
+    The Tracker is created with the store (cleanup_ctx), after the routes: look it up per request.
+    """
+
+    async def pixel(request: web.Request) -> web.Response:
+        return await request.app[key].pixel(request)
+
+    async def click(request: web.Request) -> web.Response:
+        return await request.app[key].click(request)
+
+    async def unsubscribe_form(request: web.Request) -> web.Response:
+        return await request.app[key].unsubscribe_form(request)
+
+    async def unsubscribe(request: web.Request) -> web.Response:
+        return await request.app[key].unsubscribe(request)
+
+    app.router.add_get("/o/{token}", pixel)
+    app.router.add_get("/c/{token}", click)
+    app.router.add_get("/u/{token}", unsubscribe_form)
+    app.router.add_post("/u/{token}", unsubscribe)

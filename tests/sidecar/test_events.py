@@ -1,0 +1,34 @@
+"""EventRecorder against a real store: batches, a refused event, waiting for a commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from relay.store import Event, Store
+from sidecar.events import EventRecorder
+
+
+async def test_a_refused_event_is_dropped_and_the_rest_written(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db", durable=False) as store:
+        recorder = EventRecorder(store.record_tracking)
+        recorder.start()
+        good = [Event("open", float(i), details={"source": "human"}) for i in range(5)]
+        bad = Event("bogus", 2.5)  # not in the vocabulary: the CHECK constraint refuses it
+        recorder.add(good[:3])
+        waited = recorder.add_waitable(bad)
+        recorder.add(good[3:])
+        await recorder.close(5.0)
+        assert waited.done() and waited.exception() is not None
+        assert recorder.dropped == 1 and recorder.written == 5
+        async with store._ro.execute("SELECT count(*) FROM events WHERE type = 'open'") as cur:
+            assert await cur.fetchone() == (5,)
+
+
+async def test_waitable_completes_on_commit(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "s.db", durable=False) as store:
+        recorder = EventRecorder(store.record_tracking)
+        recorder.start()
+        fut = recorder.add_waitable(Event("click", 1.0, details={"source": "scanner"}))
+        await fut
+        assert recorder.batches == 1
+        await recorder.close()
