@@ -257,3 +257,34 @@ async def test_dkim_signature_verifies_after_all_changes(
     tampered = got.data[:-5] + bytes([got.data[-5] ^ 1]) + got.data[-4:]
     ok, output = verify_with_opendkim(tampered, records, tmp_path)
     assert not ok, output
+
+
+async def test_dkim_keys_reload_on_sighup_without_dropping_connections(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    from tests.smtpclient import RawClient
+
+    entries, records = _keys(tmp_path, ["rsa-sha256"])
+    relay = await start_relay(tracked_config(tmp_path, sink, dkim={"keys": entries}))
+    client, _ = await RawClient.connect(relay.host, relay.port)  # stays open across the reload
+    await client.cmd("EHLO app.test")
+    plain = MESSAGES["plain"][0]
+
+    async def send_on_open_session() -> bytes:
+        await client.cmd("MAIL FROM:<a@example.com>")
+        await client.cmd("RCPT TO:<b@example.org>")
+        assert (await client.data(plain + b".\r\n")).startswith("250 2.0.0")
+        return (await sink.wait_for(len(sink.received) + 1))[-1].data
+
+    first = await send_on_open_session()
+    assert verify_with_opendkim(first, records, tmp_path)[0]
+    # a rotated key in the same file; SIGHUP; the next message is signed with it
+    new_pem = generate_key("rsa-sha256")
+    Path(entries[0]["key_file"]).write_bytes(new_pem)
+    relay.app.reload()
+    second = await send_on_open_session()
+    new_records = {
+        "s0._domainkey.example.com": dns_record(DkimKey("example.com", "s0", "rsa-sha256", new_pem))
+    }
+    assert verify_with_opendkim(second, new_records, tmp_path)[0]
+    assert not verify_with_opendkim(second, records, tmp_path)[0]
