@@ -27,6 +27,54 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok" if ok else "error"}, status=200 if ok else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text: deliveries by state (the queue), and the event writer's counters.
+
+    Behind the admin token: the sidecar faces the internet for pixels and clicks.
+    """
+    if not admin.authorized(
+        request.headers.get("Authorization", ""), request.app[admin.ADMIN_TOKEN]
+    ):
+        return admin.json_error(401, "a valid 'Authorization: Bearer <token>' header is required")
+    tracker = request.app[TRACKER]
+    recorder = tracker.recorder
+    lines = [
+        "# HELP outpost_deliveries Deliveries in the store by state.",
+        "# TYPE outpost_deliveries gauge",
+    ]
+    counts = await request.app[STORE].count_deliveries()
+    lines += [f'outpost_deliveries{{state="{s}"}} {n}' for s, n in sorted(counts.items())]
+    for name, value, kind, text in (
+        ("outpost_tracking_events_pending", len(recorder), "gauge", "Hits waiting to be written."),
+        ("outpost_tracking_events_written_total", recorder.written, "counter", "Events written."),
+        ("outpost_tracking_batches_total", recorder.batches, "counter", "Write transactions."),
+        (
+            "outpost_tracking_write_failures_total",
+            recorder.failures,
+            "counter",
+            "Batches that failed and were retried.",
+        ),
+        (
+            "outpost_tracking_events_dropped_total",
+            recorder.dropped + tracker.overflow,
+            "counter",
+            "Hits not recorded (refused by the store, or over the queue limit).",
+        ),
+        (
+            "outpost_tracking_unknown_total",
+            tracker.unknown,
+            "counter",
+            "Valid tokens naming a delivery that no longer exists.",
+        ),
+    ):
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return web.Response(
+        text="\n".join(lines) + "\n",
+        content_type="text/plain",
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 def make_app(
     config: Config, *, tracker_options: Mapping[str, Any] | None = None
 ) -> web.Application:
@@ -69,6 +117,7 @@ def make_app(
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(tracker_ctx)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     tracking.add_routes(app, TRACKER)
     admin.add_routes(app, admin.AdminApi(lambda request: request.app[STORE]))
     operations.add_routes(app, operations.Operations(lambda request: request.app[STORE]))

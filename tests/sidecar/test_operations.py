@@ -134,3 +134,25 @@ async def test_webhook_replay_is_remembered_across_restarts(tmp_path: Path) -> N
     async with sidecar(config) as client:  # a new process: the replay is still known
         got = await (await client.post("/webhooks/mailgun", json=payload)).json()
         assert got["accepted"] == 0 and got["duplicates"] == 1
+
+
+async def test_metrics(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    async with await Store.open(config.store.path) as store:
+        await store.queue_message(
+            NewMessage(
+                "Q1",
+                100.0,
+                "app@example.com",
+                "127.0.0.1",
+                b"Subject: x\r\n\r\nb\r\n",
+                ("a@x.example",),
+            )
+        )
+    async with sidecar(config) as client:
+        assert (await client.get("/metrics")).status == 401
+        resp = await client.get("/metrics", headers=ADMIN)
+        text = await resp.text()
+        assert resp.status == 200
+        assert 'outpost_deliveries{state="queued"} 1\n' in text
+        assert "outpost_tracking_events_written_total 0\n" in text
