@@ -144,7 +144,7 @@ def cmd_queue_list(args: argparse.Namespace) -> int:
 
 
 def cmd_queue_show(args: argparse.Namespace) -> int:
-    message = with_store(args, lambda s: s.message_summary(args.id))
+    message = with_store(args, lambda s: s.message_history(args.id))
     if message is None:
         print(f"outpostctl: no message {args.id}", file=sys.stderr)
         return 1

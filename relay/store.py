@@ -688,54 +688,6 @@ class Store:
         async with self._ro.execute("SELECT domain FROM paused_domains ORDER BY domain") as cur:
             return [r[0] for r in await cur.fetchall()]
 
-    async def message_summary(self, queue_id: str) -> dict[str, Any] | None:
-        """A message with its deliveries (no body): `queue show` and the admin API."""
-        async with self._ro.execute(
-            "SELECT id, queue_id, received_at, mail_from, client_addr, helo, auth_user, size,"
-            " header_message_id, campaign, tags, track, kind FROM messages WHERE queue_id = ?",
-            (queue_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
-            return None
-        keys = (
-            "message_pk",
-            "queue_id",
-            "received_at",
-            "mail_from",
-            "client_addr",
-            "helo",
-            "auth_user",
-            "size",
-            "header_message_id",
-            "campaign",
-            "tags",
-            "track",
-            "kind",
-        )
-        message = dict(zip(keys, row, strict=True))
-        message["tags"] = json.loads(message["tags"])
-        async with self._ro.execute(
-            "SELECT id, recipient, state, attempts, next_attempt_at, last_code, last_status,"
-            " last_text, last_remote, updated_at FROM deliveries WHERE message_id = ?"
-            " ORDER BY id",
-            (message["message_pk"],),
-        ) as cur:
-            dkeys = (
-                "delivery_id",
-                "recipient",
-                "state",
-                "attempts",
-                "next_attempt_at",
-                "last_code",
-                "last_status",
-                "last_text",
-                "last_remote",
-                "updated_at",
-            )
-            message["deliveries"] = [dict(zip(dkeys, r, strict=True)) for r in await cur.fetchall()]
-        return message
-
     # --- queries for operators and tests
 
     async def delivery_states(self, queue_id: str) -> dict[str, str]:
@@ -750,26 +702,6 @@ class Store:
     async def count_deliveries(self) -> dict[str, int]:
         async with self._ro.execute("SELECT state, count(*) FROM deliveries GROUP BY state") as cur:
             return {row[0]: int(row[1]) for row in await cur.fetchall()}
-
-    async def events_for(self, queue_id: str) -> list[dict[str, Any]]:
-        """Every event of a message, in time order (then insertion order)."""
-        async with self._ro.execute(
-            "SELECT e.at, e.type, e.delivery_id, e.recipient, e.campaign, e.details"
-            " FROM events e JOIN messages m ON m.id = e.message_id WHERE m.queue_id = ?"
-            " ORDER BY e.at, e.id",
-            (queue_id,),
-        ) as cur:
-            return [
-                {
-                    "at": r[0],
-                    "type": r[1],
-                    "delivery_id": r[2],
-                    "recipient": r[3],
-                    "campaign": r[4],
-                    "details": json.loads(r[5]),
-                }
-                for r in await cur.fetchall()
-            ]
 
     async def attempts_for(self, queue_id: str) -> list[dict[str, Any]]:
         async with self._ro.execute(

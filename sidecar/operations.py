@@ -97,7 +97,7 @@ class Operations:
 
     async def show(self, request: web.Request) -> web.Response:
         queue_id = request.match_info["queue_id"]
-        message = await self._store(request).message_summary(queue_id)
+        message = await self._store(request).message_history(queue_id)
         if message is None:
             raise ApiError(404, f"no message with queue id {queue_id!r}")
         return web.json_response(message)
@@ -108,7 +108,7 @@ class Operations:
         async def handler(request: web.Request) -> web.Response:
             queue_id = request.match_info["queue_id"]
             store = self._store(request)
-            if await store.message_summary(queue_id) is None:
+            if await store.message_history(queue_id) is None:
                 raise ApiError(404, f"no message with queue id {queue_id!r}")
             n = await work(store, queue_id, self._clock())
             return web.json_response({"queue_id": queue_id, "action": action, "deliveries": n})

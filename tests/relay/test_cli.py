@@ -72,7 +72,7 @@ def test_queue_operations(conf: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and [r["recipient"] for r in rows] == ["a@one.example", "b@two.example"]
     code, out, _ = run(conf, capsys, "queue", "show", "QID1")
     shown = json.loads(out)
-    assert shown["mail_from"] == "app@example.com" and len(shown["deliveries"]) == 2
+    assert shown["message"]["from"] == "app@example.com" and len(shown["deliveries"]) == 2
     assert run(conf, capsys, "queue", "show", "NOPE")[0] == 1
     assert run(conf, capsys, "queue", "hold", "QID1")[1] == "held: 2 deliveries\n"
     assert set(states(conf).values()) == {"held"}

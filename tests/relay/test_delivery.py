@@ -46,7 +46,7 @@ async def wait_states(relay: RunningRelay, queue_id: str, want: dict[str, str]) 
 
 async def event_types(relay: RunningRelay, queue_id: str) -> list[str]:
     assert relay.app.store is not None
-    return [e["type"] for e in await relay.app.store.events_for(queue_id)]
+    return [e["type"] for e in (await relay.app.store.message_history(queue_id) or {})["events"]]
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ async def test_550_bounces_at_once(tmp_path: Path, sink: Sink, start_relay) -> N
     assert (attempt["class"], attempt["code"], attempt["status"]) == (5, 550, "5.1.1")
     assert attempt["text"] == "<b@example.org>: user unknown"
     assert attempt["remote"].startswith("127.0.0.1[127.0.0.1]:")
-    events = await relay.app.store.events_for(queue_id)
+    events = (await relay.app.store.message_history(queue_id) or {})["events"]
     assert events[-1]["type"] == "bounced"
     assert events[-1]["details"]["status"] == "5.1.1"
     assert sink.received == []

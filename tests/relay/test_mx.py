@@ -176,7 +176,7 @@ async def test_null_mx_bounces_at_once(
     assert (attempt["class"], attempt["code"], attempt["status"]) == (5, 556, "5.1.10")
     assert "null MX" in attempt["text"]
     assert relay.app.store is not None
-    events = await relay.app.store.events_for(queue_id)
+    events = (await relay.app.store.message_history(queue_id) or {})["events"]
     assert [e["type"] for e in events] == ["processed", "bounced"]
     assert events[1]["details"]["status"] == "5.1.10"
     # no address lookup for the "." host, and nothing was sent anywhere
@@ -193,7 +193,7 @@ async def test_nxdomain_bounces(mx_relay: Callable[..., Any], sink: Sink) -> Non
     assert (attempt["class"], attempt["code"], attempt["status"]) == (5, 550, "5.1.2")
     assert "nowhere.test" in attempt["text"]
     assert relay.app.store is not None
-    types = [e["type"] for e in await relay.app.store.events_for(queue_id)]
+    types = [e["type"] for e in (await relay.app.store.message_history(queue_id) or {})["events"]]
     assert types == ["processed", "bounced"]
     assert sink.connections == 0
 
