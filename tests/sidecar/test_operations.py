@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from relay.config import Config
 from relay.store import NewMessage, Store
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.test_bounces import _gmail_dsn
@@ -11,6 +12,15 @@ from tests.sidecar.helpers import ADMIN, sidecar, suppressions
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
 
 BAD = {"Authorization": "Bearer wrong"}
+
+
+async def queue_one(config: Config, recipient: str) -> None:
+    """A waiting message Q1 to one recipient, straight into the store."""
+    async with await Store.open(config.store.path) as store:
+        raw = b"Subject: x\r\n\r\nb\r\n"
+        await store.queue_message(
+            NewMessage("Q1", 100.0, "app@example.com", "127.0.0.1", raw, (recipient,))
+        )
 
 
 async def test_suppressions_api(tmp_path: Path) -> None:
@@ -53,17 +63,7 @@ async def test_suppressions_api(tmp_path: Path) -> None:
 
 async def test_queue_api(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    async with await Store.open(config.store.path) as store:
-        await store.queue_message(
-            NewMessage(
-                "Q1",
-                100.0,
-                "app@example.com",
-                "127.0.0.1",
-                b"Subject: x\r\n\r\nb\r\n",
-                ("a@one.example",),
-            )
-        )
+    await queue_one(config, "a@one.example")
     async with sidecar(config) as client:
         rows = (await (await client.get("/api/queue", headers=ADMIN)).json())["deliveries"]
         assert [(r["queue_id"], r["state"]) for r in rows] == [("Q1", "queued")]
@@ -138,17 +138,7 @@ async def test_webhook_replay_is_remembered_across_restarts(tmp_path: Path) -> N
 
 async def test_metrics(tmp_path: Path) -> None:
     config = make_config(tmp_path)
-    async with await Store.open(config.store.path) as store:
-        await store.queue_message(
-            NewMessage(
-                "Q1",
-                100.0,
-                "app@example.com",
-                "127.0.0.1",
-                b"Subject: x\r\n\r\nb\r\n",
-                ("a@x.example",),
-            )
-        )
+    await queue_one(config, "a@x.example")
     async with sidecar(config) as client:
         assert (await client.get("/metrics")).status == 401
         resp = await client.get("/metrics", headers=ADMIN)
