@@ -197,7 +197,12 @@ class RelayApp:
 async def serve(config: Config) -> None:
     """Run until SIGTERM/SIGINT; SIGHUP reloads."""
     app = RelayApp(config)
-    await app.start()
+    try:
+        await app.start()
+    except (OSError, ConfigError) as exc:  # a port in use, a bad key file: say so and exit
+        log.error("cannot start: %s", exc)
+        await app.stop()  # close what did open (the store's thread would keep us alive)
+        raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

@@ -178,3 +178,26 @@ async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
                 await asyncio.wait_for(proc.wait(), 15)
         assert sidecar.returncode == 0
         await sink.stop()
+
+
+async def test_relay_exits_when_it_cannot_listen(tmp_path: Path) -> None:
+    sink = Sink()
+    await sink.start()
+    conf, relay_port, _ = write_config(tmp_path, sink.port)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", relay_port))
+        taken.listen()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "relay",
+            "--config",
+            str(conf),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1
+    assert b"cannot start: [Errno 98]" in err
+    await sink.stop()
