@@ -148,7 +148,7 @@ class DeliveryService:
                     got = await self._store.lease_due_deliveries(now, room, now + cfg.lease_time)
                 except Exception:
                     log.exception("leasing failed; retrying")
-                for lease in got:
+                for lease in await self._drop_suppressed(got):
                     self._dispatch(lease)
             if got and len(got) == room:
                 continue  # more may be due; the workers make room
@@ -164,6 +164,29 @@ class DeliveryService:
                     await asyncio.wait_for(self._wake.wait(), max(timeout, 0.005))
                 # let a burst of accepts land first: one lease transaction for many messages
                 await asyncio.sleep(self._config.wake_delay)
+
+    async def _drop_suppressed(self, leases: list[Lease]) -> list[Lease]:
+        """Checked again at delivery time: an address suppressed after the message was queued
+        (a bounce, complaint or unsubscribe meanwhile) is not sent to. One query per lease batch."""
+        if not leases:
+            return leases
+        now = self._clock()
+        found = await self._store.suppressed([lease.recipient for lease in leases], now)
+        if not found:
+            return leases
+        keep, outcomes = [], []
+        for lease in leases:
+            reason = found.get(lease.recipient.lower())
+            if reason is None:
+                keep.append(lease)
+                continue
+            why = f"suppressed: {reason}"
+            outcomes.append(
+                Outcome(lease, Result(5, 550, "5.7.1", why, ""), "dropped", now, {"reason": why})
+            )
+            log.info("dropped queue_id=%s to=<%s> reason=%r", lease.queue_id, lease.recipient, why)
+        await self._store.record_results(outcomes, now)
+        return keep
 
     def _dispatch(self, lease: Lease) -> None:
         key = self._transport.destination(lease.domain)

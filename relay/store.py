@@ -1062,8 +1062,12 @@ class Store:
 async def _write_outcomes(
     db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float
 ) -> None:
-    """Attempts, new delivery states and their events ('queued' = returned untried)."""
-    tried = [o for o in outcomes if o.state != "queued"]
+    """Attempts, new delivery states and their events.
+
+    'queued' = returned untried (no event); 'dropped' = not sent, suppressed meanwhile (an
+    event, no attempt).
+    """
+    tried = [o for o in outcomes if o.state not in ("queued", "dropped")]
     await db.executemany(
         "INSERT INTO attempts (delivery_id, at, class, code, status, text, remote)"
         " VALUES (?,?,?,?,?,?,?)",
@@ -1087,7 +1091,7 @@ async def _write_outcomes(
         [
             (
                 o.state,
-                0 if o.state == "queued" else 1,
+                0 if o.state in ("queued", "dropped") else 1,
                 o.next_attempt_at,
                 o.result.cls,
                 o.result.code,
@@ -1119,7 +1123,8 @@ async def _write_outcomes(
                     **o.event_details,
                 },
             )
-            for o in tried
+            for o in outcomes
+            if o.state != "queued"
         ],
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import smtplib
@@ -171,6 +172,13 @@ async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
         await sink.wait_for(before + 2)
         assert (await ctl(conf, "queue", "list"))[1] == []
         assert third
+        # logs: one JSON object per line, one line per delivery state change, no body, no secret
+        text = (tmp_path / "relay.log").read_text() + (tmp_path / "relay2.log").read_text()
+        entries = [json.loads(line) for line in text.splitlines()]
+        assert all({"time", "level", "component", "msg"} <= set(e) for e in entries)
+        delivered = [e for e in entries if e["msg"].startswith("delivered queue_id=")]
+        assert len(delivered) == 1 + len(accepted) + 2  # the AUTH one, the load, the queue test
+        assert "body 1" not in text and "service-test-secret" not in text
     finally:
         for proc in (relay, sidecar):
             if proc.returncode is None:

@@ -232,3 +232,22 @@ async def test_soft_bounces_suppress_after_the_limit_and_delivery_clears(tmp_pat
     assert await store.soft_bounces_since("old@example.org", 0.5) == 1
     assert await store.soft_bounces_since("old@example.org", 2.0) == 0
     await store.close()
+
+
+async def test_suppression_is_checked_again_at_delivery_time(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    relay = await start_relay(config(tmp_path, sink))
+    assert relay.app.store is not None and relay.app.delivery is not None
+    await relay.app.store.pause(0.0)  # hold everything in the queue
+    await relay.send(MSG, rcpts=("late@example.org", "fine@example.org"))
+    await relay.app.store.suppress("late@example.org", "unsubscribe", relay.app.clock())
+    await relay.app.store.resume()
+    await sink.wait_for(1)
+    await relay.idle()
+    assert [m.rcpts for m in sink.received] == [["fine@example.org"]]
+    (dropped,) = await events_of(relay.app.store, "dropped")
+    assert dropped["recipient"] == "late@example.org"
+    assert dropped["details"]["reason"] == "suppressed: unsubscribe"
+    (row,) = await relay.app.store.list_deliveries(state="dropped")
+    assert row["attempts"] == 0  # never tried

@@ -288,3 +288,20 @@ async def test_dkim_keys_reload_on_sighup_without_dropping_connections(
     }
     assert verify_with_opendkim(second, new_records, tmp_path)[0]
     assert not verify_with_opendkim(second, records, tmp_path)[0]
+
+
+async def test_unparseable_mime_is_relayed_unchanged_without_tracking(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    broken = (
+        b"From: news@example.com\r\nSubject: broken\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="never-closed"\r\n\r\n'
+        b"--never-closed\r\nContent-Type: text/html\r\n\r\n"
+        b'<a href="https://example.com/x">x</a>\r\n'  # no closing boundary
+    )
+    relay = await start_relay(tracked_config(tmp_path, sink))
+    await relay.send(broken)
+    (got,) = await sink.wait_for(1)
+    assert got.data.split(b"\r\n\r\n", 1)[1] == broken.split(b"\r\n\r\n", 1)[1]
+    # the list headers still come (they need only the header block)
+    assert headers.get(headers.split(got.data)[0], "List-Unsubscribe") is not None
