@@ -19,8 +19,8 @@ dev-secrets: $(STAMP)
 
 run: dev-secrets
 	@echo "relay: smtp://127.0.0.1:2525  sidecar: http://127.0.0.1:8025  outbox: var/outbox"
-	@trap 'kill 0' INT TERM EXIT; \
-	$(PY) -m sidecar --config $(DEV) & \
+	@$(PY) -m sidecar --config $(DEV) & sidecar=$$!; \
+	trap 'kill $$sidecar 2>/dev/null; wait $$sidecar' EXIT INT TERM; \
 	$(PY) -m relay --config $(DEV)
 
 lint: $(STAMP)
