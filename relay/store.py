@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -296,15 +295,13 @@ class Store:
                 " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
                 [(m.queue_id,) for m in batch if m.dropped],
             )
-            ids = []
-            for m in batch:
-                async with db.execute(
-                    "SELECT id FROM messages WHERE queue_id = ?", (m.queue_id,)
-                ) as cur:
-                    row = await cur.fetchone()
-                    assert row is not None
-                    ids.append(int(row[0]))
-            return ids
+            marks = ",".join("?" * len(batch))
+            async with db.execute(
+                f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
+                [m.queue_id for m in batch],
+            ) as cur:
+                ids = {row[0]: int(row[1]) for row in await cur.fetchall()}
+            return [ids[m.queue_id] for m in batch]
 
         return await self._transaction(work)
 
@@ -1193,7 +1190,3 @@ def _statements(script: str) -> list[str]:
     """Split schema.sql into statements (it has no semicolons inside strings or triggers)."""
     lines = [line.split("--", 1)[0] for line in script.splitlines()]
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-def now() -> float:
-    return time.time()
