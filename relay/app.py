@@ -8,25 +8,23 @@ import signal
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
 
 import dns.asyncresolver
 
 from relay.auth import UserFile
 from relay.config import Config, ConfigError
 from relay.delivery import DeliveryService
-from relay.dkim import Algorithm, DkimSigner, load_key
 from relay.dsn import Failure, build_dsn, should_notify
 from relay.ingest import BounceDoor
 from relay.notify import notify
 from relay.pipeline import Acceptor
-from relay.render import Renderer
+from relay.render import build_signer, make_rendering
 from relay.sender import Transport
 from relay.smtpd import Listeners, RelayHandler, tls_context
 from relay.store import Outcome, Store
 from relay.suppression import Rules
 from relay.suppression import apply as apply_suppression
-from relay.tokens import TokenSigner, load_secrets
+from relay.tokens import TokenSigner
 
 log = logging.getLogger("outpost.relay")
 
@@ -50,6 +48,7 @@ class RelayApp:
         self.handler: RelayHandler | None = None
         self.acceptor: Acceptor | None = None
         self.tls: ssl.SSLContext | None = None
+        self.signer: TokenSigner | None = None
         self.rules = Rules.from_config(config.bounces)
         self.bound: list[tuple[str, int]] = []
 
@@ -58,11 +57,12 @@ class RelayApp:
         self.store = await Store.open(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
         transport = Transport(cfg.delivery, helo=cfg.relay.hostname, resolver=self._resolver)
         self.rules = Rules.from_config(cfg.bounces)
+        self.signer = build_signer(cfg)  # reads VERP tokens at the bounce door
         self.delivery = DeliveryService(
             self.store,
             cfg.delivery,
             transport,
-            self._renderer(),
+            make_rendering(cfg),
             clock=self.clock,
             after_results=self._after_results,
         )
@@ -77,7 +77,7 @@ class RelayApp:
             bounces = BounceDoor(
                 self.store,
                 cfg.bounces.domain,
-                lambda: self.delivery.renderer.signer if self.delivery else None,
+                lambda: self.signer,
                 self.rules,
                 self.clock,
             )
@@ -88,28 +88,6 @@ class RelayApp:
         await self.delivery.start()
         self.bound = await self.listeners.start()
         return self.bound
-
-    def _renderer(self) -> Renderer:
-        """Renderer with the tracking secrets and DKIM keys read now (start-up and SIGHUP)."""
-        cfg = self.config
-        signer = None
-        t = cfg.tracking
-        if t.opens or t.clicks or t.unsubscribe or cfg.bounces.domain:
-            try:
-                signer = TokenSigner(load_secrets(t.secrets_file))
-            except ValueError as exc:
-                raise ConfigError(f"{cfg.source}: tracking.secrets_file: {exc}") from None
-        dkim = None
-        if cfg.dkim.keys:
-            try:
-                keys = [
-                    load_key(k.domain, k.selector, cast(Algorithm, k.algorithm), k.key_file)
-                    for k in cfg.dkim.keys
-                ]
-                dkim = DkimSigner(keys, fallback_domain=cfg.dkim.fallback_domain or None)
-            except ValueError as exc:
-                raise ConfigError(f"{cfg.source}: dkim.keys: {exc}") from None
-        return Renderer(t, cfg.bounces, signer, dkim, honeypot=t.honeypot)
 
     async def _after_results(self, outcomes: Sequence[Outcome]) -> None:
         """Suppression rules on every result; a DSN to the sender for bounces and expiries."""
@@ -178,7 +156,9 @@ class RelayApp:
                 log.error("reload of the tls certificate failed, keeping the previous one: %s", exc)
         if self.delivery is not None:
             try:
-                self.delivery.renderer = self._renderer()
+                rendering, signer = make_rendering(self.config), build_signer(self.config)
+                self.delivery.rendering.close()
+                self.delivery.rendering, self.signer = rendering, signer
                 log.info("reloaded tracking secrets and dkim keys")
             except Exception as exc:
                 log.error("reload of secrets/keys failed, keeping the previous ones: %s", exc)
@@ -190,6 +170,7 @@ class RelayApp:
             await self.listeners.drain(timeout)
         if self.delivery is not None:
             await self.delivery.stop(timeout)
+            self.delivery.rendering.close()
         if self.store is not None:
             await self.store.close()
 

@@ -199,6 +199,7 @@ class DeliveryConfig:
     wake_delay: float = field(default=0.01, metadata=_key(parse_duration))
     batch_size: int = field(default=200, metadata=_key(_int))
     max_per_connection: int = field(default=100, metadata=_key(_int))
+    render_processes: int = field(default=1, metadata=_key(_int))
 
 
 @dataclass(frozen=True)

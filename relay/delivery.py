@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from relay.bounce import classify
 from relay.config import DeliveryConfig
-from relay.render import Renderer
+from relay.render import Rendering
 from relay.sender import Channel, Transport
 from relay.store import Lease, Outcome, Result, Store
 
@@ -67,7 +67,7 @@ class DeliveryService:
         store: Store,
         config: DeliveryConfig,
         transport: Transport,
-        renderer: Renderer,
+        rendering: Rendering,
         *,
         clock: Callable[[], float] = time.time,
         after_results: Callable[[Sequence[Outcome]], Awaitable[None]] | None = None,
@@ -76,7 +76,7 @@ class DeliveryService:
         self._after_results = after_results  # suppression rules, DSNs to the sender
         self._config = config
         self._transport = transport
-        self.renderer = renderer  # replaced whole on SIGHUP (new keys or secrets)
+        self.rendering = rendering  # replaced whole on SIGHUP (new keys or secrets)
         self._clock = clock
         self._wake = asyncio.Event()
         self._dest: dict[str, _Destination] = {}
@@ -252,7 +252,7 @@ class DeliveryService:
         group = [lease]
         try:
             raw = await self._message(lease.message_pk)
-            rendered = self.renderer.render(lease, raw)
+            rendered = await self.rendering.render(lease, raw)
             if not rendered.personal:  # same bytes for every recipient: one transaction
                 siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
                 for sibling in siblings:

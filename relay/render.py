@@ -7,16 +7,21 @@ same links and tokens, so a retry sends what the first attempt sent (the signatu
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import cast
 
 from relay import headers, mime
-from relay.config import BouncesConfig, TrackingConfig
-from relay.dkim import DkimError, DkimSigner
+from relay.config import BouncesConfig, Config, ConfigError, TrackingConfig
+from relay.dkim import Algorithm, DkimError, DkimSigner, load_key
 from relay.pipeline import CONTROL_HEADERS
 from relay.rewrite import extract_links, rewrite_html
 from relay.store import Lease
-from relay.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner
+from relay.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 
 log = logging.getLogger("outpost.render")
 
@@ -150,3 +155,101 @@ class Renderer:
             headers.field("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         )
         return block + body
+
+
+# --- building a renderer, and running it inline or in worker processes
+
+
+def build_signer(config: Config) -> TokenSigner | None:
+    """The token signer when anything needs tokens (tracking, VERP); secrets read now."""
+    t = config.tracking
+    if not (t.opens or t.clicks or t.unsubscribe or config.bounces.domain):
+        return None
+    try:
+        return TokenSigner(load_secrets(t.secrets_file))
+    except ValueError as exc:
+        raise ConfigError(f"{config.source}: tracking.secrets_file: {exc}") from None
+
+
+def build_renderer(config: Config) -> Renderer:
+    """A Renderer with the tracking secrets and DKIM keys read now (start-up, SIGHUP, workers)."""
+    dkim = None
+    if config.dkim.keys:
+        try:
+            keys = [
+                load_key(k.domain, k.selector, cast(Algorithm, k.algorithm), k.key_file)
+                for k in config.dkim.keys
+            ]
+            dkim = DkimSigner(keys, fallback_domain=config.dkim.fallback_domain or None)
+        except ValueError as exc:
+            raise ConfigError(f"{config.source}: dkim.keys: {exc}") from None
+    t = config.tracking
+    return Renderer(t, config.bounces, build_signer(config), dkim, honeypot=t.honeypot)
+
+
+class Rendering:
+    """Where rendering runs. Inline: on the event loop (tests, one core)."""
+
+    def __init__(self, renderer: Renderer) -> None:
+        self._renderer = renderer
+
+    async def render(self, lease: Lease, raw: bytes) -> Rendered:
+        return self._renderer.render(lease, raw)
+
+    def close(self) -> None:
+        return None
+
+
+_worker: Renderer | None = None
+
+
+def _init_worker(config: Config) -> None:
+    global _worker
+    _worker = build_renderer(config)
+
+
+def _render_in_worker(lease: Lease, raw: bytes) -> Rendered:
+    assert _worker is not None
+    return _worker.render(lease, raw)
+
+
+class PooledRendering(Rendering):
+    """Rendering in worker processes: MIME rewriting and DKIM are pure CPU (bytes in, bytes
+    out), so they can use the other cores while the event loop keeps accepting and talking SMTP.
+
+    Workers build their own Renderer from the config (keys and secrets never cross a pipe) and
+    are started with "spawn" (the parent has threads: forking it is unsafe). They exit when
+    the parent goes away.
+    """
+
+    def __init__(self, config: Config, processes: int) -> None:
+        super().__init__(build_renderer(config))  # fails early on a bad key, in the parent
+        self._config = config
+        self._processes = processes
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=(self._config,),
+        )
+
+    async def render(self, lease: Lease, raw: bytes) -> Rendered:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, _render_in_worker, lease, raw)
+        except BrokenProcessPool:  # a worker died: start afresh, render this one inline
+            log.error("render worker died; restarting the pool")
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._start()
+            return self._renderer.render(lease, raw)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_rendering(config: Config) -> Rendering:
+    n = config.delivery.render_processes
+    return PooledRendering(config, n) if n > 0 else Rendering(build_renderer(config))

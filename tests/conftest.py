@@ -148,6 +148,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             "poll_interval": "50ms",
             "connect_timeout": "2s",
             "command_timeout": "5s",
+            "render_processes": 0,  # in-process; test_render_pool covers the worker processes
         },
         # the core tests check bytes end to end: tracking tests switch it on themselves
         "tracking": {
