@@ -52,9 +52,16 @@ async def apply(
     store: Store, rules: Rules, events: Iterable[tuple[str, str, dict[str, Any]]], now: float
 ) -> None:
     """Apply the rules to recorded events: (type, recipient, details). Call after recording."""
+    events = list(events)
+    # deliveries are the common case: one read tells which of them hold a soft suppression,
+    # so a delivered message costs no write transaction (and no fsync) when there is none
+    delivered = [r for t, r, d in events if r and effect(t, d) == "clear"]
+    soft = await store.suppressed(delivered, now) if delivered else {}
     for event_type, recipient, details in events:
         what = effect(event_type, details)
         if not recipient or what is None:
+            continue
+        if what == "clear" and soft.get(recipient.lower()) != "soft-bounce":
             continue
         if what == "hard":
             await store.suppress(
