@@ -8,8 +8,11 @@ same links and tokens, so a retry sends what the first attempt sent (the signatu
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -203,8 +206,24 @@ class Rendering:
 _worker: Renderer | None = None
 
 
-def _init_worker(config: Config) -> None:
+def _die_with_parent(parent: int) -> None:
+    """A SIGKILLed relay leaves no worker behind: the kernel kills us when our parent dies."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):  # not Linux: the pool's shutdown still ends us
+        return
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _init_worker(config: Config, parent: int) -> None:
     global _worker
+    _die_with_parent(parent)
+    # the parent's drain decides when workers end (pool shutdown): a SIGTERM or Ctrl-C sent to
+    # the whole process group must not kill them mid-drain
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _worker = build_renderer(config)
 
 
@@ -226,6 +245,7 @@ class PooledRendering(Rendering):
         super().__init__(build_renderer(config))  # fails early on a bad key, in the parent
         self._config = config
         self._processes = processes
+        self._closed = False
         self._pool = self._start()
 
     def _start(self) -> ProcessPoolExecutor:
@@ -233,20 +253,22 @@ class PooledRendering(Rendering):
             max_workers=self._processes,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self._config,),
+            initargs=(self._config, os.getpid()),
         )
 
     async def render(self, lease: Lease, raw: bytes) -> Rendered:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool, _render_in_worker, lease, raw)
-        except BrokenProcessPool:  # a worker died: start afresh, render this one inline
-            log.error("render worker died; restarting the pool")
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._start()
+        except BrokenProcessPool:  # a worker died: render this one inline, start afresh
+            if not self._closed:
+                log.error("render worker died; restarting the pool")
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
             return self._renderer.render(lease, raw)
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 

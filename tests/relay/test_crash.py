@@ -78,6 +78,19 @@ admin_token_file = "{tmp_path / "admin.token"}"
     return path
 
 
+def children_of(pid: int) -> list[int]:
+    """Live child processes of pid (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 class RelayProcess:
     """`python -m relay --config FILE`, started, killed and restarted on one port."""
 
@@ -131,9 +144,15 @@ class RelayProcess:
         return line.startswith(b"220 ")
 
     async def kill(self) -> None:
+        """SIGKILL, and no child (a render worker) outlives the relay."""
         assert self.proc is not None
+        children = children_of(self.proc.pid)
+        assert children, "the relay rendered messages: it should have a render worker"
         self.proc.send_signal(signal.SIGKILL)
         assert await self.proc.wait() == -signal.SIGKILL
+        async with asyncio.timeout(5):
+            while any(Path(f"/proc/{pid}").exists() for pid in children):
+                await asyncio.sleep(0.05)
 
     async def terminate(self, timeout: float) -> int:
         """SIGTERM; the exit status, failing the test if it takes longer than `timeout`."""
