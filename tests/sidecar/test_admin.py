@@ -293,7 +293,8 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
         "USING COVERING INDEX events_campaign (campaign=? AND type=? AND at>? AND at<?)"
         in (stats_plans[0])
     )
-    assert "USING INDEX events_campaign (campaign=? AND type=? AND at>? AND at<?)" in stats_plans[1]
+    covering = "USING COVERING INDEX events_campaign (campaign=? AND type=? AND at>? AND at<?)"
+    assert covering in stats_plans[1]  # the distinct deferred count reads no event row either
     for engaged_or_source in stats_plans[2:5]:  # opens/clicks by source: index only
         assert "USING COVERING INDEX events_source (campaign=? AND type=? AND source=?" in (
             engaged_or_source
