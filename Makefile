@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := conf/dev.toml
 
-.PHONY: run test lint bench clean dev-secrets
+.PHONY: run test lint bench bench-quick clean dev-secrets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+bench-quick: $(STAMP)
+	$(PY) -m tests.bench.run --quick
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
