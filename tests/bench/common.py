@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -521,3 +522,30 @@ class Section:
     data: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     error: str | None = None
+
+
+def sidecar_config(d: Path, port: int, store: Path | None = None) -> Path:
+    """A sidecar config in d (fresh secrets, the store in d unless given); the admin token is
+    in d/admin.token."""
+    (d / "tracking.secrets").write_text(secrets.token_urlsafe(32) + "\n")
+    (d / "admin.token").write_text(secrets.token_urlsafe(24) + "\n")
+    path = d / "outpost.toml"
+    path.write_text(
+        f"""\
+# outpost bench: the sidecar
+[store]
+path = "{store or d / "outpost.db"}"
+
+[tracking]
+base_url = "http://{LOOPBACK}:{port}"
+secrets_file = "{d / "tracking.secrets"}"
+
+[sidecar]
+listen = "{LOOPBACK}:{port}"
+admin_token_file = "{d / "admin.token"}"
+
+[log]
+level = "warning"
+"""
+    )
+    return path

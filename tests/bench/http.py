@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import json
 import re
-import secrets
 import sqlite3
 import subprocess
 import time
@@ -32,6 +31,7 @@ from tests.bench.common import (
     log,
     make_traversable,
     ratio,
+    sidecar_config,
     tool,
     wait_port,
     workdir,
@@ -45,31 +45,6 @@ UA = (
 )
 LANDING = "https://www.example.com/articles/{i}?utm_source=newsletter&id={i}"
 WRK_THREADS, WRK_CONNECTIONS = 1, 64
-
-
-def sidecar_config(d: Path, port: int) -> Path:
-    (d / "tracking.secrets").write_text(secrets.token_urlsafe(32) + "\n")
-    (d / "admin.token").write_text(secrets.token_urlsafe(24) + "\n")
-    path = d / "outpost.toml"
-    path.write_text(
-        f"""\
-# outpost bench: the sidecar
-[store]
-path = "{d / "outpost.db"}"
-
-[tracking]
-base_url = "http://{LOOPBACK}:{port}"
-secrets_file = "{d / "tracking.secrets"}"
-
-[sidecar]
-listen = "{LOOPBACK}:{port}"
-admin_token_file = "{d / "admin.token"}"
-
-[log]
-level = "warning"
-"""
-    )
-    return path
 
 
 async def _seed(db: Path, count: int) -> None:

@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import random
-import secrets
 import sqlite3
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from tests.bench.common import (
     free_port,
     html_message,
     log,
+    sidecar_config,
     summary_ms,
     wait_port,
     workdir,
@@ -479,24 +479,9 @@ def run(
     campaigns = [c["campaign"] for c in _campaign_sizes(store)]
 
     with workdir("scale", keep=keep) as d, Processes() as procs:
-        token = secrets.token_urlsafe(24)
-        (d / "admin.token").write_text(token + "\n")
-        (d / "tracking.secrets").write_text(secrets.token_urlsafe(32) + "\n")
         port = free_port()
-        cfg = d / "outpost.toml"
-        cfg.write_text(
-            f"""\
-[store]
-path = "{store}"
-[tracking]
-secrets_file = "{d / "tracking.secrets"}"
-[sidecar]
-listen = "{LOOPBACK}:{port}"
-admin_token_file = "{d / "admin.token"}"
-[log]
-level = "warning"
-"""
-        )
+        cfg = sidecar_config(d, port, store)
+        token = (d / "admin.token").read_text().strip()
         logf = open(d / "sidecar.log", "wb")  # noqa: SIM115
         proc = procs.start(
             "sidecar",
