@@ -256,6 +256,7 @@ class Transport:
         for hop in hops:  # next MX on connection failure (RFC 5321 5.1)
             channel = await self._connect(hop)
             if not isinstance(channel, Result):
+                log.info("connected destination=%s remote=%s", destination, channel.remote)
                 return channel
             last = channel
             log.info(
