@@ -56,7 +56,6 @@ class RelayApp:
         cfg = self.config
         self.store = await Store.open(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
         transport = Transport(cfg.delivery, helo=cfg.relay.hostname, resolver=self._resolver)
-        self.rules = Rules.from_config(cfg.bounces)
         self.signer = build_signer(cfg)  # reads VERP tokens at the bounce door
         self.delivery = DeliveryService(
             self.store,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from email.header import decode_header, make_header
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
@@ -50,15 +49,13 @@ def get(block: bytes, name: str) -> str | None:
     return None
 
 
-def get_decoded(block: bytes, name: str) -> str | None:
-    """Like get(), with RFC 2047 encoded words decoded (for display, never for signing)."""
-    raw = get(block, name)
-    if raw is None:
-        return None
-    try:
-        return str(make_header(decode_header(raw)))
-    except (ValueError, LookupError, UnicodeError):
-        return raw
+def first_values(block: bytes) -> dict[str, str]:
+    """Lowercased name -> unfolded value of its first field: one parse for several lookups."""
+    out: dict[str, str] = {}
+    for fname, raw in fields(block):
+        if fname and fname not in out:
+            out[fname] = value(raw)
+    return out
 
 
 def remove(block: bytes, names: set[str]) -> bytes:

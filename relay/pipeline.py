@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
@@ -56,12 +56,12 @@ def new_queue_id(now: float) -> str:
     return "".join(reversed(out))
 
 
-def read_controls(block: bytes) -> Controls:
-    """The X-Outpost-* values; raises Rejected on a value the app must fix."""
-    campaign = (headers.get(block, "X-Outpost-Campaign") or "").strip()
-    tags_value = headers.get(block, "X-Outpost-Tags") or ""
+def read_controls(values: Mapping[str, str]) -> Controls:
+    """The X-Outpost-* values (from headers.first_values); raises Rejected on a bad one."""
+    campaign = values.get("x-outpost-campaign", "").strip()
+    tags_value = values.get("x-outpost-tags", "")
     tags = tuple(t.strip() for t in tags_value.split(",") if t.strip())
-    track = (headers.get(block, "X-Outpost-Track") or "all").strip().lower()
+    track = values.get("x-outpost-track", "all").strip().lower()
     if track not in TRACK_MODES:
         raise Rejected(f"550 5.6.0 Error: X-Outpost-Track must be one of {', '.join(TRACK_MODES)}")
     if len(campaign) > 200:
@@ -83,22 +83,32 @@ def received_field(sub: Submission, *, queue_id: str, hostname: str, now: float)
     return headers.field("Received", text)
 
 
-def complete(raw: bytes, sub: Submission, *, queue_id: str, hostname: str, now: float) -> bytes:
-    """Add the trace field, and Message-ID and Date when the app left them out (RFC 5322 3.6)."""
-    block, body = headers.split(raw)
-    present = {name for name, _ in headers.fields(block)}
+def complete(
+    block: bytes,
+    body: bytes,
+    values: Mapping[str, str],
+    sub: Submission,
+    *,
+    queue_id: str,
+    hostname: str,
+    now: float,
+) -> tuple[bytes, str]:
+    """Add the trace field, and Message-ID and Date when the app left them out (RFC 5322 3.6).
+
+    Returns the message and its Message-ID (the app's, or the one added here).
+    """
     added = []
-    if "message-id" not in present:
-        added.append(headers.field("Message-ID", f"<{queue_id}@{hostname}>"))
-    if "date" not in present:
+    message_id = values.get("message-id")
+    if message_id is None:
+        message_id = f"<{queue_id}@{hostname}>"
+        added.append(headers.field("Message-ID", message_id))
+    if "date" not in values:
         added.append(headers.field("Date", formatdate(now, usegmt=True)))
     if not block:  # a message with no header block at all: start one
         block = b"\r\n"
     block = headers.append(block, *added) if added else block
-    return (
-        headers.prepend(block, received_field(sub, queue_id=queue_id, hostname=hostname, now=now))
-        + body
-    )
+    trace = received_field(sub, queue_id=queue_id, hostname=hostname, now=now)
+    return headers.prepend(block, trace) + body, message_id
 
 
 class Acceptor:
@@ -148,10 +158,13 @@ class Acceptor:
     async def accept(self, sub: Submission) -> str:
         """Queue the message with all its recipients or not at all; return the queue id."""
         now = self._clock()
-        block, _ = headers.split(sub.raw)
-        controls = read_controls(block)
+        block, body = headers.split(sub.raw)
+        values = headers.first_values(block)  # the one parse of the header block
+        controls = read_controls(values)
         queue_id = new_queue_id(now)
-        raw = complete(sub.raw, sub, queue_id=queue_id, hostname=self._hostname, now=now)
+        raw, message_id = complete(
+            block, body, values, sub, queue_id=queue_id, hostname=self._hostname, now=now
+        )
         suppressed = await self._store.suppressed(sub.recipients, now)
         keep = tuple(r for r in sub.recipients if r.lower() not in suppressed)
         dropped = tuple(
@@ -159,7 +172,6 @@ class Acceptor:
             for r in sub.recipients
             if r.lower() in suppressed
         )
-        message_id = headers.get(headers.split(raw)[0], "Message-ID") or ""
         await self._store.queue_message(
             NewMessage(
                 queue_id=queue_id,

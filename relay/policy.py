@@ -19,7 +19,6 @@ BARE_NEWLINE = "554 5.5.2 Error: bare <CR> or <LF> in message content"
 NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
-AUTH_REQUIRED = "530 5.7.0 Authentication required"
 
 
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:

@@ -62,15 +62,6 @@ class Tracking:
         )
 
 
-def message_links(raw: bytes) -> tuple[str, ...]:
-    """The distinct link targets of every HTML part, in order: the message-wide link indices."""
-    seen: dict[str, None] = {}
-    for part in mime.html_parts(raw):
-        for url in extract_links(part):
-            seen.setdefault(url, None)
-    return tuple(seen)
-
-
 class Renderer:
     """Turns a stored message and a lease into the bytes for that recipient."""
 
@@ -122,8 +113,9 @@ class Renderer:
     def _track_body(
         self, data: bytes, delivery_id: int, track: Tracking
     ) -> tuple[bytes, tuple[str, ...]]:
-        links = message_links(data) if track.clicks else ()
-        index = {url: i for i, url in enumerate(links)}
+        # message-wide link indices, assigned as the HTML parts go by in document order (the
+        # same URL in two parts keeps one index): one walk of the MIME tree, not two
+        index: dict[str, int] = {}
         pixel = self._url("o", TokenKind.OPEN, delivery_id) if track.opens else None
         trap = None
         if track.clicks and self._honeypot:
@@ -133,6 +125,8 @@ class Renderer:
             if not track.clicks:
                 return rewrite_html(html, click_url=None, pixel_url=pixel).html
             part_links = extract_links(html)
+            for url in part_links:
+                index.setdefault(url, len(index))
             return rewrite_html(
                 html,
                 click_url=lambda i: self._url(
@@ -142,7 +136,8 @@ class Renderer:
                 trap_url=trap,
             ).html
 
-        return mime.transform_html_parts(data, transform), links
+        data = mime.transform_html_parts(data, transform)
+        return data, tuple(index)
 
     def _list_unsubscribe(self, data: bytes, delivery_id: int) -> bytes:
         """RFC 2369 + RFC 8058 one-click; an app's own List-Unsubscribe is kept, not doubled."""

@@ -6,7 +6,6 @@ import asyncio
 import functools
 import logging
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +78,6 @@ class RelayHandler:
     bounces: BounceDoor | None = None
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
-    on_refusal: Callable[[str], None] = lambda reply: None
 
     async def handle_EHLO(
         self,
@@ -142,7 +140,6 @@ class RelayHandler:
                 address,
                 reply,
             )
-            self.on_refusal(reply)
             return reply
         refusal = policy.check_recipient_count(
             len(envelope.rcpt_tos), self.config.max_recipients

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 
@@ -12,7 +11,7 @@ from relay.ingest import ingest
 from relay.store import Store
 from relay.suppression import Rules
 from relay.tokens import TokenSigner
-from sidecar.admin import json_error
+from sidecar.admin import authorized, json_error
 
 MAX_REPORT = 10 * 1024 * 1024
 
@@ -30,17 +29,14 @@ class IngestEndpoint:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self._token = token.encode()
+        self._token = token
         self._signer = signer
         self._domain = bounce_domain
         self._rules = rules
         self._clock = clock
 
     async def post(self, request: web.Request) -> web.Response:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self._token
-        ):
+        if not authorized(request.headers.get("Authorization", ""), self._token):
             return json_error(
                 401,
                 "a valid 'Authorization: Bearer <token>' header is required",

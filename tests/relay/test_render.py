@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 from relay import headers
+from relay.config import BouncesConfig, TrackingConfig
 from relay.dkim import DkimKey, dns_record
 from relay.dkimkeys import generate_key
-from relay.render import message_links
+from relay.render import Renderer
+from relay.store import Lease
 from relay.tokens import HONEYPOT_LINK, TokenKind, TokenSigner, load_secrets
 from tests.conftest import Sink, SinkScript, make_config, smarthost
 from tests.relay.dkim_verify import verify_with_opendkim
@@ -192,7 +194,24 @@ def test_message_links_span_all_html_parts() -> None:
         b"Content-Type: text/html\r\n\r\n<a href='https://b.example/'>b</a>"
         b"<a href='https://a.example/'>a</a>\r\n--x--\r\n"
     )
-    assert message_links(raw) == ("https://a.example/", "https://b.example/")
+    clicks_only = TrackingConfig(opens=False, clicks=True, unsubscribe=False)
+    renderer = Renderer(clicks_only, BouncesConfig(), TokenSigner([b"s" * 32]), None)
+    lease = Lease(
+        7,
+        1,
+        "Q",
+        "b@example.org",
+        "example.org",
+        0,
+        0.0,
+        "a@example.com",
+        "",
+        "all",
+        False,
+        False,
+        "mail",
+    )
+    assert renderer.render(lease, raw).links == ("https://a.example/", "https://b.example/")
 
 
 def _keys(tmp_path: Path, algorithms: list[str]) -> tuple[list[dict], dict[str, str]]:

@@ -42,14 +42,23 @@ def server_context(ca: trustme.CA) -> ssl.SSLContext:
     return ctx
 
 
-def _starttls_send(port: int, ca_pem: Path) -> tuple[str, list[str]]:
+def _tls_send(port: int, ca_pem: Path, *, implicit: bool) -> tuple[str, list[str]]:
+    """Send MSG over STARTTLS or implicit TLS (logging in as app/pw on the latter);
+    returns the TLS version and the EHLO keywords offered inside TLS."""
     ctx = ssl.create_default_context(cafile=str(ca_pem))
-    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-        client.ehlo("client.test")
-        assert client.has_extn("starttls")
-        client.starttls(context=ctx)
+    if implicit:
+        client = smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=ctx)
+    else:
+        client = smtplib.SMTP("127.0.0.1", port, timeout=10)
+    with client:
+        if not implicit:
+            client.ehlo("client.test")
+            assert client.has_extn("starttls")
+            client.starttls(context=ctx)
         client.ehlo("client.test")
         features = sorted(client.esmtp_features)
+        if implicit:
+            client.login("app", "pw")
         client.sendmail("app@example.com", ["b@example.org"], MSG)
         return client.sock.version() or "", features  # type: ignore[union-attr]
 
@@ -67,7 +76,7 @@ async def test_inbound_starttls(tmp_path: Path, ca: trustme.CA, start_relay) -> 
         },
     )
     relay = await start_relay(config)
-    version, features = await asyncio.to_thread(_starttls_send, relay.port, ca_pem)
+    version, features = await asyncio.to_thread(_tls_send, relay.port, ca_pem, implicit=False)
     assert version.startswith("TLSv1.")
     assert "auth" in features and "starttls" not in features  # no second STARTTLS
     await relay.idle()
@@ -220,16 +229,6 @@ async def test_sighup_reloads_the_users_file(tmp_path: Path, start_relay) -> Non
     assert (await auth("new")).startswith("235 2.7.0")
 
 
-def _implicit_send(port: int, ca_pem: Path) -> tuple[list[str], str]:
-    ctx = ssl.create_default_context(cafile=str(ca_pem))
-    with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=ctx) as client:
-        client.ehlo("client.test")
-        features = sorted(client.esmtp_features)
-        client.login("app", "pw")
-        client.sendmail("app@example.com", ["b@example.org"], MSG)
-        return features, client.sock.getpeercert()["subject"][0][0][1]  # type: ignore[index,union-attr]
-
-
 async def test_implicit_tls_listener_and_certificate_reload(
     tmp_path: Path, ca: trustme.CA, start_relay
 ) -> None:
@@ -247,7 +246,7 @@ async def test_implicit_tls_listener_and_certificate_reload(
     )
     relay = await start_relay(config)
     tls_port = relay.app.bound[1][1]
-    features, _ = await asyncio.to_thread(_implicit_send, tls_port, ca_pem)
+    _, features = await asyncio.to_thread(_tls_send, tls_port, ca_pem, implicit=True)
     assert "auth" in features and "starttls" not in features
     await relay.idle()
     assert relay.app.store is not None
@@ -260,9 +259,9 @@ async def test_implicit_tls_listener_and_certificate_reload(
     chain.write_bytes(new_chain.read_bytes())
     key.write_bytes(new_key.read_bytes())
     relay.app.reload()
-    await asyncio.to_thread(_implicit_send, tls_port, new_ca)
+    await asyncio.to_thread(_tls_send, tls_port, new_ca, implicit=True)
     with pytest.raises(ssl.SSLCertVerificationError):
-        await asyncio.to_thread(_implicit_send, tls_port, ca_pem)
+        await asyncio.to_thread(_tls_send, tls_port, ca_pem, implicit=True)
 
 
 @pytest.mark.parametrize("offer_tls", [True, False])
