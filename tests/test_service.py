@@ -20,14 +20,21 @@ from tests.conftest import Sink, SinkScript
 ROOT = Path(__file__).parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket stays bound until all are chosen (two separate
+    bind-and-close calls may get the same port back, and the daemons would collide)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def write_config(tmp_path: Path, sink_port: int) -> tuple[Path, int, int]:
-    relay_port, http_port = free_port(), free_port()
+    relay_port, http_port = free_ports(2)
     (tmp_path / "secrets").write_text("service-test-secret-0123456789\n")
     (tmp_path / "token").write_text("admin-token\n")
     (tmp_path / "users").write_text(f"old:{hash_password('pw')}\n")
