@@ -11,20 +11,20 @@ from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 
-from relay.auth import UserFile
 from relay.config import Config, ConfigError
-from relay.delivery import DeliveryService
-from relay.dsn import Failure, build_dsn, should_notify
-from relay.ingest import BounceDoor
+from relay.deliver.delivery import DeliveryService
+from relay.deliver.dsn import Failure, build_dsn, should_notify
+from relay.deliver.sender import Transport
+from relay.learn.ingest import BounceDoor
+from relay.learn.suppression import Rules
+from relay.learn.suppression import apply as apply_suppression
 from relay.notify import notify
-from relay.pipeline import Acceptor
-from relay.render import build_signer, make_rendering
-from relay.sender import Transport
-from relay.smtpd import Listeners, RelayHandler, tls_context
+from relay.receive.auth import UserFile
+from relay.receive.pipeline import Acceptor
+from relay.receive.smtpd import Listeners, RelayHandler, tls_context
+from relay.render.render import build_signer, make_rendering
+from relay.render.tokens import TokenSigner
 from relay.store import Outcome, Store
-from relay.suppression import Rules
-from relay.suppression import apply as apply_suppression
-from relay.tokens import TokenSigner
 
 log = logging.getLogger("outpost.relay")
 

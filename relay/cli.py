@@ -16,11 +16,11 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from relay.auth import hash_password
-from relay.bounce import parse_report
 from relay.config import Config, ConfigError, load_config, parse_duration
-from relay.dkim import Algorithm, DkimKey, dns_record, load_key
-from relay.dkimkeys import generate_key, txt_record, write_key
+from relay.learn.bounce import parse_report
+from relay.receive.auth import hash_password
+from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
+from relay.render.dkimkeys import generate_key, txt_record, write_key
 from relay.store import Store
 
 T = TypeVar("T")

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.config import Config, ConfigError, read_secret_file
+from relay.learn.suppression import Rules
+from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store
-from relay.suppression import Rules
-from relay.tokens import TokenSigner, load_secrets
 from sidecar import admin, ingest, operations, tracking, webhooks
 
 STORE = web.AppKey("store", Store)

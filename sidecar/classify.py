@@ -26,7 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.tokens import HONEYPOT_LINK  # the hidden link the relay adds; no person can click it
+from relay.render.tokens import (
+    HONEYPOT_LINK,  # the hidden link the relay adds; no person can click it
+)
 
 __all__ = ["HONEYPOT_LINK", "Hit", "Verdict", "classify"]
 

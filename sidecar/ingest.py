@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from relay.ingest import ingest
+from relay.learn.ingest import ingest
+from relay.learn.suppression import Rules
+from relay.render.tokens import TokenSigner
 from relay.store import Store
-from relay.suppression import Rules
-from relay.tokens import TokenSigner
 from sidecar.admin import authorized, json_error
 
 MAX_REPORT = 10 * 1024 * 1024

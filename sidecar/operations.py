@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.config import parse_duration
-from relay.policy import check_address
+from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
 

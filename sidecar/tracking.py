@@ -24,8 +24,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import idna
 from aiohttp import web
 
+from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import Event, Store
-from relay.tokens import Claims, TokenKind, TokenSigner
 from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
 from sidecar.events import EventRecorder
 

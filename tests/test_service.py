@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from relay.auth import hash_password
 from relay.cli import main as outpostctl
+from relay.receive.auth import hash_password
 from tests.conftest import Sink, SinkScript
 
 ROOT = Path(__file__).parents[1]

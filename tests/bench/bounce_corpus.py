@@ -1,4 +1,4 @@
-"""Measure relay.bounce.parse_report against public bounce corpora with known answers (a script).
+"""Measure relay.learn.bounce.parse_report against public bounce corpora with known answers.
 
 Usage (from the repository root):
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from relay.bounce import Report, parse_report  # noqa: E402
+from relay.learn.bounce import Report, parse_report  # noqa: E402
 
 # BounceParser std_reason -> the hard/soft split Outpost uses (DESIGN.md, FIELD-NOTES.md).
 BP_TYPES: dict[str, str] = {

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed  # noqa: E402
 
-from relay.dkim import DkimKey, DkimSigner  # noqa: E402
-from relay.dkimkeys import generate_key  # noqa: E402
+from relay.render.dkim import DkimKey, DkimSigner  # noqa: E402
+from relay.render.dkimkeys import generate_key  # noqa: E402
 
 SIZES = {"5 KB": 5_000, "50 KB": 50_000}
 HEADERS = [b"from", b"to", b"subject", b"date", b"message-id", b"mime-version", b"content-type"]

@@ -94,7 +94,7 @@ def seed_store(db: Path, count: int = DELIVERIES) -> list[int]:
 
 
 def tokens(secrets_file: Path, delivery_ids: list[int]) -> dict[str, list[str]]:
-    from relay.tokens import Claims, TokenKind, TokenSigner, load_secrets
+    from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
 
     signer = TokenSigner(load_secrets(secrets_file))
     return {

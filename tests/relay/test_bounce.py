@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-import relay.bounce
-from relay.bounce import (
+import relay.learn.bounce.parse
+from relay.learn.bounce import (
     REASONS,
     BounceResult,
     Complaint,
@@ -540,7 +540,7 @@ def test_classify_has_at_least_25_real_world_strings() -> None:
 
 
 def test_classify_reasons_are_all_documented() -> None:
-    doc = relay.bounce.__doc__ or ""
+    doc = relay.learn.bounce.parse.__doc__ or ""
     assert len(REASONS) == len(set(REASONS))
     for reason in REASONS:
         assert re.search(rf"^- {reason} +\[", doc, re.M), reason

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from relay.learn.suppression import Rules, apply
 from relay.store import Event, Store
-from relay.suppression import Rules, apply
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from relay import headers
-from relay.delivery import decide, next_delay
+from relay.deliver.delivery import decide, next_delay
+from relay.render import headers
 from relay.store import Lease, Result
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient

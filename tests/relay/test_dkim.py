@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.canonicalization import Relaxed
 
-from relay.dkim import (
+from relay.render.dkim import (
     SIGNED_HEADERS,
     DkimError,
     DkimKey,
@@ -27,7 +27,7 @@ from relay.dkim import (
     load_key,
     relaxed_body,
 )
-from relay.dkimkeys import generate_key, record_matches, txt_record, write_key
+from relay.render.dkimkeys import generate_key, record_matches, txt_record, write_key
 from tests.relay import dkim_verify
 from tests.relay.dkim_verify import require_opendkim, run_opendkim, verify_with_opendkim
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay import headers
+from relay.render import headers
 from tests.conftest import Sink, make_config, smarthost
 
 DATA = Path(__file__).parent.parent / "data" / "messages"

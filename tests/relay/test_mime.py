@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from relay.mime import html_parts, split_header_body, transform_html_parts
-from relay.rewrite import extract_links, rewrite_html
+from relay.render.mime import html_parts, split_header_body, transform_html_parts
+from relay.render.rewrite import extract_links, rewrite_html
 
 MIME = Path(__file__).resolve().parent.parent / "data" / "mime"
 GOOD = [

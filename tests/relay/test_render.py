@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from relay import headers
 from relay.config import BouncesConfig, TrackingConfig
-from relay.dkim import DkimKey, dns_record
-from relay.dkimkeys import generate_key
-from relay.render import Renderer
+from relay.render import headers
+from relay.render.dkim import DkimKey, dns_record
+from relay.render.dkimkeys import generate_key
+from relay.render.render import Renderer
+from relay.render.tokens import HONEYPOT_LINK, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
-from relay.tokens import HONEYPOT_LINK, TokenKind, TokenSigner, load_secrets
 from tests.conftest import Sink, SinkScript, make_config, smarthost
 from tests.relay.dkim_verify import verify_with_opendkim
 

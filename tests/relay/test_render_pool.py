@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from relay import headers
+from relay.render import headers
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.dkim_verify import verify_with_opendkim
 from tests.relay.test_render import BASE, HTML_MSG, TRACK_ON, _keys

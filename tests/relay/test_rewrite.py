@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.rewrite import (
+from relay.render.rewrite import (
     PIXEL_TEMPLATE,
     Rewritten,
     extract_links,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.auth import hash_password
+from relay.receive.auth import hash_password
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
@@ -256,8 +256,8 @@ async def test_auth_users_file(tmp_path: Path, start_relay) -> None:
 
 
 async def test_plaintext_passwords_refused_in_users_file(tmp_path: Path) -> None:
-    from relay.auth import UserFile
     from relay.config import ConfigError
+    from relay.receive.auth import UserFile
 
     users = tmp_path / "users"
     users.write_text("app:plaintext\n")

@@ -13,7 +13,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from relay.auth import hash_password
+from relay.receive.auth import hash_password
 from tests.conftest import Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
 

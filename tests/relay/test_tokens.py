@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.tokens import Claims, TokenKind, TokenSigner, load_secrets
+from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
 
 OLD = b"old-secret-0123456789abcdef"
 NEW = b"new-secret-fedcba9876543210"

@@ -12,8 +12,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
+from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
 from relay.store import NewMessage, Outcome, Result, Store
-from relay.tokens import Claims, TokenKind, TokenSigner, load_secrets
 from sidecar.app import TRACKER, make_app
 from sidecar.tracking import Tracker
 

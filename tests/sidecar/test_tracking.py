@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
-from relay.tokens import HONEYPOT_LINK, TokenKind
+from relay.render.tokens import HONEYPOT_LINK, TokenKind
 from sidecar.tracking import GIF, location
 from tests.conftest import make_config
 from tests.sidecar.helpers import (

@@ -11,11 +11,11 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from relay import policy
-from relay.auth import UserFile
 from relay.config import RelayConfig
-from relay.ingest import BounceDoor
-from relay.pipeline import Acceptor, Rejected, Submission
+from relay.learn.ingest import BounceDoor
+from relay.receive import policy
+from relay.receive.auth import UserFile
+from relay.receive.pipeline import Acceptor, Rejected, Submission
 
 log = logging.getLogger("outpost.smtpd")
 

@@ -1165,7 +1165,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
             f"store schema version {version} is newer than this Outpost ({SCHEMA_VERSION})"
         )
     if version == 0:
-        schema = resources.files("relay").joinpath("schema.sql").read_text(encoding="utf-8")
+        schema = resources.files("relay.store").joinpath("schema.sql").read_text(encoding="utf-8")
         await db.execute("BEGIN IMMEDIATE")
         try:
             for statement in _statements(schema):

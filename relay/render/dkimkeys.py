@@ -9,7 +9,7 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from relay.dkim import (
+from relay.render.dkim import (
     MIN_RSA_BITS,
     Algorithm,
     DkimKey,

@@ -18,13 +18,13 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import cast
 
-from relay import headers, mime
 from relay.config import BouncesConfig, Config, ConfigError, TrackingConfig
-from relay.dkim import Algorithm, DkimError, DkimSigner, load_key
-from relay.pipeline import CONTROL_HEADERS
-from relay.rewrite import extract_links, rewrite_html
+from relay.receive.pipeline import CONTROL_HEADERS
+from relay.render import headers, mime
+from relay.render.dkim import Algorithm, DkimError, DkimSigner, load_key
+from relay.render.rewrite import extract_links, rewrite_html
+from relay.render.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
-from relay.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 
 log = logging.getLogger("outpost.render")
 

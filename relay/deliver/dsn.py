@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from relay import headers
+from relay.render import headers
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Protocol
 import aiosmtplib
 import dns.asyncresolver
 
-from relay import mx
 from relay.config import DeliveryConfig, parse_hostport, read_secret_file
-from relay.mx import Hop
+from relay.deliver import mx
+from relay.deliver.mx import Hop
 from relay.store import Result
 
 log = logging.getLogger("outpost.sender")

@@ -74,8 +74,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from relay.bounce import classify
 from relay.config import ConfigError, WebhooksConfig, read_secret_file
+from relay.learn.bounce import classify
 from relay.store import Event, Store
 
 log = logging.getLogger("outpost.webhooks")

@@ -10,10 +10,10 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-from relay.bounce import classify
 from relay.config import DeliveryConfig
-from relay.render import Rendering
-from relay.sender import Channel, Transport
+from relay.deliver.sender import Channel, Transport
+from relay.learn.bounce import classify
+from relay.render.render import Rendering
 from relay.store import Lease, Outcome, Result, Store
 
 log = logging.getLogger("outpost.delivery")

@@ -11,11 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from relay import headers
-from relay.bounce import parse_report, verp_recipient
+from relay.learn.bounce import parse_report, verp_recipient
+from relay.learn.suppression import Rules, apply
+from relay.render import headers
+from relay.render.tokens import TokenKind, TokenSigner
 from relay.store import Event, Store
-from relay.suppression import Rules, apply
-from relay.tokens import TokenKind, TokenSigner
 
 log = logging.getLogger("outpost.ingest")
 

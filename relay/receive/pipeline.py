@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from relay import headers
+from relay.render import headers
 from relay.store import NewMessage, Store
 
 log = logging.getLogger("outpost.accept")

@@ -1,0 +1,1 @@
+"""Learn: bounce and complaint reports become events and suppression updates (both processes)."""

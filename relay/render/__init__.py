@@ -1,0 +1,1 @@
+"""Render: one recipient's copy of a message (link rewriting, pixel, headers, tokens, DKIM last)."""

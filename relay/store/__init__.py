@@ -1,0 +1,3 @@
+"""The store: Outpost's only door to its database."""
+
+from relay.store.sqlite import *  # noqa: F403

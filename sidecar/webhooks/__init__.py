@@ -1,0 +1,3 @@
+"""Provider webhooks in: SendGrid, Mailgun, SES."""
+
+from sidecar.webhooks.providers import *  # noqa: F403
