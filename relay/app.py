@@ -24,7 +24,7 @@ from relay.receive.pipeline import Acceptor
 from relay.receive.smtpd import Listeners, RelayHandler, tls_context
 from relay.render.render import build_signer, make_rendering
 from relay.render.tokens import TokenSigner
-from relay.store import Outcome, Store
+from relay.store import Outcome, Store, open_store
 
 log = logging.getLogger("outpost.relay")
 
@@ -54,7 +54,7 @@ class RelayApp:
 
     async def start(self) -> list[tuple[str, int]]:
         cfg = self.config
-        self.store = await Store.open(cfg.store.path, busy_timeout=cfg.store.busy_timeout)
+        self.store = await open_store(cfg.store)
         transport = Transport(cfg.delivery, helo=cfg.relay.hostname, resolver=self._resolver)
         self.signer = build_signer(cfg)  # reads VERP tokens at the bounce door
         self.delivery = DeliveryService(

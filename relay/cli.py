@@ -21,7 +21,7 @@ from relay.learn.bounce import parse_report
 from relay.receive.auth import hash_password
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
 from relay.render.dkimkeys import generate_key, txt_record, write_key
-from relay.store import Store
+from relay.store import Store, open_store
 
 T = TypeVar("T")
 SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at")
@@ -40,7 +40,7 @@ def with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[T]]) 
     config = _config(args)
 
     async def run() -> T:
-        store = await Store.open(config.store.path, busy_timeout=config.store.busy_timeout)
+        store = await open_store(config.store)
         try:
             return await work(store)
         finally:

@@ -1,0 +1,1 @@
+"""The sidecar: tracking hits, reports in, admin API, dashboard and events out, over HTTP."""

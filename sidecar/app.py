@@ -10,7 +10,7 @@ from aiohttp import web
 from relay.config import Config, ConfigError, read_secret_file
 from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner, load_secrets
-from relay.store import Store
+from relay.store import Store, open_store
 from sidecar import admin, ingest, operations, tracking, webhooks
 
 STORE = web.AppKey("store", Store)
@@ -102,7 +102,7 @@ def make_app(
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         # tracking events are batched; the sidecar never holds up the relay's writer for long
-        store = await Store.open(config.store.path, busy_timeout=config.store.busy_timeout)
+        store = await open_store(config.store)
         app[STORE] = store
         yield
         await store.close()

@@ -13,22 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
-from relay.store import Event
+from relay.store import Event, transient_error
 
 log = logging.getLogger("outpost.sidecar.events")
 
 Write = Callable[[Sequence[Event]], Awaitable[Any]]
 
 
-def transient(exc: BaseException) -> bool:
-    """A failure that waiting cures (busy or locked store, I/O), not a bad event."""
-    return isinstance(exc, sqlite3.OperationalError | OSError | TimeoutError)
+transient = transient_error  # a busy or locked store is waited out; a bad event is dropped
 
 
 class EventRecorder:

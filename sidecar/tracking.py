@@ -25,7 +25,7 @@ import idna
 from aiohttp import web
 
 from relay.render.tokens import Claims, TokenKind, TokenSigner
-from relay.store import Event, Store
+from relay.store import FINAL_STATES, Event, Store
 from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
 from sidecar.events import EventRecorder
 
@@ -44,7 +44,6 @@ _HTML_HEADERS = {
 }
 MAX_UA = 512  # characters of User-Agent kept on an event
 MAX_PENDING = 1_000_000  # hits waiting to be classified (only grows if the store can't be read)
-FINAL_STATES = frozenset({"delivered", "bounced", "expired", "dropped"})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from relay.store import NewMessage, Store
 
 log = logging.getLogger("outpost.accept")
 
-CONTROL_HEADERS = frozenset({"x-outpost-campaign", "x-outpost-tags", "x-outpost-track"})
 TRACK_MODES = ("all", "opens", "clicks", "none")
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 

@@ -6,6 +6,9 @@ import re
 
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
+# Outpost's control headers: read by the accept path, stripped from every delivered copy.
+CONTROL_HEADERS = frozenset({"x-outpost-campaign", "x-outpost-tags", "x-outpost-track"})
+
 
 def split(raw: bytes) -> tuple[bytes, bytes]:
     """(header block including its terminating empty line, body). No header end: all header."""

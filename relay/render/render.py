@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import cast
 
 from relay.config import BouncesConfig, Config, ConfigError, TrackingConfig
-from relay.receive.pipeline import CONTROL_HEADERS
 from relay.render import headers, mime
 from relay.render.dkim import Algorithm, DkimError, DkimSigner, load_key
 from relay.render.rewrite import extract_links, rewrite_html
@@ -28,7 +27,7 @@ from relay.store import Lease
 
 log = logging.getLogger("outpost.render")
 
-_CONTROL = set(CONTROL_HEADERS)
+_CONTROL = set(headers.CONTROL_HEADERS)
 
 
 @dataclass(frozen=True)

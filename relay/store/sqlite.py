@@ -1,4 +1,8 @@
-"""The store: every SQL statement of Outpost, behind async functions named by intent."""
+"""The SQLite backend: every SQL statement of the embedded store, behind the store interface.
+
+WAL mode, one writer connection per process (serialised by a lock, group-committed) and one
+reader connection; ``synchronous=FULL`` makes an accept durable before its 250.
+"""
 
 from __future__ import annotations
 
@@ -6,151 +10,23 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
+from relay.store.batching import GroupCommit
+from relay.store.interface import Store
+from relay.store.migrations import latest_version, migrations
+from relay.store.model import Event, Lease, NewMessage, Outcome
+
 log = logging.getLogger("outpost.store")
 
-SCHEMA_VERSION = 1
-# Forward-only migrations: MIGRATIONS[n] takes a store from version n to n + 1 (n >= 1).
-MIGRATIONS: dict[int, str] = {}
-
-FINAL_STATES = frozenset({"delivered", "bounced", "expired", "dropped"})
-
-
-@dataclass(frozen=True)
-class NewMessage:
-    """A message as accepted, with its recipients, ready to be queued in one transaction."""
-
-    queue_id: str
-    received_at: float
-    mail_from: str
-    client_addr: str
-    raw: bytes
-    recipients: tuple[str, ...]
-    dropped: tuple[tuple[str, str], ...] = ()  # (recipient, reason) dropped at accept
-    helo: str = ""
-    auth_user: str = ""
-    header_message_id: str = ""
-    campaign: str = ""
-    tags: tuple[str, ...] = ()
-    track: str = "all"
-    smtputf8: bool = False
-    body_8bit: bool = False
-    kind: str = "mail"
-
-
-@dataclass(frozen=True)
-class Lease:
-    """A delivery leased to this process for one attempt."""
-
-    delivery_id: int
-    message_pk: int
-    queue_id: str
-    recipient: str
-    domain: str
-    attempts: int
-    received_at: float
-    mail_from: str
-    campaign: str
-    track: str
-    smtputf8: bool
-    body_8bit: bool
-    kind: str
-
-
-@dataclass(frozen=True)
-class Result:
-    """A DSN-shaped attempt result: class 2/4/5, SMTP code, enhanced status, text, remote host."""
-
-    cls: int
-    code: int
-    status: str
-    text: str
-    remote: str = ""
-
-    def reply(self) -> str:
-        return f"{self.code} {self.status} {self.text}".strip()
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What an attempt did to a delivery: the new state and, when deferred, the next try."""
-
-    lease: Lease
-    result: Result
-    state: str  # delivered | deferred | bounced | expired | queued (returned untried)
-    next_attempt_at: float
-    event_details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    at: float
-    message_pk: int | None = None
-    delivery_id: int | None = None
-    recipient: str = ""
-    campaign: str = ""
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-T = TypeVar("T")
+BACKEND = "sqlite"
 R = TypeVar("R")
 
 
-class GroupCommit(Generic[T, R]):
-    """Shares one transaction (one fsync) among the writes that arrive while the previous commits.
-
-    Why: a durable commit costs an fsync; concurrent SMTP sessions each waiting for their own
-    would cap accepts at the disk's fsync rate. Each caller still gets its reply only after
-    the transaction holding its item is committed.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[list[T]], Awaitable[list[R]]],
-        max_batch: int = 500,
-    ) -> None:
-        self._write = write
-        self._max_batch = max_batch
-        self._pending: list[tuple[T, asyncio.Future[R]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def submit(self, item: T) -> R:
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, fut))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush())
-        return await fut
-
-    async def drain(self) -> None:
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-
-    async def _flush(self) -> None:
-        while self._pending:
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            try:
-                results = await self._write([item for item, _ in batch])
-            except BaseException as exc:  # every waiter learns the batch failed
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-
-
-class Store:
+class SqliteStore:
     """One writer connection (serialised by a lock) and one reader connection, WAL mode."""
 
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
@@ -168,7 +44,7 @@ class Store:
     @classmethod
     async def open(
         cls, path: str | Path, *, busy_timeout: float = 5.0, durable: bool = True
-    ) -> Store:
+    ) -> SqliteStore:
         """Open (creating or migrating) the store. durable=True fsyncs every commit."""
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = await aiosqlite.connect(str(path), isolation_level=None)
@@ -189,7 +65,7 @@ class Store:
         await self._ro.close()
         await self._db.close()
 
-    async def __aenter__(self) -> Store:
+    async def __aenter__(self) -> SqliteStore:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -1156,36 +1032,26 @@ async def _configure(db: aiosqlite.Connection, busy_timeout: float, durable: boo
 
 
 async def _migrate(db: aiosqlite.Connection) -> None:
-    """Create the schema on an empty store, then apply forward migrations in order."""
+    """Bring the store to the latest schema, one transaction per migration (0 = a new file)."""
     async with db.execute("PRAGMA user_version") as cur:
         row = await cur.fetchone()
     version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"store schema version {version} is newer than this Outpost ({SCHEMA_VERSION})"
-        )
-    if version == 0:
-        schema = resources.files("relay.store").joinpath("schema.sql").read_text(encoding="utf-8")
+    latest = latest_version(BACKEND)
+    if version > latest:
+        raise RuntimeError(f"store schema version {version} is newer than this Outpost ({latest})")
+    for step in migrations(BACKEND)[version:]:
         await db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(schema):
+            for statement in step.statements():
                 await db.execute(statement)
-            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            await db.execute(f"PRAGMA user_version = {step.version}")
         except BaseException:
             await db.execute("ROLLBACK")
             raise
         await db.execute("COMMIT")
-        log.info("store created schema_version=%d", SCHEMA_VERSION)
-        return
-    while version < SCHEMA_VERSION:
-        await db.executescript(
-            f"BEGIN IMMEDIATE; {MIGRATIONS[version]}; PRAGMA user_version = {version + 1}; COMMIT;"
-        )
-        version += 1
-        log.info("store migrated schema_version=%d", version)
+        log.info("store migrated schema_version=%d (%s)", step.version, step.name)
 
 
-def _statements(script: str) -> list[str]:
-    """Split schema.sql into statements (it has no semicolons inside strings or triggers)."""
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+def _implements(store: SqliteStore) -> Store:
+    """Never called: mypy checks here that SqliteStore provides the whole interface."""
+    return store

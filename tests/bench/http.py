@@ -48,9 +48,10 @@ WRK_THREADS, WRK_CONNECTIONS = 1, 64
 
 
 async def _seed(db: Path, count: int) -> None:
-    from relay.store import NewMessage, Store
+    from relay.store import NewMessage
+    from relay.store.sqlite import SqliteStore
 
-    store = await Store.open(db)
+    store = await SqliteStore.open(db)
     try:
         now = time.time() - 3600
         raw = b"From: news@example.com\r\nTo: r@example.org\r\nSubject: x\r\n\r\nbody\r\n"

@@ -94,16 +94,18 @@ SOURCE_WEIGHTS = [0.60, 0.20, 0.15, 0.05]
 
 
 def fingerprint(deliveries: int, raw_size: int, seed: int) -> str:
-    schema = (REPO / "relay" / "schema.sql").read_bytes()
+    schema = b"".join(
+        p.read_bytes() for p in sorted((REPO / "relay" / "store" / "migrations").rglob("*.sql"))
+    )
     h = hashlib.sha256(schema)
     h.update(f"{GENERATOR_VERSION}:{deliveries}:{raw_size}:{seed}".encode())
     return h.hexdigest()[:12]
 
 
 async def _create_schema(path: Path) -> None:
-    from relay.store import Store
+    from relay.store.sqlite import SqliteStore
 
-    store = await Store.open(path)
+    store = await SqliteStore.open(path)
     await store.close()
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from relay.learn.suppression import Rules, apply
 from relay.store import Event, Store
+from relay.store.sqlite import SqliteStore
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
 
@@ -204,7 +205,7 @@ async def test_dsn_goes_to_sender_but_never_loops(tmp_path: Path, sink: Sink, st
 
 
 async def test_soft_bounces_suppress_after_the_limit_and_delivery_clears(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db")
     rules = Rules(soft_limit=3, soft_window=7 * 86400, soft_period=7 * 86400)
     soft = {"bounce_type": "soft", "reason": "mailboxfull"}
     for n in range(3):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.store import NewMessage, Store
+from relay.store import NewMessage
+from relay.store.sqlite import SqliteStore
 
 BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 
@@ -38,7 +39,7 @@ def run(conf: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int
 
 def queue(conf: Path, *recipients: str) -> None:
     async def go() -> None:
-        store = await Store.open(conf.parent / "o.db")
+        store = await SqliteStore.open(conf.parent / "o.db")
         await store.queue_message(
             NewMessage(
                 "QID1",
@@ -56,7 +57,7 @@ def queue(conf: Path, *recipients: str) -> None:
 
 def states(conf: Path) -> dict[str, str]:
     async def go() -> dict[str, str]:
-        store = await Store.open(conf.parent / "o.db")
+        store = await SqliteStore.open(conf.parent / "o.db")
         try:
             return await store.delivery_states("QID1")
         finally:

@@ -13,7 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
 from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
-from relay.store import NewMessage, Outcome, Result, Store
+from relay.store import NewMessage, Outcome, Result
+from relay.store.sqlite import SqliteStore
 from sidecar.app import TRACKER, make_app
 from sidecar.tracking import Tracker
 
@@ -42,7 +43,7 @@ async def seed(
     now = time.time()
     received = received_at if received_at is not None else now - 3700
     done_at = delivered_at if delivered_at is not None else now - 3600
-    async with await Store.open(config.store.path, durable=False) as store:
+    async with await SqliteStore.open(config.store.path, durable=False) as store:
         pk = await store.queue_message(
             NewMessage(
                 queue_id=queue_id,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from relay.store import Event, Store
+from relay.store import Event
+from relay.store.sqlite import SqliteStore
 from sidecar.events import EventRecorder
 
 
 async def test_a_refused_event_is_dropped_and_the_rest_written(tmp_path: Path) -> None:
-    async with await Store.open(tmp_path / "s.db", durable=False) as store:
+    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
         recorder = EventRecorder(store.record_tracking)
         recorder.start()
         good = [Event("open", float(i), details={"source": "human"}) for i in range(5)]
@@ -25,7 +26,7 @@ async def test_a_refused_event_is_dropped_and_the_rest_written(tmp_path: Path) -
 
 
 async def test_waitable_completes_on_commit(tmp_path: Path) -> None:
-    async with await Store.open(tmp_path / "s.db", durable=False) as store:
+    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
         recorder = EventRecorder(store.record_tracking)
         recorder.start()
         fut = recorder.add_waitable(Event("click", 1.0, details={"source": "scanner"}))

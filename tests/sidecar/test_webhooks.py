@@ -27,6 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from relay.config import ConfigError
 from relay.store import Store
+from relay.store.sqlite import SqliteStore
 from sidecar.webhooks import (
     SENDGRID_SIGNATURE_HEADER,
     SENDGRID_TIMESTAMP_HEADER,
@@ -206,7 +207,7 @@ def config(
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "outpost.db", durable=False)
+    s = await SqliteStore.open(tmp_path / "outpost.db", durable=False)
     yield s
     await s.close()
 
@@ -886,7 +887,7 @@ async def test_body_over_the_limit_is_413(
 async def test_store_failure_answers_500_and_forgets_the_ids(
     tmp_path: Path, config: WebhookConfig, clock: Clock, sendgrid_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    broken = await Store.open(tmp_path / "broken.db", durable=False)
+    broken = await SqliteStore.open(tmp_path / "broken.db", durable=False)
     await broken.close()  # every write now fails
     dedup = MemoryDedup()
     c = await serve(WebhookHandler(broken, config, dedup, clock=clock))

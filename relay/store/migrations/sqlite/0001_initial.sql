@@ -1,5 +1,5 @@
--- Outpost store, schema version 1. Applied by relay/store.py when PRAGMA user_version is 0.
--- Times are Unix seconds (REAL). Forward-only migrations live in store.py (MIGRATIONS).
+-- Outpost store (SQLite), schema version 1: the first release. Later versions are the files after
+-- this one (relay/store/migrations.py). Times are Unix seconds (REAL).
 
 CREATE TABLE messages (
     id            INTEGER PRIMARY KEY,

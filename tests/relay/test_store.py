@@ -1,0 +1,85 @@
+"""The store seam: interface and backend list the same functions; migrations are whole."""
+
+from __future__ import annotations
+
+import inspect
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from relay.config import StoreConfig
+from relay.store import Store, open_store
+from relay.store.migrations import latest_version, migrations, statements
+from relay.store.sqlite import SqliteStore
+
+
+def _public(cls: type) -> set[str]:
+    return {
+        n
+        for n, v in vars(cls).items()
+        if callable(v) and (not n.startswith("_") or n in ("__aenter__", "__aexit__"))
+    }
+
+
+def test_interface_and_backend_list_the_same_functions() -> None:
+    backend = _public(SqliteStore) - {"open"}  # opening is the factory's business
+    assert backend == _public(Store)
+
+
+def test_interface_signatures_match_the_backend() -> None:
+    for name in _public(Store):
+        want = inspect.signature(getattr(Store, name))
+        got = inspect.signature(getattr(SqliteStore, name))
+        assert list(want.parameters) == list(got.parameters), name
+        for p in want.parameters.values():
+            assert got.parameters[p.name].default == p.default, (name, p.name)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    steps = migrations("sqlite")
+    assert [m.version for m in steps] == list(range(1, len(steps) + 1))
+    assert steps[0].name == "initial"
+    assert latest_version("sqlite") == len(steps)
+
+
+def test_statements_ignore_comments_and_blank_parts() -> None:
+    assert statements("-- a; comment\nCREATE TABLE t (a);\n\n;SELECT 1; -- x;") == [
+        "CREATE TABLE t (a)",
+        "SELECT 1",
+    ]
+
+
+async def test_new_store_reaches_the_latest_version(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = await open_store(StoreConfig(path=str(path)), durable=False)
+    await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest_version("sqlite")
+
+
+async def test_a_first_release_store_is_migrated_forward(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # what version 1 of Outpost created
+        for statement in migrations("sqlite")[0].statements():
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        db.execute(
+            "INSERT INTO suppressions (address, reason, created_at)"
+            " VALUES ('a@x.example', 'hard', 1)"
+        )
+    store = await open_store(StoreConfig(path=str(path)), durable=False)
+    try:
+        assert await store.suppressed(["a@x.example"], now=2.0) == {"a@x.example": "hard"}
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest_version("sqlite")
+
+
+async def test_a_newer_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {latest_version('sqlite') + 1}")
+    with pytest.raises(RuntimeError, match="newer than this Outpost"):
+        await open_store(StoreConfig(path=str(path)), durable=False)
