@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import getpass
 import json
 import os
@@ -16,6 +15,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from relay import csvsafe
 from relay.config import Config, ConfigError, load_config, parse_duration
 from relay.learn.bounce import parse_report
 from relay.receive.auth import hash_password
@@ -225,9 +225,7 @@ def cmd_suppression_export(args: argparse.Namespace) -> int:
     )
     out = open(args.file, "w", newline="") if args.file else sys.stdout
     try:
-        writer = csv.DictWriter(out, fieldnames=SUPPRESSION_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
+        csvsafe.write(out, SUPPRESSION_COLUMNS, rows)
     finally:
         if out is not sys.stdout:
             out.close()
@@ -239,7 +237,7 @@ def cmd_suppression_import(args: argparse.Namespace) -> int:
     now = time.time()
     entries, errors = [], []
     with open(args.file, newline="") as f:
-        for n, row in enumerate(csv.DictReader(f), start=2):
+        for n, row in enumerate(csvsafe.read(f), start=2):
             address = (row.get("address") or "").strip()
             if "@" not in address:
                 errors.append(f"{args.file}:{n}: no address")
