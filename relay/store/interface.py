@@ -80,6 +80,14 @@ class Store(Protocol):
         """Link index -> target URL of one message, as the relay recorded them."""
         ...
 
+    async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Recorded events with an id above ``after_id``, in id order (the shape is the API's)."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The id of the newest recorded event (0: none yet): where a new reader starts."""
+        ...
+
     # --- suppression
 
     async def suppressed(self, addresses: Iterable[str], now: float) -> dict[str, str]:

@@ -860,6 +860,39 @@ class SqliteStore:
             keys = ("url", "link", "group", "hits", "deliveries")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """Recorded events with an id above ``after_id``, in id order: the feed every reader
+        of events (outbound cursors, the live dashboard) tails. The shape is the API's."""
+        async with self._ro.execute(
+            "SELECT e.id, e.at, e.type, m.queue_id, m.header_message_id, e.delivery_id,"
+            " e.recipient, e.campaign, e.source, e.details FROM events e"
+            " LEFT JOIN messages m ON m.id = e.message_id"
+            " WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (after_id, limit),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "id": r[0],
+                "at": r[1],
+                "type": r[2],
+                "queue_id": r[3] or "",
+                "message_id": r[4] or "",
+                "delivery_id": r[5],
+                "recipient": r[6],
+                "campaign": r[7],
+                "source": r[8],
+                "details": json.loads(r[9]),
+            }
+            for r in rows
+        ]
+
+    async def last_event_id(self) -> int:
+        """The id of the newest recorded event (0: none yet): where a new reader starts."""
+        async with self._ro.execute("SELECT coalesce(max(id), 0) FROM events") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
     async def message_history(self, queue_id: str) -> dict[str, Any] | None:
         """A message (without its bytes), its deliveries and all its events in time order."""
         async with self._ro.execute(

@@ -83,3 +83,41 @@ async def test_a_newer_store_is_refused(tmp_path: Path) -> None:
         db.execute(f"PRAGMA user_version = {latest_version('sqlite') + 1}")
     with pytest.raises(RuntimeError, match="newer than this Outpost"):
         await open_store(StoreConfig(path=str(path)), durable=False)
+
+
+async def test_events_after_is_a_feed_in_id_order(tmp_path: Path) -> None:
+    from relay.store import Event, NewMessage
+
+    store = await open_store(StoreConfig(path=str(tmp_path / "s.db")), durable=False)
+    try:
+        assert await store.last_event_id() == 0
+        assert await store.events_after(0) == []
+        raw = b"Message-ID: <m1@example.com>\r\nSubject: x\r\n\r\nbody\r\n"
+        pk = await store.queue_message(
+            NewMessage(
+                "Q1",
+                10.0,
+                "app@example.com",
+                "127.0.0.1",
+                raw,
+                ("a@example.org", "b@example.org"),
+                header_message_id="<m1@example.com>",
+                campaign="spring",
+            )
+        )
+        await store.record_events([Event("complaint", 20.0, recipient="x@example.net")])
+        feed = await store.events_after(0)
+        assert [(e["type"], e["recipient"]) for e in feed] == [
+            ("processed", "a@example.org"),
+            ("processed", "b@example.org"),
+            ("complaint", "x@example.net"),
+        ]
+        ids = [e["id"] for e in feed]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        assert feed[0]["queue_id"] == "Q1" and feed[0]["message_id"] == "<m1@example.com>"
+        assert feed[0]["campaign"] == "spring" and feed[2]["queue_id"] == ""
+        assert await store.last_event_id() == ids[-1]
+        assert [e["id"] for e in await store.events_after(ids[0], limit=1)] == [ids[1]]
+        assert pk > 0
+    finally:
+        await store.close()
