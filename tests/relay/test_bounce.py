@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import relay.learn.bounce.parse
+import relay.learn.bounce.reasons
 from relay.learn.bounce import (
     REASONS,
     BounceResult,
@@ -540,7 +540,7 @@ def test_classify_has_at_least_25_real_world_strings() -> None:
 
 
 def test_classify_reasons_are_all_documented() -> None:
-    doc = relay.learn.bounce.parse.__doc__ or ""
+    doc = relay.learn.bounce.reasons.__doc__ or ""
     assert len(REASONS) == len(set(REASONS))
     for reason in REASONS:
         assert re.search(rf"^- {reason} +\[", doc, re.M), reason
