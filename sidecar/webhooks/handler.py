@@ -1,0 +1,177 @@
+"""The aiohttp edge of the provider webhooks: `POST /webhooks/{provider}` read, checked, recorded.
+
+Each provider's own signature scheme is checked over the request exactly as it arrived; an unsigned
+or badly signed request answers 401 and records nothing. ``WebhookHandler`` reads the body (once,
+bounded), hands it to the provider's reader (sendgrid.py, mailgun.py, ses.py), dedupes the provider
+events through an injectable ``Dedup``, records the new ones' events and applies their suppressions;
+``add_routes`` registers ``POST /webhooks/{sendgrid,mailgun,ses}``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from aiohttp import web
+
+from relay.store import Event, Store
+from sidecar.webhooks.dedup import Dedup
+from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
+from sidecar.webhooks.mailgun import read_mailgun
+from sidecar.webhooks.mapping import suppressions_for
+from sidecar.webhooks.payloads import Item, Refusal, Reply
+from sidecar.webhooks.sendgrid import read_sendgrid
+from sidecar.webhooks.ses import read_ses
+
+log = logging.getLogger("outpost.webhooks")
+
+PROVIDERS = ("sendgrid", "mailgun", "ses")
+
+# headers, raw body, secrets, config, now -> items to record, or a Reply (raises Refusal)
+Reader = Callable[
+    [Mapping[str, str], bytes, WebhookSecrets, WebhookConfig, float], list[Item] | Reply
+]
+_READERS: dict[str, Reader] = {
+    "sendgrid": read_sendgrid,
+    "mailgun": read_mailgun,
+    "ses": read_ses,
+}
+
+
+class WebhookHandler:
+    """The three provider endpoints over one store, one config and one Dedup.
+
+    Secrets are read from the configured files at construction (ConfigError on a bad file).
+    ``store`` may be a zero-argument callable returning the store, resolved per request (e.g.
+    ``lambda: app[STORE]`` when the store opens in a cleanup context). ``clock`` is injectable so
+    tests can pin signature ages.
+    """
+
+    def __init__(
+        self,
+        store: Store | Callable[[], Store],
+        config: WebhookConfig,
+        dedup: Dedup,
+        *,
+        secrets: WebhookSecrets | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._dedup = dedup
+        self._secrets = secrets if secrets is not None else WebhookSecrets.load(config)
+        self._clock = clock
+
+    def enabled(self, provider: str) -> bool:
+        s = self._secrets
+        return bool(
+            {
+                "sendgrid": s.sendgrid_public_key,
+                "mailgun": s.mailgun_signing_key,
+                "ses": s.ses_certificates,
+            }.get(provider)
+        )
+
+    # --- endpoints
+
+    async def sendgrid(self, request: web.Request) -> web.Response:
+        return await self._answer("sendgrid", request)
+
+    async def mailgun(self, request: web.Request) -> web.Response:
+        return await self._answer("mailgun", request)
+
+    async def ses(self, request: web.Request) -> web.Response:
+        return await self._answer("ses", request)
+
+    async def unknown(self, request: web.Request) -> web.Response:
+        provider = request.match_info.get("provider", "")
+        return web.json_response({"error": "unknown provider", "provider": provider}, status=404)
+
+    # --- shared steps
+
+    async def _answer(self, provider: str, request: web.Request) -> web.Response:
+        if not self.enabled(provider):
+            return web.json_response({"error": "not enabled", "provider": provider}, status=404)
+        try:
+            body = await self._read_body(request)
+            now = self._clock()
+            received = _READERS[provider](request.headers, body, self._secrets, self._config, now)
+            if isinstance(received, Reply):
+                return web.json_response(received.body)
+            return await self._ingest(provider, received, now)
+        except Refusal as refusal:
+            if refusal.status == 401:
+                log.warning(
+                    "webhook provider=%s refused=bad-signature remote=%s", provider, request.remote
+                )
+            else:
+                log.info(
+                    "webhook provider=%s refused=%s status=%d remote=%s",
+                    provider,
+                    refusal.body.get("error"),
+                    refusal.status,
+                    request.remote,
+                )
+            return web.json_response(refusal.body, status=refusal.status)
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The raw body, read once (signatures are over these bytes), at most max_body_size."""
+        limit = self._config.max_body_size
+        too_large = Refusal(413, {"error": "too large", "limit": limit})
+        if request.content_length is not None and request.content_length > limit:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _ingest(self, provider: str, items: Sequence[Item], now: float) -> web.Response:
+        """Dedup each provider event, record the new ones' events, apply suppressions."""
+        accepted = duplicates = 0
+        fresh: list[str] = []
+        events: list[Event] = []
+        for keys, mapped in items:
+            results = [await self._dedup.remember(provider, key, now) for key in keys]
+            fresh.extend(key for key, new in zip(keys, results, strict=True) if new)
+            if all(results):
+                accepted += 1
+                events.extend(mapped)
+            else:
+                duplicates += 1
+        try:
+            store = self._store() if callable(self._store) else self._store
+            if events:
+                await store.record_events(events)
+            for address, reason, detail in suppressions_for(events):
+                await store.suppress(address, reason, now, None, detail)
+        except Exception:
+            log.exception("webhook provider=%s store write failed; provider will retry", provider)
+            for key in fresh:
+                try:
+                    await self._dedup.forget(provider, key)
+                except Exception:
+                    log.exception("webhook provider=%s can't forget %s", provider, key)
+            return web.json_response({"error": "store unavailable"}, status=500)
+        log.info(
+            "webhook provider=%s accepted=%d duplicates=%d recorded=%d",
+            provider,
+            accepted,
+            duplicates,
+            len(events),
+        )
+        return web.json_response(
+            {"accepted": accepted, "duplicates": duplicates, "recorded": len(events)}
+        )
+
+
+def add_routes(app: web.Application, handler: WebhookHandler) -> None:
+    """POST /webhooks/{sendgrid,mailgun,ses}; any other provider answers 404 JSON."""
+    app.router.add_post("/webhooks/sendgrid", handler.sendgrid)
+    app.router.add_post("/webhooks/mailgun", handler.mailgun)
+    app.router.add_post("/webhooks/ses", handler.ses)
+    app.router.add_post("/webhooks/{provider}", handler.unknown)
