@@ -31,7 +31,7 @@ def _escape_char(m: re.Match[str]) -> str:
 
 
 def escape(text: str) -> str:
-    """Control characters written as visible escapes (\\r, \\n, \\x1b, \\u2028): one line stays one."""
+    """Control characters as visible escapes (\\r, \\n, \\x1b, \\u2028): one line stays one."""
     return _CONTROL.sub(_escape_char, text)
 
 
