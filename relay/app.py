@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 
+from relay import exits
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
 from relay.deliver.dsn import Failure, build_dsn, should_notify
@@ -174,15 +175,17 @@ class RelayApp:
             await self.store.close()
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT (SIGHUP reloads); the exit status."""
     app = RelayApp(config)
     try:
         await app.start()
     except (OSError, ConfigError) as exc:  # a port in use, a bad key file: say so and exit
         log.error("cannot start: %s", exc)
         await app.stop()  # close what did open (the store's thread would keep us alive)
-        raise SystemExit(1) from None
+        if isinstance(exc, ConfigError):
+            return exits.CONFIG
+        return exits.ADDRESS_IN_USE if isinstance(exc, exits.AddressInUse) else 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -194,3 +197,4 @@ async def serve(config: Config) -> None:
     log.info("draining timeout=%.0fs", config.relay.drain_timeout)
     await app.stop()
     log.info("stopped")
+    return 0

@@ -14,6 +14,7 @@ from typing import Protocol
 import aiosmtplib
 import dns.asyncresolver
 
+from relay import private
 from relay.config import DeliveryConfig, parse_hostport, read_secret_file
 from relay.deliver import mx
 from relay.deliver.mx import Hop
@@ -187,9 +188,9 @@ def _envelope(mail_from: str, rcpts: Sequence[str]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The whole file or none, 0600 in a 0700 directory (a message is private)."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    with os.fdopen(private.create_file(tmp, exclusive=False), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

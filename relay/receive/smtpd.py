@@ -11,6 +11,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from relay import exits
 from relay.config import RelayConfig
 from relay.learn.ingest import BounceDoor
 from relay.receive import policy
@@ -259,12 +260,16 @@ class Listeners:
         listeners = [(addr, False) for addr in self._config.listen]
         listeners += [(addr, True) for addr in self._config.listen_tls]
         for (host, port), implicit in listeners:
-            server = await loop.create_server(
-                functools.partial(self._protocol, implicit),
+            server = await exits.bind(
                 host,
                 port,
-                reuse_address=True,
-                ssl=self._tls if implicit else None,
+                loop.create_server(
+                    functools.partial(self._protocol, implicit),
+                    host,
+                    port,
+                    reuse_address=True,
+                    ssl=self._tls if implicit else None,
+                ),
             )
             self._servers.append(server)
             for sock in server.sockets:

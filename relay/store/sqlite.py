@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from relay import private
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
@@ -46,7 +47,7 @@ class SqliteStore:
         cls, path: str | Path, *, busy_timeout: float = 5.0, durable: bool = True
     ) -> SqliteStore:
         """Open (creating or migrating) the store. durable=True fsyncs every commit."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private.touch(path)  # 0600 in a 0700 directory; SQLite gives -wal/-shm the same mode
         writer = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             await _configure(writer, busy_timeout, durable)

@@ -209,7 +209,12 @@ async def test_message_history(tmp_path: Path) -> None:
         "d@x.org",
     ]
     a = body["deliveries"][0]
-    assert a["id"] == ids["a@x.org"] and a["state"] == "delivered" and a["attempts"] == 1
+    assert (
+        a["delivery_id"] == ids["a@x.org"]
+        and "message_pk" not in body
+        and a["state"] == "delivered"
+        and a["attempts"] == 1
+    )
     assert a["last_result"] == {
         "class": 2,
         "code": 250,
