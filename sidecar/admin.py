@@ -207,7 +207,10 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         since, until = _window(request)
         campaign = request.query.get("campaign") or None
-        raw = await self._store(request).tracking_stats(campaign, since, until)
+        store = self._store(request)
+        if campaign is not None and not await store.campaign_exists(campaign):
+            raise ApiError(404, f"no campaign {campaign!r}")
+        raw = await store.tracking_stats(campaign, since, until)
         body = {"campaign": campaign, "since": since, "until": until, **stats_figures(raw)}
         return web.json_response(body)
 
