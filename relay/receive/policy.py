@@ -19,6 +19,25 @@ BARE_NEWLINE = "554 5.5.2 Error: bare <CR> or <LF> in message content"
 NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
+MALFORMED_SENDER = "553 5.1.7 Sender address rejected: malformed address"
+NULL_RECIPIENT = "553 5.1.3 Recipient address rejected: the null address <> is only a sender"
+
+# ESMTP parameters aiosmtpd understands at MAIL (RCPT: none). The DSN extension (RFC 3461) is
+# not offered, so its parameters are refused by name instead of being silently dropped.
+_KNOWN_PARAMETERS = {"MAIL FROM": frozenset({"SIZE", "BODY", "SMTPUTF8"}), "RCPT TO": frozenset()}
+_DSN_PARAMETERS = {"MAIL FROM": ("RET", "ENVID"), "RCPT TO": ("NOTIFY", "ORCPT")}
+
+
+def check_parameters(command: str, params: Iterable[str]) -> str | None:
+    """The 555 reply naming the first parameter of `MAIL FROM`/`RCPT TO` we don't implement."""
+    for param in params:
+        name = param.partition("=")[0].upper()
+        if name in _KNOWN_PARAMETERS[command]:
+            continue
+        if name in _DSN_PARAMETERS[command]:
+            return f"555 5.5.4 {command} parameter {name} not supported: no DSN extension here"
+        return f"555 5.5.4 {command} parameter {name} not recognized"
+    return None
 
 
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:

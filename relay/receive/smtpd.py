@@ -53,9 +53,44 @@ class OutpostSMTP(SMTP):
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         reply = policy.with_enhanced_code(text)
+        if reply[:1] in ("4", "5") and self.session is not None:
+            # every refusal, ours or aiosmtpd's, once (logs.py escapes what the peer sent)
+            peer = _peer_host(self.session)
+            mail_from = self.envelope.mail_from if self.envelope is not None else None
+            log.info("refused client=%s from=<%s> reply=%s", peer, mail_from or "", reply)
         await super().push(reply)
         if reply.startswith("421") and self.transport is not None:
             self.transport.close()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        reply = self._precheck("MAIL FROM", arg)
+        if reply:
+            await self.push(reply)
+        else:
+            await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        reply = self._precheck("RCPT TO", arg)
+        if reply:
+            await self.push(reply)
+        else:
+            await super().smtp_RCPT(arg)
+
+    def _precheck(self, command: str, arg: str | None) -> str | None:
+        """What aiosmtpd would answer vaguely, answered exactly: a malformed sender (5.1.7, not
+        5.1.3) and parameters we don't implement, by name. Anything else goes to aiosmtpd."""
+        if self.session is None or not self.session.host_name or not arg:
+            return None  # aiosmtpd's own sequence and syntax replies
+        rest = self._strip_command_keyword(command.split()[1] + ":", arg)
+        if rest is None:
+            return None
+        address, params = self._getaddr(rest)
+        if address is None:
+            return policy.MALFORMED_SENDER if command == "MAIL FROM" else None
+        words = (params or "").split()
+        if not all(p.partition("=")[0].isalnum() for p in words):
+            return None  # a syntax error: aiosmtpd's 501
+        return policy.check_parameters(command, words)
 
     @property
     def idle(self) -> bool:
@@ -132,16 +167,10 @@ class RelayHandler:
                 return refusal
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 Ok"
+        if address == "<>":
+            return policy.NULL_RECIPIENT
         if not (session.authenticated or policy.client_allowed(peer, self.config.allowed_networks)):
-            reply = policy.RELAY_DENIED.format(rcpt=address)
-            log.warning(
-                "reject RCPT client=%s from=<%s> to=<%s> reply=%r",
-                peer,
-                envelope.mail_from,
-                address,
-                reply,
-            )
-            return reply
+            return policy.RELAY_DENIED.format(rcpt=address)  # logged by push, like every refusal
         refusal = policy.check_recipient_count(
             len(envelope.rcpt_tos), self.config.max_recipients
         ) or policy.check_address(address, smtputf8=bool(envelope.smtp_utf8), sender=False)
