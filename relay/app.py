@@ -19,6 +19,7 @@ from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
 from relay.learn.suppression import Rules
 from relay.learn.suppression import apply as apply_suppression
+from relay.metrics import MetricsListener, RelayMetrics
 from relay.notify import notify
 from relay.receive.auth import UserFile
 from relay.receive.pipeline import Acceptor
@@ -52,6 +53,9 @@ class RelayApp:
         self.signer: TokenSigner | None = None
         self.rules = Rules.from_config(config.bounces)
         self.bound: list[tuple[str, int]] = []
+        self.metrics = RelayMetrics()
+        self.metrics_listener: MetricsListener | None = None
+        self.metrics_bound: tuple[str, int] | None = None
 
     async def start(self) -> list[tuple[str, int]]:
         cfg = self.config
@@ -65,6 +69,7 @@ class RelayApp:
             make_rendering(cfg),
             clock=self.clock,
             after_results=self._after_results,
+            metrics=self.metrics,
         )
         self.acceptor = Acceptor(
             self.store,
@@ -81,10 +86,16 @@ class RelayApp:
                 self.rules,
                 self.clock,
             )
-        self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
+        self.handler = RelayHandler(
+            cfg.relay, self.acceptor, users=self._users(), bounces=bounces, metrics=self.metrics
+        )
         if cfg.relay.tls_cert_file:
             self.tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
         self.listeners = Listeners(cfg.relay, self.handler, self.tls)
+        if cfg.relay.metrics_listen is not None:
+            store = self.store
+            self.metrics_listener = MetricsListener(self.metrics, store.count_deliveries)
+            self.metrics_bound = await self.metrics_listener.start(*cfg.relay.metrics_listen)
         await self.delivery.start()
         self.bound = await self.listeners.start()
         return self.bound
@@ -171,6 +182,8 @@ class RelayApp:
         if self.delivery is not None:
             await self.delivery.stop(timeout)
             self.delivery.rendering.close()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
         if self.store is not None:
             await self.store.close()
 

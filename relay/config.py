@@ -139,6 +139,20 @@ def _listen(value: Any) -> tuple[str, int]:
     return parse_hostport(value)
 
 
+def _loopback_listen(value: Any) -> tuple[str, int] | None:
+    """'' (off) or a loopback host:port: the relay's metrics carry no token, so never public."""
+    if _str(value) == "":
+        return None
+    host, port = parse_hostport(value)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{value!r}: must be a loopback address (metrics have no token)")
+    return host, port
+
+
 def _key(parse: Callable[[Any], Any]) -> dict[str, Any]:
     return {"parse": parse}
 
@@ -166,6 +180,7 @@ class RelayConfig:
     timeout: float = field(default=300.0, metadata=_key(parse_duration))
     drain_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     reject_suppressed: bool = field(default=False, metadata=_key(_bool))
+    metrics_listen: tuple[str, int] | None = field(default=None, metadata=_key(_loopback_listen))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from relay.config import DeliveryConfig
 from relay.deliver.sender import Channel, Transport
 from relay.learn.bounce import classify
+from relay.metrics import RelayMetrics
 from relay.render.render import Rendering
 from relay.store import Lease, Outcome, Result, Store
 
@@ -71,8 +72,10 @@ class DeliveryService:
         *,
         clock: Callable[[], float] = time.time,
         after_results: Callable[[Sequence[Outcome]], Awaitable[None]] | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._after_results = after_results  # suppression rules, DSNs to the sender
         self._config = config
         self._transport = transport
@@ -186,7 +189,12 @@ class DeliveryService:
             )
             log.info("dropped queue_id=%s to=<%s> reason=%r", lease.queue_id, lease.recipient, why)
         await self._store.record_results(outcomes, now)
+        self._count(outcomes, now)
         return keep
+
+    def _count(self, outcomes: Sequence[Outcome], now: float) -> None:
+        if self._metrics is not None:
+            self._metrics.results(outcomes, now, self._transport.destination)
 
     def _dispatch(self, lease: Lease) -> None:
         key = self._transport.destination(lease.domain)
@@ -253,6 +261,8 @@ class DeliveryService:
         try:
             raw = await self._message(lease.message_pk)
             rendered = await self.rendering.render(lease, raw)
+            if self._metrics is not None:
+                self._metrics.rendered(rendered.render_seconds, rendered.dkim_seconds)
             if not rendered.personal:  # same bytes for every recipient: one transaction
                 siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
                 for sibling in siblings:
@@ -297,6 +307,7 @@ class DeliveryService:
                 f"{result.code} {result.text}",
             )
         await self._store.record_results(outcomes, now)
+        self._count(outcomes, now)
         if self._after_results is not None:
             try:
                 await self._after_results(outcomes)

@@ -174,3 +174,33 @@ def with_enhanced_code(reply: str) -> str:
     if subject is None or reply[3] != " ":
         return reply
     return f"{code} {subject} {reply[4:]}"
+
+
+# Refusal reasons for metrics, by enhanced status code (the text tells 5.7.1's two apart).
+_REASONS = {
+    "5.3.4": "size",
+    "5.1.3": "address_syntax",
+    "5.1.7": "address_syntax",
+    "5.6.7": "address_syntax",
+    "5.1.1": "unknown_recipient",
+    "4.5.3": "too_many_recipients",
+    "5.5.2": "content",
+    "5.6.0": "content",
+    "5.5.4": "parameter",
+    "5.5.1": "protocol",
+    "4.3.0": "local_error",
+    "4.3.2": "shutting_down",
+    "5.7.0": "auth",
+    "5.7.8": "auth",
+}
+
+
+def refusal_reason(reply: str) -> str:
+    """A short, bounded label for a 4xx/5xx reply: relay_denied, size, address_syntax, ..."""
+    m = _ENHANCED.match(reply)
+    code = reply[4:].split(" ", 1)[0] if m else ""
+    if code == "5.7.1":
+        if reply.endswith("Relay access denied"):
+            return "relay_denied"
+        return "suppressed" if "suppressed" in reply else "policy"
+    return _REASONS.get(code, "other")

@@ -14,6 +14,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from relay import exits
 from relay.config import RelayConfig
 from relay.learn.ingest import BounceDoor
+from relay.metrics import RelayMetrics
 from relay.receive import policy
 from relay.receive.auth import UserFile
 from relay.receive.pipeline import Acceptor, Rejected, Submission
@@ -58,6 +59,8 @@ class OutpostSMTP(SMTP):
             peer = _peer_host(self.session)
             mail_from = self.envelope.mail_from if self.envelope is not None else None
             log.info("refused client=%s from=<%s> reply=%s", peer, mail_from or "", reply)
+            if self.relay_handler.metrics is not None:
+                self.relay_handler.metrics.refusal(reply)
         await super().push(reply)
         if reply.startswith("421") and self.transport is not None:
             self.transport.close()
@@ -114,6 +117,7 @@ class RelayHandler:
     bounces: BounceDoor | None = None
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
+    metrics: RelayMetrics | None = None
 
     async def handle_EHLO(
         self,
@@ -219,6 +223,8 @@ class RelayHandler:
         except Exception:
             log.exception("accept failed client=%s from=<%s>", sub.client_addr, mail_from)
             return policy.STORE_FAILED
+        if self.metrics is not None:
+            self.metrics.accept(len(recipients))
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
     def authenticate(
