@@ -12,7 +12,13 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.exposition import generate_latest
 
 from relay import exits
@@ -20,6 +26,8 @@ from relay.receive.policy import refusal_reason
 from relay.store import Outcome
 
 log = logging.getLogger("outpost.metrics")
+
+disable_created_metrics()  # no *_created series: they double the output and say little
 
 # generate_latest writes the classic text format, which every Prometheus version reads
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
