@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from relay import csvsafe, exits, private
-from relay.config import Config, ConfigError, load_config, parse_duration
+from relay.config import Config, ConfigError, format_hostport, load_config, parse_duration
 from relay.history import message_view
 from relay.learn.bounce import parse_report
 from relay.output import Output, add_arguments, guard_pipe
@@ -104,18 +104,14 @@ def cmd_dev_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def cmd_config_summary(args: argparse.Namespace) -> int:
     """One banner line of where this config listens and delivers (make run prints it)."""
     config = _config(args)
     d = config.delivery
     to = {"file": d.directory, "smarthost": d.smarthost}.get(d.transport, "recipients' MX")
-    relay = " ".join(f"smtp://{_listen(h, p)}" for h, p in config.relay.listen)
+    relay = " ".join(f"smtp://{format_hostport(h, p)}" for h, p in config.relay.listen)
     print(
-        f"relay: {relay}  sidecar: http://{_listen(*config.sidecar.listen)}"
+        f"relay: {relay}  sidecar: http://{format_hostport(*config.sidecar.listen)}"
         f"  mail to: {to}  admin token: {config.sidecar.admin_token_file}"
     )
     return 0
@@ -143,17 +139,22 @@ QUEUE_COLUMNS = (
 
 
 def _last_text(result: dict[str, Any] | None) -> str:
-    if result is None:
+    """A last result in one cell: '4.4.1 connection refused (mx.example.org)'."""
+    if not result:
         return ""
     remote = f" ({result['remote']})" if result.get("remote") else ""
-    return f"{result.get('status') or result.get('code') or ''} {result.get('text') or ''}{remote}"
+    head = f"{result.get('status') or result.get('code') or ''} {result.get('text') or ''}".strip()
+    return head + remote if head else ""
 
 
 def cmd_queue_list(args: argparse.Namespace) -> int:
     rows = with_store(args, lambda s: s.list_deliveries(state=args.state, domain=args.domain))
     out = Output.for_args(args)
     if not out.json:
-        rows = [{**r, "last": f"{r['last_status'] or ''} {r['last_text'] or ''}"} for r in rows]
+        rows = [
+            {**r, "last": _last_text({"status": r["last_status"], "text": r["last_text"]})}
+            for r in rows
+        ]
     filters = [
         f"state {args.state}" if args.state else "",
         f"to {args.domain}" if args.domain else "",

@@ -87,6 +87,11 @@ def parse_hostport(value: Any, default_port: int | None = None) -> tuple[str, in
     return host, int(port)
 
 
+def format_hostport(host: str, port: int) -> str:
+    """('::1', 25) -> '[::1]:25'; the inverse of parse_hostport for messages and banners."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")

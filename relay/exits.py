@@ -12,6 +12,8 @@ import errno
 from collections.abc import Awaitable
 from typing import TypeVar
 
+from relay.config import format_hostport
+
 CONFIG = 2
 ADDRESS_IN_USE = 75
 
@@ -22,15 +24,11 @@ class AddressInUse(OSError):
     """A listen address another process holds; str() is the one line both daemons print."""
 
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(errno.EADDRINUSE, f"address in use: {_hostport(host, port)}")
+        super().__init__(errno.EADDRINUSE, f"address in use: {format_hostport(host, port)}")
         self.host, self.port = host, port
 
     def __str__(self) -> str:
         return str(self.strerror)
-
-
-def _hostport(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def bind(host: str, port: int, start: Awaitable[T]) -> T:
