@@ -58,7 +58,8 @@ class OutpostSMTP(SMTP):
             # every refusal, ours or aiosmtpd's, once (logs.py escapes what the peer sent)
             peer = _peer_host(self.session)
             mail_from = self.envelope.mail_from if self.envelope is not None else None
-            log.info("refused client=%s from=<%s> reply=%s", peer, mail_from or "", reply)
+            sender = "" if mail_from in (None, "<>") else mail_from
+            log.info("refused client=%s from=<%s> reply=%s", peer, sender, reply)
             if self.relay_handler.metrics is not None:
                 self.relay_handler.metrics.refusal(reply)
         await super().push(reply)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from relay import logs
+from relay.receive import policy
 from relay.receive.auth import hash_password
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
@@ -177,6 +178,9 @@ async def test_refusals_are_logged_at_info_escaped(
     assert (await client.cmd("MAIL FROM:<bad\x1b@example.com>")).startswith("553 5.1.7")
     assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
     assert (await client.cmd("RCPT TO:<x@example.org>")).startswith("554 5.7.1")
+    assert await client.cmd("RSET") == "250 2.0.0 Ok"
+    assert await client.cmd("MAIL FROM:<>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<>") == policy.NULL_RECIPIENT
     await client.close()
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
     refused = [line for line in lines if line.startswith("refused ")]
@@ -186,6 +190,7 @@ async def test_refusals_are_logged_at_info_escaped(
         + refused[1].split(": Sender", 1)[1],
         "refused client=127.0.0.1 from=<app@example.com> reply=554 5.7.1 <x@example.org>:"
         " Relay access denied",
+        f"refused client=127.0.0.1 from=<> reply={policy.NULL_RECIPIENT}",
     ]
     formatted = logs._Logfmt().format(next(r for r in caplog.records if "\x1b" in r.getMessage()))
     assert "\x1b" not in formatted and "<bad\\x1b@example.com>" in formatted  # written out
