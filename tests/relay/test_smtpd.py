@@ -159,6 +159,9 @@ async def test_dsn_parameters_refused_by_name_at_rcpt(tmp_path: Path, start_rela
     assert await client.cmd("RCPT TO:<a@example.org> ORCPT=rfc822;a@example.org") == (
         "555 5.5.4 RCPT TO parameter ORCPT not supported: no DSN extension here"
     )
+    assert await client.cmd("RCPT TO:<a@example.org> XFOO=1") == (
+        "555 5.5.4 RCPT TO parameter XFOO not recognized"
+    )
     assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
     reply = await client.data(MSG)
     assert relay.app.store is not None
