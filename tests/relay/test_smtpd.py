@@ -37,6 +37,7 @@ async def test_ehlo_advertises_the_extensions(tmp_path: Path, start_relay) -> No
     keywords = [line[4:] for line in lines[1:]]
     for kw in ("SIZE 1000000", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES"):
         assert kw in keywords
+    assert "DSN" not in keywords  # not offered: its parameters get a 555 naming them
     assert not any(k.startswith("AUTH") for k in keywords)  # no users file: nothing to offer
     assert not any(k.startswith("STARTTLS") for k in keywords)  # no certificate configured
     assert lines[-1].startswith("250 ")
