@@ -14,7 +14,7 @@ import dns.asyncresolver
 from relay import exits
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
-from relay.deliver.dsn import Failure, build_dsn, should_notify
+from relay.deliver.dsn import Notice, build_dsn, notice_action, should_notify
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
 from relay.learn.suppression import Rules
@@ -101,7 +101,8 @@ class RelayApp:
         return self.bound
 
     async def _after_results(self, outcomes: Sequence[Outcome]) -> None:
-        """Suppression rules on every result; a DSN to the sender for bounces and expiries."""
+        """Suppression rules on every result; DSNs to the sender as its DSN request asks
+        (relay/deliver/dsn.py: a failure notice when it made none)."""
         assert self.store is not None
         now = self.clock()
         await apply_suppression(
@@ -112,11 +113,18 @@ class RelayApp:
         )
         if not self.config.bounces.notify_sender:
             return
-        failed: dict[int, list[Outcome]] = {}
+        final = self.config.delivery.transport == "file"  # no hop after us to relay to
+        notices: dict[tuple[int, str], list[Outcome]] = {}
         for o in outcomes:
-            if o.state in ("bounced", "expired") and should_notify(o.lease.mail_from, o.lease.kind):
-                failed.setdefault(o.lease.message_pk, []).append(o)
-        for group in failed.values():
+            lease = o.lease
+            if not should_notify(lease.mail_from, lease.kind):
+                continue
+            action = notice_action(
+                o.state, lease.dsn_notify, lease.attempts == 0, o.dsn_passed_on, final
+            )
+            if action is not None:
+                notices.setdefault((lease.message_pk, action), []).append(o)
+        for (_, action), group in notices.items():
             lease = group[0].lease
             original = await self.store.message_raw(lease.message_pk)
             dsn = build_dsn(
@@ -125,22 +133,32 @@ class RelayApp:
                 mail_from=lease.mail_from,
                 original=original,
                 failures=[
-                    Failure(
+                    Notice(
                         o.lease.recipient,
                         o.result.status,
                         o.result.reply(),
                         o.result.remote,
                         o.state == "expired",
+                        o.lease.dsn_orcpt,
                     )
                     for o in group
                 ],
                 arrival=lease.received_at,
                 now=now,
-                boundary_seed=str(group[0].lease.delivery_id),
+                boundary_seed=f"{action}.{group[0].lease.delivery_id}.{lease.attempts}",
+                action=action,
+                ret=lease.dsn_ret,
+                envid=lease.dsn_envid,
             )
             assert self.acceptor is not None
             queue_id = await self.acceptor.queue_local("", lease.mail_from, dsn, "dsn")
-            log.info("dsn queue_id=%s about=%s to=<%s>", queue_id, lease.queue_id, lease.mail_from)
+            log.info(
+                "dsn queue_id=%s about=%s action=%s to=<%s>",
+                queue_id,
+                lease.queue_id,
+                action,
+                lease.mail_from,
+            )
 
     def _users(self) -> UserFile | None:
         path = self.config.relay.auth_users_file

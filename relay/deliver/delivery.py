@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relay.config import DeliveryConfig
-from relay.deliver.sender import Channel, Transport
+from relay.deliver.sender import Channel, DsnRequest, Transport
 from relay.learn.bounce import classify
 from relay.metrics import RelayMetrics
 from relay.render.render import Rendering
@@ -52,6 +52,17 @@ def bounce_details(state: str, result: Result) -> dict[str, str]:
     if state == "expired":
         return {"bounce_type": "soft", "reason": "expired"}
     return {}
+
+
+def dsn_request(group: Sequence[Lease]) -> DsnRequest | None:
+    """The DSN parameters to pass on for one transaction's recipients (None: none given)."""
+    first = group[0]
+    recipients = {
+        g.recipient: (g.dsn_notify, g.dsn_orcpt) for g in group if g.dsn_notify or g.dsn_orcpt
+    }
+    if not (first.dsn_ret or first.dsn_envid or recipients):
+        return None
+    return DsnRequest(first.dsn_ret, first.dsn_envid, recipients)
 
 
 @dataclass
@@ -277,24 +288,30 @@ class DeliveryService:
                 rendered.data,
                 smtputf8=lease.smtputf8,
                 body_8bit=lease.body_8bit,
+                dsn=dsn_request(group),
             )
             results = {g.delivery_id: by_rcpt[g.recipient] for g in group}
+            passed_on = channel.takes_dsn
         except Exception as exc:  # a bug or a broken message must not stop the workers
             log.exception("delivery failed queue_id=%s", lease.queue_id)
             r = Result(4, 451, "4.3.0", f"local error: {type(exc).__name__}", "")
             results = dict.fromkeys((g.delivery_id for g in group), r)
-        await self._record(group, results)
+            passed_on = False
+        await self._record(group, results, dsn_passed_on=passed_on)
         for g in group:
             self._inflight.discard(g.delivery_id)
 
-    async def _record(self, leases: list[Lease], results: dict[int, Result]) -> None:
+    async def _record(
+        self, leases: list[Lease], results: dict[int, Result], *, dsn_passed_on: bool = False
+    ) -> None:
         now = self._clock()
         cfg = self._config
         outcomes = []
         for lease in leases:
             result = results[lease.delivery_id]
             state, next_at = decide(lease, result, now, cfg.backoff, cfg.maximal_queue_lifetime)
-            outcomes.append(Outcome(lease, result, state, next_at, bounce_details(state, result)))
+            details = bounce_details(state, result)
+            outcomes.append(Outcome(lease, result, state, next_at, details, dsn_passed_on))
             log.info(
                 "%s queue_id=%s to=<%s> relay=%s delay=%.1f attempt=%d dsn=%s reply=%r",
                 state,

@@ -24,6 +24,17 @@ log = logging.getLogger("outpost.smtpd")
 IDENT = "Outpost ESMTP"
 
 
+@dataclass
+class EnvelopeDsn:
+    """The DSN extension's parameters (RFC 3461) of one transaction: RET and ENVID at MAIL,
+    NOTIFY and ORCPT per accepted recipient."""
+
+    envelope: Envelope | None
+    ret: str = ""
+    envid: str = ""
+    recipients: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
 class OutpostSMTP(SMTP):
     """aiosmtpd's protocol with the few things a relay needs that it doesn't do itself."""
 
@@ -34,6 +45,7 @@ class OutpostSMTP(SMTP):
     def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.relay_handler = handler
+        self._dsn: EnvelopeDsn | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -67,34 +79,59 @@ class OutpostSMTP(SMTP):
             self.transport.close()
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        reply = self._precheck("MAIL FROM", arg)
-        if reply:
-            await self.push(reply)
-        else:
-            await super().smtp_MAIL(arg)
+        checked = self._precheck("MAIL FROM", arg)
+        if isinstance(checked, str):
+            await self.push(checked)
+            return
+        arg, dsn = checked if checked is not None else (arg, {})
+        await super().smtp_MAIL(arg)
+        if dsn and self.envelope is not None and self.envelope.mail_from:
+            state = self.dsn()
+            state.ret, state.envid = dsn.get("RET", ""), dsn.get("ENVID", "")
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        reply = self._precheck("RCPT TO", arg)
-        if reply:
-            await self.push(reply)
-        else:
-            await super().smtp_RCPT(arg)
+        checked = self._precheck("RCPT TO", arg)
+        if isinstance(checked, str):
+            await self.push(checked)
+            return
+        arg, dsn = checked if checked is not None else (arg, {})
+        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        if dsn and self.envelope is not None and len(self.envelope.rcpt_tos) > before:
+            added = self.envelope.rcpt_tos[-1]
+            self.dsn().recipients[added] = (dsn.get("NOTIFY", ""), dsn.get("ORCPT", ""))
 
-    def _precheck(self, command: str, arg: str | None) -> str | None:
-        """What aiosmtpd would answer vaguely, answered exactly: a malformed sender (5.1.7, not
-        5.1.3) and parameters we don't implement, by name. Anything else goes to aiosmtpd."""
+    def dsn(self) -> EnvelopeDsn:
+        """The DSN requests of the current transaction (a new envelope starts afresh)."""
+        if self._dsn is None or self._dsn.envelope is not self.envelope:
+            self._dsn = EnvelopeDsn(self.envelope)
+        return self._dsn
+
+    def _precheck(self, command: str, arg: str | None) -> str | tuple[str, dict[str, str]] | None:
+        """What aiosmtpd would answer vaguely or not at all, answered here: a malformed sender
+        (5.1.7, not 5.1.3), DSN parameters (taken out of the line: the command aiosmtpd then
+        sees, and their values) and unknown parameters, by name. None: all aiosmtpd's."""
         if self.session is None or not self.session.host_name or not arg:
             return None  # aiosmtpd's own sequence and syntax replies
-        rest = self._strip_command_keyword(command.split()[1] + ":", arg)
+        keyword = command.split()[1] + ":"
+        rest = self._strip_command_keyword(keyword, arg)
         if rest is None:
             return None
         address, params = self._getaddr(rest)
         if address is None:
             return policy.MALFORMED_SENDER if command == "MAIL FROM" else None
-        words = (params or "").split()
+        params = params or ""
+        words = params.split()
         if not all(p.partition("=")[0].isalnum() for p in words):
             return None  # a syntax error: aiosmtpd's 501
-        return policy.check_parameters(command, words)
+        refusal, dsn, others = policy.split_dsn(command, words)
+        refusal = refusal or policy.check_parameters(command, others)
+        if refusal:
+            return refusal
+        if not dsn:
+            return None
+        line = " ".join([rest[: len(rest) - len(params)].rstrip(), *others])
+        return f"{arg[: len(keyword)]}{line}", dsn
 
     @property
     def idle(self) -> bool:
@@ -132,7 +169,7 @@ class RelayHandler:
         # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH; it pipelines but says nothing.
         last = responses.pop()  # "250 HELP"
         responses = [r for r in responses if r.strip() != "250-AUTH"]  # no mechanism offered
-        return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+        return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", last]
 
     async def handle_MAIL(
         self,
@@ -205,6 +242,7 @@ class RelayHandler:
                 return policy.STORE_FAILED
             if not recipients:
                 return f"250 2.0.0 Ok: report taken ({taken.kind}, {taken.events} events)"
+        dsn = server.dsn() if isinstance(server, OutpostSMTP) else EnvelopeDsn(envelope)
         sub = Submission(
             mail_from=mail_from,
             recipients=recipients,
@@ -216,6 +254,11 @@ class RelayHandler:
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             tls=session.ssl is not None,
             esmtp=bool(session.extended_smtp),
+            dsn_ret=dsn.ret,
+            dsn_envid=dsn.envid,
+            dsn_recipients=tuple(
+                (r, *dsn.recipients[r]) for r in recipients if r in dsn.recipients
+            ),
         )
         try:
             queue_id = await self.acceptor.accept(sub)

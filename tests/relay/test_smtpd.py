@@ -37,7 +37,7 @@ async def test_ehlo_advertises_the_extensions(tmp_path: Path, start_relay) -> No
     keywords = [line[4:] for line in lines[1:]]
     for kw in ("SIZE 1000000", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES"):
         assert kw in keywords
-    assert "DSN" not in keywords  # not offered: its parameters get a 555 naming them
+    assert "DSN" in keywords  # RFC 3461: NOTIFY, ORCPT, RET, ENVID honoured
     assert not any(k.startswith("AUTH") for k in keywords)  # no users file: nothing to offer
     assert not any(k.startswith("STARTTLS") for k in keywords)  # no certificate configured
     assert lines[-1].startswith("250 ")
@@ -127,47 +127,63 @@ async def test_null_recipient_is_refused_without_echo(tmp_path: Path, start_rela
 @pytest.mark.parametrize(
     ("command", "expected"),
     [
+        ("MAIL FROM:<app@example.com> RET=ALL", "501 5.5.4 Bad RET parameter: FULL or HDRS"),
         (
-            "MAIL FROM:<app@example.com> RET=HDRS",
-            "555 5.5.4 MAIL FROM parameter RET not supported: no DSN extension here",
+            "MAIL FROM:<app@example.com> ENVID=a=b",
+            "501 5.5.4 Bad ENVID parameter: xtext, at most 100 characters",
         ),
         (
-            "MAIL FROM:<app@example.com> SIZE=100 ENVID=abc123",
-            "555 5.5.4 MAIL FROM parameter ENVID not supported: no DSN extension here",
+            "MAIL FROM:<app@example.com> ENVID=" + "x" * 101,
+            "501 5.5.4 Bad ENVID parameter: xtext, at most 100 characters",
         ),
-        (
-            "MAIL FROM:<app@example.com> XFOO=1",
-            "555 5.5.4 MAIL FROM parameter XFOO not recognized",
-        ),
+        ("MAIL FROM:<app@example.com> RET=HDRS RET=FULL", "501 5.5.4 Duplicate RET parameter"),
+        ("MAIL FROM:<app@example.com> XFOO=1", "555 5.5.4 MAIL FROM parameter XFOO not recognized"),
     ],
 )
-async def test_dsn_parameters_refused_by_name_at_mail(
+async def test_bad_dsn_parameters_at_mail(
     tmp_path: Path, start_relay, command: str, expected: str
 ) -> None:
     relay = await start_relay(make_config(tmp_path))
     client = await session(relay)
     assert await client.cmd(command) == expected
-    assert await client.cmd("MAIL FROM:<app@example.com> SIZE=100") == "250 2.1.0 Ok"
+    assert await client.cmd("MAIL FROM:<app@example.com> SIZE=100 RET=hdrs ENVID=Q+2B1") == (
+        "250 2.1.0 Ok"
+    )
 
 
-async def test_dsn_parameters_refused_by_name_at_rcpt(tmp_path: Path, start_relay) -> None:
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ("NOTIFY=NEVER,SUCCESS", policy.BAD_DSN["NOTIFY"]),
+        ("NOTIFY=SOMETIMES", policy.BAD_DSN["NOTIFY"]),
+        ("NOTIFY=SUCCESS,SUCCESS", policy.BAD_DSN["NOTIFY"]),
+        ("ORCPT=a@example.org", policy.BAD_DSN["ORCPT"]),
+        ("ORCPT=rfc822;a=b@example.org", policy.BAD_DSN["ORCPT"]),
+        ("NOTIFY=NEVER NOTIFY=NEVER", "501 5.5.4 Duplicate NOTIFY parameter"),
+        ("XFOO=1", "555 5.5.4 RCPT TO parameter XFOO not recognized"),
+    ],
+)
+async def test_bad_dsn_parameters_at_rcpt(
+    tmp_path: Path, start_relay, param: str, expected: str
+) -> None:
     relay = await start_relay(make_config(tmp_path))
     client = await session(relay)
     assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
-    assert await client.cmd("RCPT TO:<a@example.org> NOTIFY=SUCCESS,FAILURE") == (
-        "555 5.5.4 RCPT TO parameter NOTIFY not supported: no DSN extension here"
+    assert await client.cmd(f"RCPT TO:<a@example.org> {param}") == expected
+    assert await client.cmd("RCPT TO:<b@example.org> NOTIFY=success,delay") == "250 2.1.5 Ok"
+    assert await client.cmd("RCPT TO:<c@example.org> ORCPT=rfc822;c+40example.org") == (
+        "250 2.1.5 Ok"
     )
-    assert await client.cmd("RCPT TO:<a@example.org> ORCPT=rfc822;a@example.org") == (
-        "555 5.5.4 RCPT TO parameter ORCPT not supported: no DSN extension here"
-    )
-    assert await client.cmd("RCPT TO:<a@example.org> XFOO=1") == (
-        "555 5.5.4 RCPT TO parameter XFOO not recognized"
-    )
-    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
     reply = await client.data(MSG)
     assert relay.app.store is not None
     states = await relay.app.store.delivery_states(reply.rsplit(" ", 1)[1])
-    assert list(states) == ["b@example.org"]  # the refused ones are not half-accepted
+    assert sorted(states) == ["b@example.org", "c@example.org"]  # the refused one not queued
+    assert policy.BAD_DSN["NOTIFY"] == (
+        "501 5.5.4 Bad NOTIFY parameter: NEVER, or SUCCESS, FAILURE, DELAY joined by commas"
+    )
+    assert policy.BAD_DSN["ORCPT"] == (
+        "501 5.5.4 Bad ORCPT parameter: addr-type;xtext, at most 500 characters"
+    )
 
 
 async def test_refusals_are_logged_at_info_escaped(
