@@ -13,15 +13,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# Dev secrets live under var/ (ignored by git): generated once, never committed.
+# Dev secrets and the dev DKIM key live under var/ (ignored by git): generated once, never committed.
 dev-secrets: $(STAMP)
 	$(PY) -m relay.cli dev-init --config $(DEV)
 
+# Both daemons from one config (make run DEV=conf/other.toml for other ports). The first one to
+# exit (a port in use, Ctrl-C) stops the other; make exits with the first one's status.
+run: SHELL := /bin/bash
 run: dev-secrets
-	@echo "relay: smtp://127.0.0.1:2525  sidecar: http://127.0.0.1:8025  outbox: var/outbox"
+	@$(PY) -m relay.cli config summary --config $(DEV)
 	@$(PY) -m sidecar --config $(DEV) & sidecar=$$!; \
-	trap 'kill $$sidecar 2>/dev/null; wait $$sidecar' EXIT INT TERM; \
-	$(PY) -m relay --config $(DEV)
+	$(PY) -m relay --config $(DEV) & relay=$$!; \
+	trap 'kill -TERM $$relay $$sidecar 2>/dev/null' INT TERM; \
+	wait -n $$relay $$sidecar; status=$$?; \
+	kill -TERM $$relay $$sidecar 2>/dev/null; wait $$relay $$sidecar 2>/dev/null; \
+	exit $$status
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check relay sidecar tests

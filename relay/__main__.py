@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
-from relay import logs
+from relay import exits, logs
 from relay.app import serve
 from relay.config import ConfigError, load_config
+from relay.preflight import file_problems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m relay", description=__doc__)
     parser.add_argument("--config", help="TOML config file (default: embedded defaults)")
     args = parser.parse_args(argv)
+    os.umask(0o077)  # whatever this process creates (store, var/, outbox) is its owner's alone
     try:
         config = load_config(args.config)
+        problems = file_problems(config, sidecar=False)
     except ConfigError as exc:
-        print(f"outpost-relay: invalid config: {exc}", file=sys.stderr)
-        return 2
+        problems = list(exc.problems)
+    if problems:
+        for problem in problems:
+            print(f"outpost-relay: invalid config: {problem}", file=sys.stderr)
+        return exits.CONFIG
     logs.setup(config.log.format, config.log.level)
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on every platform)
-        asyncio.run(serve(config))
-    else:
-        uvloop.run(serve(config))
-    return 0
+        return asyncio.run(serve(config))
+    return uvloop.run(serve(config))
 
 
 if __name__ == "__main__":

@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 
 import dns.asyncresolver
 
+from relay import exits
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
-from relay.deliver.dsn import Failure, build_dsn, should_notify
+from relay.deliver.dsn import Notice, build_dsn, notice_action, should_notify
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
 from relay.learn.suppression import Rules
 from relay.learn.suppression import apply as apply_suppression
+from relay.metrics import MetricsListener, RelayMetrics
 from relay.notify import notify
 from relay.receive.auth import UserFile
 from relay.receive.pipeline import Acceptor
@@ -51,6 +53,9 @@ class RelayApp:
         self.signer: TokenSigner | None = None
         self.rules = Rules.from_config(config.bounces)
         self.bound: list[tuple[str, int]] = []
+        self.metrics = RelayMetrics()
+        self.metrics_listener: MetricsListener | None = None
+        self.metrics_bound: tuple[str, int] | None = None
 
     async def start(self) -> list[tuple[str, int]]:
         cfg = self.config
@@ -64,6 +69,7 @@ class RelayApp:
             make_rendering(cfg),
             clock=self.clock,
             after_results=self._after_results,
+            metrics=self.metrics,
         )
         self.acceptor = Acceptor(
             self.store,
@@ -80,16 +86,23 @@ class RelayApp:
                 self.rules,
                 self.clock,
             )
-        self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
+        self.handler = RelayHandler(
+            cfg.relay, self.acceptor, users=self._users(), bounces=bounces, metrics=self.metrics
+        )
         if cfg.relay.tls_cert_file:
             self.tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
         self.listeners = Listeners(cfg.relay, self.handler, self.tls)
+        if cfg.relay.metrics_listen is not None:
+            store = self.store
+            self.metrics_listener = MetricsListener(self.metrics, store.count_deliveries)
+            self.metrics_bound = await self.metrics_listener.start(*cfg.relay.metrics_listen)
         await self.delivery.start()
         self.bound = await self.listeners.start()
         return self.bound
 
     async def _after_results(self, outcomes: Sequence[Outcome]) -> None:
-        """Suppression rules on every result; a DSN to the sender for bounces and expiries."""
+        """Suppression rules on every result; DSNs to the sender as its DSN request asks
+        (relay/deliver/dsn.py: a failure notice when it made none)."""
         assert self.store is not None
         now = self.clock()
         await apply_suppression(
@@ -100,11 +113,18 @@ class RelayApp:
         )
         if not self.config.bounces.notify_sender:
             return
-        failed: dict[int, list[Outcome]] = {}
+        final = self.config.delivery.transport == "file"  # no hop after us to relay to
+        notices: dict[tuple[int, str], list[Outcome]] = {}
         for o in outcomes:
-            if o.state in ("bounced", "expired") and should_notify(o.lease.mail_from, o.lease.kind):
-                failed.setdefault(o.lease.message_pk, []).append(o)
-        for group in failed.values():
+            lease = o.lease
+            if not should_notify(lease.mail_from, lease.kind):
+                continue
+            action = notice_action(
+                o.state, lease.dsn_notify, lease.attempts == 0, o.dsn_passed_on, final
+            )
+            if action is not None:
+                notices.setdefault((lease.message_pk, action), []).append(o)
+        for (_, action), group in notices.items():
             lease = group[0].lease
             original = await self.store.message_raw(lease.message_pk)
             dsn = build_dsn(
@@ -113,22 +133,32 @@ class RelayApp:
                 mail_from=lease.mail_from,
                 original=original,
                 failures=[
-                    Failure(
+                    Notice(
                         o.lease.recipient,
                         o.result.status,
                         o.result.reply(),
                         o.result.remote,
                         o.state == "expired",
+                        o.lease.dsn_orcpt,
                     )
                     for o in group
                 ],
                 arrival=lease.received_at,
                 now=now,
-                boundary_seed=str(group[0].lease.delivery_id),
+                boundary_seed=f"{action}.{group[0].lease.delivery_id}.{lease.attempts}",
+                action=action,
+                ret=lease.dsn_ret,
+                envid=lease.dsn_envid,
             )
             assert self.acceptor is not None
             queue_id = await self.acceptor.queue_local("", lease.mail_from, dsn, "dsn")
-            log.info("dsn queue_id=%s about=%s to=<%s>", queue_id, lease.queue_id, lease.mail_from)
+            log.info(
+                "dsn queue_id=%s about=%s action=%s to=<%s>",
+                queue_id,
+                lease.queue_id,
+                action,
+                lease.mail_from,
+            )
 
     def _users(self) -> UserFile | None:
         path = self.config.relay.auth_users_file
@@ -170,19 +200,23 @@ class RelayApp:
         if self.delivery is not None:
             await self.delivery.stop(timeout)
             self.delivery.rendering.close()
+        if self.metrics_listener is not None:
+            await self.metrics_listener.stop()
         if self.store is not None:
             await self.store.close()
 
 
-async def serve(config: Config) -> None:
-    """Run until SIGTERM/SIGINT; SIGHUP reloads."""
+async def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT (SIGHUP reloads); the exit status."""
     app = RelayApp(config)
     try:
         await app.start()
     except (OSError, ConfigError) as exc:  # a port in use, a bad key file: say so and exit
         log.error("cannot start: %s", exc)
         await app.stop()  # close what did open (the store's thread would keep us alive)
-        raise SystemExit(1) from None
+        if isinstance(exc, ConfigError):
+            return exits.CONFIG
+        return exits.ADDRESS_IN_USE if isinstance(exc, exits.AddressInUse) else 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -194,3 +228,4 @@ async def serve(config: Config) -> None:
     log.info("draining timeout=%.0fs", config.relay.drain_timeout)
     await app.stop()
     log.info("stopped")
+    return 0

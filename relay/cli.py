@@ -15,9 +15,12 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from relay import csvsafe
-from relay.config import Config, ConfigError, load_config, parse_duration
+from relay import csvsafe, exits, private
+from relay.config import Config, ConfigError, format_hostport, load_config, parse_duration
+from relay.history import message_view
 from relay.learn.bounce import parse_report
+from relay.output import Output, add_arguments, guard_pipe
+from relay.preflight import file_problems
 from relay.receive.auth import hash_password
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
 from relay.render.dkimkeys import generate_key, txt_record, write_key
@@ -25,10 +28,6 @@ from relay.store import Store, open_store
 
 T = TypeVar("T")
 SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at")
-
-
-def _out(row: dict[str, Any]) -> None:
-    print(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -69,61 +68,52 @@ def _effective(config: Config) -> dict[str, Any]:
     return dict(data)
 
 
-def file_problems(config: Config) -> list[str]:
-    """Referenced files that can't be read: the daemons would refuse to start on them."""
-    wanted: list[tuple[str, str]] = [
-        ("tracking.secrets_file", config.tracking.secrets_file),
-        ("sidecar.admin_token_file", config.sidecar.admin_token_file),
-    ]
-    optional = [
-        ("relay.auth_users_file", config.relay.auth_users_file),
-        ("relay.tls_cert_file", config.relay.tls_cert_file),
-        ("relay.tls_key_file", config.relay.tls_key_file),
-        ("delivery.smarthost_password_file", config.delivery.smarthost_password_file),
-        ("delivery.tls_ca_file", config.delivery.tls_ca_file),
-        ("sidecar.ingest_token_file", config.sidecar.ingest_token_file),
-    ]
-    wanted += [(k, v) for k, v in optional if v]
-    wanted += [(f"dkim.keys[{i}].key_file", k.key_file) for i, k in enumerate(config.dkim.keys)]
-    problems = [
-        f"{config.source}: {key}: can't read {path}"
-        for key, path in wanted
-        if not os.access(path, os.R_OK)
-    ]
-    for i, k in enumerate(config.dkim.keys):
-        if os.access(k.key_file, os.R_OK):
-            try:
-                load_key(k.domain, k.selector, cast(Algorithm, k.algorithm), k.key_file)
-            except ValueError as exc:
-                problems.append(f"{config.source}: dkim.keys[{i}]: {exc}")
-    return problems
-
-
 def cmd_config_check(args: argparse.Namespace) -> int:
+    """Every problem found (errors only), or with --show the effective config once it is valid."""
     try:
         config = _config(args)
+        problems = file_problems(config)
     except ConfigError as exc:
-        print(f"invalid: {exc}", file=sys.stderr)
-        return 2
-    problems = file_problems(config)
+        problems = list(exc.problems)
     for p in problems:
         print(f"invalid: {p}", file=sys.stderr)
-    print(json.dumps(_effective(config), indent=2))
-    return 2 if problems else 0
+    if problems:
+        return exits.CONFIG
+    if args.show:
+        print(json.dumps(_effective(config), indent=2))
+    else:
+        print(f"{config.source}: ok")
+    return 0
 
 
 def cmd_dev_init(args: argparse.Namespace) -> int:
-    """Create the dev secrets `make run` needs (never committed, never overwritten)."""
+    """Create what `make run` needs (never committed, never overwritten): the tracking secret,
+    the admin token and every DKIM key the config names but that doesn't exist yet."""
     config = _config(args)
     for name in (config.tracking.secrets_file, config.sidecar.admin_token_file):
         p = Path(name)
         if p.exists():
             continue
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(private.create_file(p), "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
         print(f"created {p}")
+    for k in config.dkim.keys:
+        if not Path(k.key_file).exists():
+            write_key(k.key_file, generate_key(cast(Algorithm, k.algorithm)))
+            print(f"created {k.key_file} (DKIM key for d={k.domain} s={k.selector})")
+    return 0
+
+
+def cmd_config_summary(args: argparse.Namespace) -> int:
+    """One banner line of where this config listens and delivers (make run prints it)."""
+    config = _config(args)
+    d = config.delivery
+    to = {"file": d.directory, "smarthost": d.smarthost}.get(d.transport, "recipients' MX")
+    relay = " ".join(f"smtp://{format_hostport(h, p)}" for h, p in config.relay.listen)
+    print(
+        f"relay: {relay}  sidecar: http://{format_hostport(*config.sidecar.listen)}"
+        f"  mail to: {to}  admin token: {config.sidecar.admin_token_file}"
+    )
     return 0
 
 
@@ -136,19 +126,94 @@ def cmd_auth_hash(args: argparse.Namespace) -> int:
 # --- queue
 
 
+QUEUE_COLUMNS = (
+    ("queue_id", "Queue ID"),
+    ("delivery_id", "Delivery"),
+    ("received_at", "Received"),
+    ("state", "State"),
+    ("attempts", "Tries"),
+    ("next_attempt_at", "Next attempt"),
+    ("recipient", "Recipient"),
+    ("last", "Last result"),
+)
+
+
+def _last_text(result: dict[str, Any] | None) -> str:
+    """A last result in one cell: '4.4.1 connection refused (mx.example.org)'."""
+    if not result:
+        return ""
+    remote = f" ({result['remote']})" if result.get("remote") else ""
+    head = f"{result.get('status') or result.get('code') or ''} {result.get('text') or ''}".strip()
+    return head + remote if head else ""
+
+
 def cmd_queue_list(args: argparse.Namespace) -> int:
     rows = with_store(args, lambda s: s.list_deliveries(state=args.state, domain=args.domain))
-    for row in rows:
-        _out(row)
+    out = Output.for_args(args)
+    if not out.json:
+        rows = [
+            {**r, "last": _last_text({"status": r["last_status"], "text": r["last_text"]})}
+            for r in rows
+        ]
+    filters = [
+        f"state {args.state}" if args.state else "",
+        f"to {args.domain}" if args.domain else "",
+    ]
+    empty = "Mail queue is empty"
+    if any(filters):
+        empty = f"No deliveries ({', '.join(f for f in filters if f)})"
+    out.rows(rows, QUEUE_COLUMNS, empty=empty)
     return 0
 
 
+MESSAGE_FIELDS = (
+    ("queue_id", "Queue ID"),
+    ("from", "From"),
+    ("received_at", "Received"),
+    ("message_id", "Message-ID"),
+    ("size", "Size"),
+    ("campaign", "Campaign"),
+    ("tags", "Tags"),
+    ("track", "Track"),
+    ("kind", "Kind"),
+    ("client_addr", "Client"),
+    ("auth_user", "Auth user"),
+)
+DELIVERY_COLUMNS = (
+    ("delivery_id", "Delivery"),
+    ("recipient", "Recipient"),
+    ("state", "State"),
+    ("attempts", "Tries"),
+    ("next_attempt_at", "Next attempt"),
+    ("last", "Last result"),
+)
+EVENT_COLUMNS = (
+    ("at", "Time"),
+    ("recipient", "Recipient"),
+    ("type", "Event"),
+    ("details", "Details"),
+)
+
+
 def cmd_queue_show(args: argparse.Namespace) -> int:
-    message = with_store(args, lambda s: s.message_history(args.id))
-    if message is None:
+    """The same body as GET /api/messages/{queue_id} (relay.history), as a JSON line or tables."""
+    history = with_store(args, lambda s: s.message_history(args.id))
+    if history is None:
         print(f"outpostctl: no message {args.id}", file=sys.stderr)
         return 1
-    print(json.dumps(message, indent=2, ensure_ascii=False))
+    view = message_view(history)
+    out = Output.for_args(args)
+    if out.json:
+        out.json_line(view)
+        return 0
+    out.fields(view, MESSAGE_FIELDS)
+    out.line()
+    deliveries = [{**d, "last": _last_text(d["last_result"])} for d in view["deliveries"]]
+    out.rows(deliveries, DELIVERY_COLUMNS, empty="No deliveries")
+    events = [{**e, "recipient": d["recipient"]} for d in view["deliveries"] for e in d["events"]]
+    events += view["events"]
+    out.line()
+    out.rows(sorted(events, key=lambda e: e["at"]), EVENT_COLUMNS, empty="No events")
     return 0
 
 
@@ -200,8 +265,11 @@ def cmd_suppression_list(args: argparse.Namespace) -> int:
             offset=args.offset,
         ),
     )
-    for row in rows:
-        _out(row)
+    Output.for_args(args).rows(
+        rows,
+        tuple((c, c.replace("_", " ").capitalize()) for c in SUPPRESSION_COLUMNS),
+        empty="No suppressed addresses",
+    )
     return 0
 
 
@@ -266,9 +334,21 @@ def cmd_suppression_import(args: argparse.Namespace) -> int:
 # --- bounce, dkim
 
 
+BOUNCE_COLUMNS = (
+    ("file", "File"),
+    ("recipient", "Recipient"),
+    ("action", "Action"),
+    ("status", "Status"),
+    ("type", "Type"),
+    ("reason", "Reason"),
+    ("diagnostic", "Diagnostic"),
+)
+
+
 def cmd_bounce_parse(args: argparse.Namespace) -> int:
     """One JSON object per recipient found, for auditing the parser on real reports."""
     status = 0
+    rows = []
     for name in args.files:
         try:
             raw = Path(name).read_bytes()
@@ -277,19 +357,37 @@ def cmd_bounce_parse(args: argparse.Namespace) -> int:
             status = 1
             continue
         report = parse_report(raw)
-        for r in report.results:
-            _out(
-                {
-                    "file": name,
-                    "recipient": r.recipient,
-                    "action": r.action,
-                    "status": r.status,
-                    "diagnostic": r.diagnostic,
-                    "type": r.type,
-                    "reason": r.reason,
-                }
-            )
+        rows += [
+            {
+                "file": name,
+                "recipient": r.recipient,
+                "action": r.action,
+                "status": r.status,
+                "diagnostic": r.diagnostic,
+                "type": r.type,
+                "reason": r.reason,
+            }
+            for r in report.results
+        ]
+    Output.for_args(args).rows(rows, BOUNCE_COLUMNS, empty="No recipients found")
     return status
+
+
+def _toml_string(value: str) -> str:
+    return json.dumps(value, ensure_ascii=False)  # a TOML basic string for what a path holds
+
+
+def dkim_keys_block(domain: str, selector: str, key_file: str, algorithm: str) -> str:
+    """The [[dkim.keys]] table for one key, valid TOML as printed."""
+    return "\n".join(
+        [
+            "[[dkim.keys]]",
+            f"domain = {_toml_string(domain)}",
+            f"selector = {_toml_string(selector)}",
+            f"key_file = {_toml_string(key_file)}",
+            f"algorithm = {_toml_string(algorithm)}",
+        ]
+    )
 
 
 def cmd_dkim_keygen(args: argparse.Namespace) -> int:
@@ -301,13 +399,26 @@ def cmd_dkim_keygen(args: argparse.Namespace) -> int:
     except FileExistsError:
         print(f"outpostctl: {path} exists; not overwritten", file=sys.stderr)
         return 1
-    print(f"# wrote {path} (mode 0600); publish this record, then add to the config:")
-    print(
-        f'# [[dkim.keys]] domain = "{args.domain}" selector = "{args.selector}"'
-        f' key_file = "{path}" algorithm = "{algorithm}"'
-    )
+    except OSError as exc:
+        print(f"outpostctl: can't write {path}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"; wrote {path} (mode 0600). Publish this TXT record in the {args.domain} zone:")
     print(txt_record(args.domain, args.selector, pem))
+    print()
+    print("# then add this to the config and reload the relay (SIGHUP):")
+    print(dkim_keys_block(args.domain, args.selector, str(path), algorithm))
     return 0
+
+
+DKIM_COLUMNS = (
+    ("from_domain", "From domain"),
+    ("d", "d="),
+    ("s", "s="),
+    ("algorithm", "Algorithm"),
+    ("key_file", "Key file"),
+    ("record_name", "Record name"),
+    ("record", "Record"),
+)
 
 
 def cmd_dkim_check(args: argparse.Namespace) -> int:
@@ -322,9 +433,10 @@ def cmd_dkim_check(args: argparse.Namespace) -> int:
     if not keys:
         print(f"{domain}: not signed (no key, no fallback_domain)")
         return 1
+    rows = []
     for k in keys:
         key: DkimKey = load_key(k.domain, k.selector, cast(Algorithm, k.algorithm), k.key_file)
-        _out(
+        rows.append(
             {
                 "from_domain": domain,
                 "d": k.domain,
@@ -336,6 +448,7 @@ def cmd_dkim_check(args: argparse.Namespace) -> int:
                 "fallback": via != domain,
             }
         )
+    Output.for_args(args).rows(rows, DKIM_COLUMNS)
     return 0
 
 
@@ -349,7 +462,11 @@ def _parser() -> argparse.ArgumentParser:
     groups: dict[str, Any] = {}
 
     def add(
-        name: str, func: Callable[[argparse.Namespace], int], help: str, group: str = ""
+        name: str,
+        func: Callable[[argparse.Namespace], int],
+        help: str,
+        group: str = "",
+        rows: bool = False,
     ) -> argparse.ArgumentParser:
         if group and group not in groups:
             groups[group] = top.add_parser(group, help=f"{group} commands").add_subparsers(
@@ -358,17 +475,23 @@ def _parser() -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = (groups[group] if group else top).add_parser(name, help=help)
         p.add_argument("--config", default=argparse.SUPPRESS, help="TOML file")
         p.set_defaults(func=func)
+        if rows:
+            add_arguments(p)
         return p
 
-    add("check", cmd_config_check, "validate, then print the effective config", "config")
-    add("dev-init", cmd_dev_init, "create dev secrets for `make run`")
+    p = add("check", cmd_config_check, "list every problem, or say ok", "config")
+    p.add_argument("--show", action="store_true", help="print the effective config when valid")
+    add("summary", cmd_config_summary, "one line: where it listens and delivers", "config")
+    add("dev-init", cmd_dev_init, "create dev secrets and DKIM keys for `make run`")
     add("hash", cmd_auth_hash, "print a users-file line (password on stdin)", "auth").add_argument(
         "user"
     )
-    p = add("list", cmd_queue_list, "one JSON line per waiting delivery", "queue")
+    p = add("list", cmd_queue_list, "waiting deliveries", "queue", rows=True)
     p.add_argument("--state")
     p.add_argument("--domain")
-    add("show", cmd_queue_show, "a message and its deliveries", "queue").add_argument("id")
+    add("show", cmd_queue_show, "a message, its deliveries and events", "queue", True).add_argument(
+        "id"
+    )
     p = add("flush", cmd_queue_flush, "retry now", "queue")
     p.add_argument("id", nargs="?")
     p.add_argument("--domain")
@@ -377,7 +500,7 @@ def _parser() -> argparse.ArgumentParser:
     add("delete", cmd_queue_delete, "stop delivering a message", "queue").add_argument("id")
     add("pause", cmd_queue_pause, "stop deliveries", "queue").add_argument("--domain")
     add("resume", cmd_queue_resume, "resume deliveries", "queue").add_argument("--domain")
-    p = add("list", cmd_suppression_list, "JSON lines", "suppression")
+    p = add("list", cmd_suppression_list, "suppressed addresses", "suppression", rows=True)
     p.add_argument("--reason")
     p.add_argument("--search")
     p.add_argument("--limit", type=int, default=1000)
@@ -390,14 +513,16 @@ def _parser() -> argparse.ArgumentParser:
     add("remove", cmd_suppression_remove, "unsuppress", "suppression").add_argument("address")
     add("import", cmd_suppression_import, "from CSV", "suppression").add_argument("file")
     add("export", cmd_suppression_export, "to CSV", "suppression").add_argument("file", nargs="?")
-    add("parse", cmd_bounce_parse, "JSON per recipient", "bounce").add_argument("files", nargs="+")
+    add("parse", cmd_bounce_parse, "one row per recipient", "bounce", True).add_argument(
+        "files", nargs="+"
+    )
     p = add("keygen", cmd_dkim_keygen, "write a key, print its DNS record", "dkim")
     p.add_argument("--domain", required=True)
     p.add_argument("--selector", required=True)
     p.add_argument("--algorithm", choices=("rsa", "ed25519"), default="rsa")
     p.add_argument("--bits", type=int, default=2048)
     p.add_argument("--out", help="key file (default conf/dkim/DOMAIN.SELECTOR.pem)")
-    add("check", cmd_dkim_check, "which key signs a domain", "dkim").add_argument(
+    add("check", cmd_dkim_check, "which key signs a domain", "dkim", True).add_argument(
         "--domain", required=True
     )
     return parser
@@ -405,11 +530,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (ConfigError, ValueError) as exc:
-        print(f"outpostctl: {exc}", file=sys.stderr)
-        return 2
+
+    def run() -> int:
+        try:
+            return int(args.func(args))
+        except ConfigError as exc:
+            for problem in exc.problems:
+                print(f"outpostctl: {problem}", file=sys.stderr)
+            return exits.CONFIG
+        except ValueError as exc:
+            print(f"outpostctl: {exc}", file=sys.stderr)
+            return 2
+
+    return guard_pipe(run)
 
 
 if __name__ == "__main__":

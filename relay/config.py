@@ -16,7 +16,11 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ConfigError(Exception):
-    """A config problem, phrased for the operator: file, key and reason."""
+    """Config problems, phrased for the operator: file, key and reason, one per entry."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems: tuple[str, ...] = problems
 
 
 # --- value parsers: each takes the raw TOML value and returns the typed value or raises ValueError
@@ -83,6 +87,11 @@ def parse_hostport(value: Any, default_port: int | None = None) -> tuple[str, in
     return host, int(port)
 
 
+def format_hostport(host: str, port: int) -> str:
+    """('::1', 25) -> '[::1]:25'; the inverse of parse_hostport for messages and banners."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _str(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a string, got {type(value).__name__}")
@@ -135,6 +144,20 @@ def _listen(value: Any) -> tuple[str, int]:
     return parse_hostport(value)
 
 
+def _loopback_listen(value: Any) -> tuple[str, int] | None:
+    """'' (off) or a loopback host:port: the relay's metrics carry no token, so never public."""
+    if _str(value) == "":
+        return None
+    host, port = parse_hostport(value)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise ValueError(f"{value!r}: must be a loopback address (metrics have no token)")
+    return host, port
+
+
 def _key(parse: Callable[[Any], Any]) -> dict[str, Any]:
     return {"parse": parse}
 
@@ -162,6 +185,7 @@ class RelayConfig:
     timeout: float = field(default=300.0, metadata=_key(parse_duration))
     drain_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     reject_suppressed: bool = field(default=False, metadata=_key(_bool))
+    metrics_listen: tuple[str, int] | None = field(default=None, metadata=_key(_loopback_listen))
 
 
 @dataclass(frozen=True)
@@ -278,29 +302,34 @@ class Config:
     source: str = field(default="<defaults>", compare=False)
 
 
-def _build(cls: type[Any], table: Mapping[str, Any], where: str, source: str) -> Any:
-    """Build one section dataclass; unknown keys and bad values raise ConfigError."""
+def _build(
+    cls: type[Any], table: Mapping[str, Any], where: str, source: str, errors: list[str]
+) -> Any:
+    """Build one section dataclass from its valid keys; each bad key adds to errors."""
     if not isinstance(table, Mapping):
-        raise ConfigError(f"{source}: [{where}] must be a table")
+        errors.append(f"{source}: [{where}] must be a table")
+        return cls()
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
     values: dict[str, Any] = {}
     for key, raw in table.items():
         f = fields.get(key)
         if f is None:
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{source}: unknown key {where}.{key} (known keys: {known})")
-        if "table_list" in f.metadata:
+            errors.append(f"{source}: unknown key {where}.{key} (known keys: {known})")
+        elif "table_list" in f.metadata:
             if not isinstance(raw, list):
-                raise ConfigError(f"{source}: {where}.{key}: expected [[{where}.{key}]] tables")
+                errors.append(f"{source}: {where}.{key}: expected [[{where}.{key}]] tables")
+                continue
             sub = f.metadata["table_list"]
             values[key] = tuple(
-                _build(sub, item, f"{where}.{key}[{i}]", source) for i, item in enumerate(raw)
+                _build(sub, item, f"{where}.{key}[{i}]", source, errors)
+                for i, item in enumerate(raw)
             )
         else:
             try:
                 values[key] = f.metadata["parse"](raw)
             except ValueError as exc:
-                raise ConfigError(f"{source}: {where}.{key}: {exc}") from None
+                errors.append(f"{source}: {where}.{key}: {exc}")
     return cls(**values)
 
 
@@ -318,54 +347,57 @@ _SECTIONS: dict[str, type[Any]] = {
 
 
 def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
-    """Turn a parsed TOML mapping into a validated Config."""
+    """Turn a parsed TOML mapping into a validated Config; ConfigError lists every problem."""
     sections: dict[str, Any] = {}
+    errors: list[str] = []
     for name, table in data.items():
         cls = _SECTIONS.get(name)
         if cls is None:
             known = ", ".join(sorted(_SECTIONS))
-            raise ConfigError(f"{source}: unknown section [{name}] (known sections: {known})")
-        sections[name] = _build(cls, table, name, source)
+            errors.append(f"{source}: unknown section [{name}] (known sections: {known})")
+            continue
+        sections[name] = _build(cls, table, name, source, errors)
     config = Config(**sections, source=source)
-    _check(config)
+    errors += _check(config)
+    if errors:
+        raise ConfigError(*errors)
     return config
 
 
-def _check(config: Config) -> None:
-    """Cross-key rules that a single value can't express."""
+def _check(config: Config) -> list[str]:
+    """Cross-key rules that a single value can't express: one entry per rule broken."""
     src = config.source
     d = config.delivery
+    errors: list[str] = []
     if d.transport == "smarthost":
         if not d.smarthost:
-            raise ConfigError(f'{src}: delivery.smarthost: required when transport = "smarthost"')
-        try:
-            parse_hostport(d.smarthost, default_port=25)
-        except ValueError as exc:
-            raise ConfigError(f"{src}: delivery.smarthost: {exc}") from None
+            errors.append(f'{src}: delivery.smarthost: required when transport = "smarthost"')
+        else:
+            try:
+                parse_hostport(d.smarthost, default_port=25)
+            except ValueError as exc:
+                errors.append(f"{src}: delivery.smarthost: {exc}")
     if d.smarthost_username and not d.smarthost_password_file:
-        raise ConfigError(
-            f"{src}: delivery.smarthost_password_file: required with smarthost_username"
-        )
+        errors.append(f"{src}: delivery.smarthost_password_file: required with smarthost_username")
     if not d.backoff:
-        raise ConfigError(f"{src}: delivery.backoff: needs at least one duration")
+        errors.append(f"{src}: delivery.backoff: needs at least one duration")
     if not config.relay.listen:
-        raise ConfigError(f"{src}: relay.listen: needs at least one host:port")
+        errors.append(f"{src}: relay.listen: needs at least one host:port")
     if bool(config.relay.tls_cert_file) != bool(config.relay.tls_key_file):
-        raise ConfigError(f"{src}: relay.tls_cert_file and relay.tls_key_file go together")
+        errors.append(f"{src}: relay.tls_cert_file and relay.tls_key_file go together")
     if config.relay.listen_tls and not config.relay.tls_cert_file:
-        raise ConfigError(f"{src}: relay.listen_tls: needs relay.tls_cert_file and tls_key_file")
+        errors.append(f"{src}: relay.listen_tls: needs relay.tls_cert_file and tls_key_file")
     if config.relay.max_recipients < 1:
-        raise ConfigError(f"{src}: relay.max_recipients: must be at least 1")
+        errors.append(f"{src}: relay.max_recipients: must be at least 1")
     if d.concurrency < 1 or d.destination_concurrency < 1:
-        raise ConfigError(f"{src}: delivery.concurrency: must be at least 1")
+        errors.append(f"{src}: delivery.concurrency: must be at least 1")
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):
-        raise ConfigError(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")
+        errors.append(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")
     for i, key in enumerate(config.dkim.keys):
         if not (key.domain and key.selector and key.key_file):
-            raise ConfigError(
-                f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required"
-            )
+            errors.append(f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required")
+    return errors
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.history import message_view
 from relay.store import Store
 from sidecar.classify import HONEYPOT_LINK
 
@@ -196,46 +197,6 @@ def link_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"links": links, "honeypot": honeypot}
 
 
-def message_body(history: Mapping[str, Any]) -> dict[str, Any]:
-    """The /api/messages/{queue_id} body: the message, its deliveries with their events."""
-    m = dict(history["message"])
-    m.pop("message_pk", None)
-    by_delivery: dict[int, list[dict[str, Any]]] = {}
-    other = []
-    for e in history["events"]:
-        event = {"at": e["at"], "type": e["type"], "details": e["details"]}
-        if e["delivery_id"] is None:
-            other.append({**event, "recipient": e["recipient"]})
-        else:
-            by_delivery.setdefault(e["delivery_id"], []).append(event)
-    deliveries = []
-    for d in history["deliveries"]:
-        last = None
-        if d["last_class"] is not None:
-            last = {
-                "class": d["last_class"],
-                "code": d["last_code"],
-                "status": d["last_status"],
-                "text": d["last_text"],
-                "remote": d["last_remote"],
-            }
-        deliveries.append(
-            {
-                "id": d["delivery_id"],
-                "recipient": d["recipient"],
-                "state": d["state"],
-                "attempts": d["attempts"],
-                "next_attempt_at": d["next_attempt_at"],
-                "updated_at": d["updated_at"],
-                "last_result": last,
-                "events": by_delivery.pop(d["delivery_id"], []),
-            }
-        )
-    for events in by_delivery.values():  # events naming a delivery of another message
-        other.extend(events)
-    return {**m, "deliveries": deliveries, "events": other}
-
-
 # --- handlers
 
 
@@ -246,7 +207,10 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         since, until = _window(request)
         campaign = request.query.get("campaign") or None
-        raw = await self._store(request).tracking_stats(campaign, since, until)
+        store = self._store(request)
+        if campaign is not None and not await store.campaign_exists(campaign):
+            raise ApiError(404, f"no campaign {campaign!r}")
+        raw = await store.tracking_stats(campaign, since, until)
         body = {"campaign": campaign, "since": since, "until": until, **stats_figures(raw)}
         return web.json_response(body)
 
@@ -255,7 +219,7 @@ class AdminApi:
         history = await self._store(request).message_history(queue_id)
         if history is None:
             raise ApiError(404, f"no message with queue id {queue_id!r}")
-        return web.json_response(message_body(history))
+        return web.json_response(message_view(history))
 
     async def campaigns(self, request: web.Request) -> web.Response:
         since, until = _window(request)

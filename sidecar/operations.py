@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.config import parse_duration
+from relay.history import message_view
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
@@ -97,10 +98,10 @@ class Operations:
 
     async def show(self, request: web.Request) -> web.Response:
         queue_id = request.match_info["queue_id"]
-        message = await self._store(request).message_history(queue_id)
-        if message is None:
+        history = await self._store(request).message_history(queue_id)
+        if history is None:
             raise ApiError(404, f"no message with queue id {queue_id!r}")
-        return web.json_response(message)
+        return web.json_response(message_view(history))
 
     def per_message(
         self, action: str, work: Callable[[Store, str, float], Awaitable[int]]

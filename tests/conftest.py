@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import smtplib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -52,6 +53,12 @@ class _SinkSMTP(SMTP):
         self._sink.active -= 1
         super().connection_lost(error)
 
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await super().smtp_MAIL(self._sink.take_dsn("MAIL", arg))
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await super().smtp_RCPT(self._sink.take_dsn("RCPT", arg))
+
 
 class Sink:
     """An aiosmtpd server on loopback that records what it receives and answers as scripted."""
@@ -66,6 +73,27 @@ class Sink:
         self.port = 0
         self.smtp_options = smtp_options  # e.g. tls_context, require_starttls, authenticator
         self._server: asyncio.Server | None = None
+        self.dsn = False  # True: offer DSN and record its parameters (aiosmtpd has no DSN)
+        self.dsn_params: list[tuple[str, str]] = []  # ("MAIL" | "RCPT", the parameter)
+
+    def take_dsn(self, command: str, arg: str | None) -> str | None:
+        """With dsn on, record the DSN parameters of a command line and hand aiosmtpd the rest."""
+        if not self.dsn or arg is None:
+            return arg
+        found = re.findall(r"\s((?:RET|ENVID|NOTIFY|ORCPT)=\S+)", arg, flags=re.IGNORECASE)
+        self.dsn_params += [(command, p) for p in found]
+        return re.sub(r"\s(?:RET|ENVID|NOTIFY|ORCPT)=\S+", "", arg, flags=re.IGNORECASE)
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-DSN", responses[-1]] if self.dsn else responses
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from relay.cli import main as outpostctl
 from relay.receive.auth import hash_password
@@ -177,7 +178,9 @@ async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
         assert [(r["queue_id"], r["state"]) for r in rows] == [(first, "held")]
         assert (await ctl(conf, "queue", "release", first))[0] == 0
         await sink.wait_for(before + 2)
-        assert (await ctl(conf, "queue", "list"))[1] == []
+        async with asyncio.timeout(10):  # the sink has it a moment before the result is recorded
+            while (await ctl(conf, "queue", "list"))[1] != []:
+                await asyncio.sleep(0.05)
         # logs: one JSON object per line, one line per delivery state change, no body, no secret
         text = (tmp_path / "relay.log").read_text() + (tmp_path / "relay2.log").read_text()
         entries = [json.loads(line) for line in text.splitlines()]
@@ -194,17 +197,17 @@ async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
         await sink.stop()
 
 
-async def test_relay_exits_when_it_cannot_listen(tmp_path: Path) -> None:
-    sink = Sink()
-    await sink.start()
-    conf, relay_port, _ = write_config(tmp_path, sink.port)
+@pytest.mark.parametrize("module", ["relay", "sidecar"])
+async def test_a_port_in_use_is_one_clear_line(tmp_path: Path, module: str) -> None:
+    conf, relay_port, http_port = write_config(tmp_path, sink_port=1)
+    port = relay_port if module == "relay" else http_port
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", relay_port))
+        taken.bind(("127.0.0.1", port))
         taken.listen()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "relay",
+            module,
             "--config",
             str(conf),
             cwd=ROOT,
@@ -212,6 +215,22 @@ async def test_relay_exits_when_it_cannot_listen(tmp_path: Path) -> None:
             stderr=asyncio.subprocess.PIPE,
         )
         _, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 1
-    assert b"cannot start: [Errno 98]" in err
-    await sink.stop()
+    assert proc.returncode == 75  # relay/exits.py ADDRESS_IN_USE: systemd may restart it
+    lines = [json.loads(line) for line in err.decode().splitlines()]  # no traceback
+    errors = [entry["msg"] for entry in lines if entry["level"] == "error"]
+    assert errors == [f"cannot start: address in use: 127.0.0.1:{port}"]
+
+
+@pytest.mark.parametrize("module", ["relay", "sidecar"])
+async def test_a_missing_secret_is_a_config_error(tmp_path: Path, module: str) -> None:
+    conf, _, _ = write_config(tmp_path, sink_port=1)
+    (tmp_path / "secrets").unlink()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", module, "--config", str(conf), cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2  # the same status as an invalid config: no restart loop
+    assert err.decode().startswith(
+        f"outpost-{module}: invalid config: {conf}: tracking.secrets_file:"
+    )

@@ -11,8 +11,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relay.config import DeliveryConfig
-from relay.deliver.sender import Channel, Transport
+from relay.deliver.sender import Channel, DsnRequest, Transport
 from relay.learn.bounce import classify
+from relay.metrics import RelayMetrics
 from relay.render.render import Rendering
 from relay.store import Lease, Outcome, Result, Store
 
@@ -53,6 +54,17 @@ def bounce_details(state: str, result: Result) -> dict[str, str]:
     return {}
 
 
+def dsn_request(group: Sequence[Lease]) -> DsnRequest | None:
+    """The DSN parameters to pass on for one transaction's recipients (None: none given)."""
+    first = group[0]
+    recipients = {
+        g.recipient: (g.dsn_notify, g.dsn_orcpt) for g in group if g.dsn_notify or g.dsn_orcpt
+    }
+    if not (first.dsn_ret or first.dsn_envid or recipients):
+        return None
+    return DsnRequest(first.dsn_ret, first.dsn_envid, recipients)
+
+
 @dataclass
 class _Destination:
     pending: deque[Lease]
@@ -71,8 +83,10 @@ class DeliveryService:
         *,
         clock: Callable[[], float] = time.time,
         after_results: Callable[[Sequence[Outcome]], Awaitable[None]] | None = None,
+        metrics: RelayMetrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics
         self._after_results = after_results  # suppression rules, DSNs to the sender
         self._config = config
         self._transport = transport
@@ -186,7 +200,12 @@ class DeliveryService:
             )
             log.info("dropped queue_id=%s to=<%s> reason=%r", lease.queue_id, lease.recipient, why)
         await self._store.record_results(outcomes, now)
+        self._count(outcomes, now)
         return keep
+
+    def _count(self, outcomes: Sequence[Outcome], now: float) -> None:
+        if self._metrics is not None:
+            self._metrics.results(outcomes, now, self._transport.destination)
 
     def _dispatch(self, lease: Lease) -> None:
         key = self._transport.destination(lease.domain)
@@ -253,6 +272,8 @@ class DeliveryService:
         try:
             raw = await self._message(lease.message_pk)
             rendered = await self.rendering.render(lease, raw)
+            if self._metrics is not None:
+                self._metrics.rendered(rendered.render_seconds, rendered.dkim_seconds)
             if not rendered.personal:  # same bytes for every recipient: one transaction
                 siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
                 for sibling in siblings:
@@ -267,24 +288,30 @@ class DeliveryService:
                 rendered.data,
                 smtputf8=lease.smtputf8,
                 body_8bit=lease.body_8bit,
+                dsn=dsn_request(group),
             )
             results = {g.delivery_id: by_rcpt[g.recipient] for g in group}
+            passed_on = channel.takes_dsn
         except Exception as exc:  # a bug or a broken message must not stop the workers
             log.exception("delivery failed queue_id=%s", lease.queue_id)
             r = Result(4, 451, "4.3.0", f"local error: {type(exc).__name__}", "")
             results = dict.fromkeys((g.delivery_id for g in group), r)
-        await self._record(group, results)
+            passed_on = False
+        await self._record(group, results, dsn_passed_on=passed_on)
         for g in group:
             self._inflight.discard(g.delivery_id)
 
-    async def _record(self, leases: list[Lease], results: dict[int, Result]) -> None:
+    async def _record(
+        self, leases: list[Lease], results: dict[int, Result], *, dsn_passed_on: bool = False
+    ) -> None:
         now = self._clock()
         cfg = self._config
         outcomes = []
         for lease in leases:
             result = results[lease.delivery_id]
             state, next_at = decide(lease, result, now, cfg.backoff, cfg.maximal_queue_lifetime)
-            outcomes.append(Outcome(lease, result, state, next_at, bounce_details(state, result)))
+            details = bounce_details(state, result)
+            outcomes.append(Outcome(lease, result, state, next_at, details, dsn_passed_on))
             log.info(
                 "%s queue_id=%s to=<%s> relay=%s delay=%.1f attempt=%d dsn=%s reply=%r",
                 state,
@@ -297,6 +324,7 @@ class DeliveryService:
                 f"{result.code} {result.text}",
             )
         await self._store.record_results(outcomes, now)
+        self._count(outcomes, now)
         if self._after_results is not None:
             try:
                 await self._after_results(outcomes)

@@ -7,13 +7,15 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 import dns.asyncresolver
 
+from relay import private
 from relay.config import DeliveryConfig, parse_hostport, read_secret_file
 from relay.deliver import mx
 from relay.deliver.mx import Hop
@@ -43,11 +45,34 @@ def trouble_result(exc: BaseException, remote: str, *, during: str) -> Result:
     return Result(4, 451, status, f"{during} to {remote or 'remote'}: {reason}", remote)
 
 
+@dataclass(frozen=True)
+class DsnRequest:
+    """The DSN parameters (RFC 3461) to pass on when the next hop offers DSN, '' = not given."""
+
+    ret: str = ""
+    envid: str = ""
+    recipients: Mapping[str, tuple[str, str]] = field(default_factory=dict)  # NOTIFY, ORCPT
+
+    def mail_options(self) -> list[str]:
+        return [f"{k}={v}" for k, v in (("RET", self.ret), ("ENVID", self.envid)) if v]
+
+    def rcpt_options(self, rcpt: str) -> list[str]:
+        notify, orcpt = self.recipients.get(rcpt, ("", ""))
+        return [f"{k}={v}" for k, v in (("NOTIFY", notify), ("ORCPT", orcpt)) if v]
+
+
 class Channel(Protocol):
-    """An open path to one destination; reused for several transactions when it can be."""
+    """An open path to one destination; reused for several transactions when it can be.
+
+    takes_dsn: the other end offers DSN, so it gets the sender's DSN request with the message
+    and notifying becomes its job (RFC 3461 4.1: no "relayed" notice from us).
+    """
 
     remote: str
     sent: int
+
+    @property
+    def takes_dsn(self) -> bool: ...
 
     async def send(
         self,
@@ -57,6 +82,7 @@ class Channel(Protocol):
         *,
         smtputf8: bool,
         body_8bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Result]: ...
 
     def usable(self) -> bool: ...
@@ -74,6 +100,10 @@ class SmtpChannel:
     def usable(self) -> bool:
         return not self._broken and self._client.is_connected
 
+    @property
+    def takes_dsn(self) -> bool:
+        return self._client.supports_extension("dsn")
+
     async def send(
         self,
         mail_from: str,
@@ -82,8 +112,10 @@ class SmtpChannel:
         *,
         smtputf8: bool,
         body_8bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Result]:
         client = self._client
+        dsn = dsn if dsn is not None and self.takes_dsn else None
         if smtputf8 and not client.supports_extension("smtputf8"):
             r = Result(5, 550, "5.6.7", "Remote server does not support SMTPUTF8", self.remote)
             return dict.fromkeys(rcpts, r)
@@ -94,6 +126,8 @@ class SmtpChannel:
             options.append("BODY=8BITMIME")
         if client.supports_extension("size"):
             options.append(f"SIZE={len(data)}")
+        if dsn is not None:
+            options += dsn.mail_options()
         encoding = "utf-8" if smtputf8 else "ascii"
         results: dict[str, Result] = {}
         stage = "MAIL FROM"
@@ -107,7 +141,8 @@ class SmtpChannel:
             stage = "RCPT TO"
             for rcpt in rcpts:
                 try:
-                    await client.rcpt(rcpt, encoding=encoding)
+                    opts = dsn.rcpt_options(rcpt) if dsn is not None else None
+                    await client.rcpt(rcpt, options=opts, encoding=encoding)
                     accepted.append(rcpt)
                 except aiosmtplib.SMTPResponseException as exc:
                     results[rcpt] = reply_result(exc.code, exc.message, self.remote)
@@ -148,6 +183,8 @@ class SmtpChannel:
 class FileChannel:
     """The `file` transport: each final message lands as an .eml file (make run, staging)."""
 
+    takes_dsn = False  # the end of the road: a success notice says "delivered"
+
     def __init__(self, directory: Path) -> None:
         self._dir = directory
         self.remote = f"file:{directory}"
@@ -164,6 +201,7 @@ class FileChannel:
         *,
         smtputf8: bool,
         body_8bit: bool,
+        dsn: DsnRequest | None = None,
     ) -> dict[str, Result]:
         name = f"{os.urandom(8).hex()}.eml"
         try:
@@ -187,9 +225,9 @@ def _envelope(mail_from: str, rcpts: Sequence[str]) -> bytes:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The whole file or none, 0600 in a 0700 directory (a message is private)."""
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
+    with os.fdopen(private.create_file(tmp, exclusive=False), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

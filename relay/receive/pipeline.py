@@ -39,6 +39,9 @@ class Submission:
     body_8bit: bool = False
     tls: bool = False
     esmtp: bool = True
+    dsn_ret: str = ""  # DSN requests (RFC 3461), '' where not given
+    dsn_envid: str = ""
+    dsn_recipients: tuple[tuple[str, str, str], ...] = ()  # (recipient, NOTIFY, ORCPT)
 
 
 class Rejected(Exception):
@@ -148,6 +151,7 @@ class Acceptor:
                 track="none",
                 kind=kind,
                 smtputf8=not recipient.isascii(),
+                dsn_recipients=((recipient, "NEVER", ""),),  # no notification about a notice
             )
         )
         log.info("queued queue_id=%s from=<%s> nrcpt=1 kind=%s", queue_id, mail_from, kind)
@@ -188,6 +192,9 @@ class Acceptor:
                 track=controls.track,
                 smtputf8=sub.smtputf8,
                 body_8bit=sub.body_8bit,
+                dsn_ret=sub.dsn_ret,
+                dsn_envid=sub.dsn_envid,
+                dsn_recipients=sub.dsn_recipients,
             )
         )
         log.info(

@@ -19,6 +19,66 @@ BARE_NEWLINE = "554 5.5.2 Error: bare <CR> or <LF> in message content"
 NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
+MALFORMED_SENDER = "553 5.1.7 Sender address rejected: malformed address"
+NULL_RECIPIENT = "553 5.1.3 Recipient address rejected: the null address <> is only a sender"
+
+# ESMTP parameters aiosmtpd understands at MAIL (RCPT: none), and the DSN extension's (RFC 3461),
+# which we take out of the command line ourselves before aiosmtpd sees it.
+_KNOWN_PARAMETERS = {"MAIL FROM": frozenset({"SIZE", "BODY", "SMTPUTF8"}), "RCPT TO": frozenset()}
+DSN_PARAMETERS = {"MAIL FROM": ("RET", "ENVID"), "RCPT TO": ("NOTIFY", "ORCPT")}
+BAD_DSN = {
+    "RET": "501 5.5.4 Bad RET parameter: FULL or HDRS",
+    "ENVID": "501 5.5.4 Bad ENVID parameter: xtext, at most 100 characters",
+    "NOTIFY": "501 5.5.4 Bad NOTIFY parameter: NEVER, or SUCCESS, FAILURE, DELAY joined by commas",
+    "ORCPT": "501 5.5.4 Bad ORCPT parameter: addr-type;xtext, at most 500 characters",
+}
+_XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")  # RFC 3461 4: printable but + and =
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+")
+_NOTIFY = frozenset({"SUCCESS", "FAILURE", "DELAY"})
+
+
+def check_parameters(command: str, params: Iterable[str]) -> str | None:
+    """The 555 reply naming the first parameter of `MAIL FROM`/`RCPT TO` we don't implement."""
+    for param in params:
+        name = param.partition("=")[0].upper()
+        if name not in _KNOWN_PARAMETERS[command]:
+            return f"555 5.5.4 {command} parameter {name} not recognized"
+    return None
+
+
+def _dsn_value(name: str, value: str) -> str | None:
+    """The value to keep (RET and NOTIFY upper-cased, xtext as given), None when invalid."""
+    if name == "RET":
+        return value.upper() if value.upper() in ("FULL", "HDRS") else None
+    if name == "ENVID":
+        return value if 0 < len(value) <= 100 and _XTEXT.fullmatch(value) else None
+    if name == "NOTIFY":
+        words = value.upper().split(",")
+        if words == ["NEVER"] or (set(words) <= _NOTIFY and len(set(words)) == len(words)):
+            return ",".join(words)
+        return None
+    kind, sep, address = value.partition(";")  # ORCPT
+    ok = sep and _ATOM.fullmatch(kind) and address and _XTEXT.fullmatch(address)
+    return value if ok and len(value) <= 500 else None
+
+
+def split_dsn(command: str, params: Iterable[str]) -> tuple[str | None, dict[str, str], list[str]]:
+    """Take the DSN parameters out of a command's parameters: (refusal, their values, the rest)."""
+    found: dict[str, str] = {}
+    rest = []
+    for param in params:
+        name, _, value = param.partition("=")
+        name = name.upper()
+        if name not in DSN_PARAMETERS[command]:
+            rest.append(param)
+            continue
+        if name in found:
+            return f"501 5.5.4 Duplicate {name} parameter", {}, []
+        kept = _dsn_value(name, value)
+        if kept is None:
+            return BAD_DSN[name], {}, []
+        found[name] = kept
+    return None, found, rest
 
 
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:
@@ -155,3 +215,33 @@ def with_enhanced_code(reply: str) -> str:
     if subject is None or reply[3] != " ":
         return reply
     return f"{code} {subject} {reply[4:]}"
+
+
+# Refusal reasons for metrics, by enhanced status code (the text tells 5.7.1's two apart).
+_REASONS = {
+    "5.3.4": "size",
+    "5.1.3": "address_syntax",
+    "5.1.7": "address_syntax",
+    "5.6.7": "address_syntax",
+    "5.1.1": "unknown_recipient",
+    "4.5.3": "too_many_recipients",
+    "5.5.2": "content",
+    "5.6.0": "content",
+    "5.5.4": "parameter",
+    "5.5.1": "protocol",
+    "4.3.0": "local_error",
+    "4.3.2": "shutting_down",
+    "5.7.0": "auth",
+    "5.7.8": "auth",
+}
+
+
+def refusal_reason(reply: str) -> str:
+    """A short, bounded label for a 4xx/5xx reply: relay_denied, size, address_syntax, ..."""
+    m = _ENHANCED.match(reply)
+    code = reply[4:].split(" ", 1)[0] if m else ""
+    if code == "5.7.1":
+        if reply.endswith("Relay access denied"):
+            return "relay_denied"
+        return "suppressed" if "suppressed" in reply else "policy"
+    return _REASONS.get(code, "other")

@@ -11,8 +11,10 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from relay import exits
 from relay.config import RelayConfig
 from relay.learn.ingest import BounceDoor
+from relay.metrics import RelayMetrics
 from relay.receive import policy
 from relay.receive.auth import UserFile
 from relay.receive.pipeline import Acceptor, Rejected, Submission
@@ -20,6 +22,17 @@ from relay.receive.pipeline import Acceptor, Rejected, Submission
 log = logging.getLogger("outpost.smtpd")
 
 IDENT = "Outpost ESMTP"
+
+
+@dataclass
+class EnvelopeDsn:
+    """The DSN extension's parameters (RFC 3461) of one transaction: RET and ENVID at MAIL,
+    NOTIFY and ORCPT per accepted recipient."""
+
+    envelope: Envelope | None
+    ret: str = ""
+    envid: str = ""
+    recipients: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 class OutpostSMTP(SMTP):
@@ -32,6 +45,7 @@ class OutpostSMTP(SMTP):
     def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.relay_handler = handler
+        self._dsn: EnvelopeDsn | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -52,9 +66,72 @@ class OutpostSMTP(SMTP):
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
         reply = policy.with_enhanced_code(text)
+        if reply[:1] in ("4", "5") and self.session is not None:
+            # every refusal, ours or aiosmtpd's, once (logs.py escapes what the peer sent)
+            peer = _peer_host(self.session)
+            mail_from = self.envelope.mail_from if self.envelope is not None else None
+            sender = "" if mail_from in (None, "<>") else mail_from
+            log.info("refused client=%s from=<%s> reply=%s", peer, sender, reply)
+            if self.relay_handler.metrics is not None:
+                self.relay_handler.metrics.refusal(reply)
         await super().push(reply)
         if reply.startswith("421") and self.transport is not None:
             self.transport.close()
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        checked = self._precheck("MAIL FROM", arg)
+        if isinstance(checked, str):
+            await self.push(checked)
+            return
+        arg, dsn = checked if checked is not None else (arg, {})
+        await super().smtp_MAIL(arg)
+        if dsn and self.envelope is not None and self.envelope.mail_from:
+            state = self.dsn()
+            state.ret, state.envid = dsn.get("RET", ""), dsn.get("ENVID", "")
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        checked = self._precheck("RCPT TO", arg)
+        if isinstance(checked, str):
+            await self.push(checked)
+            return
+        arg, dsn = checked if checked is not None else (arg, {})
+        before = len(self.envelope.rcpt_tos) if self.envelope is not None else 0
+        await super().smtp_RCPT(arg)
+        if dsn and self.envelope is not None and len(self.envelope.rcpt_tos) > before:
+            added = self.envelope.rcpt_tos[-1]
+            self.dsn().recipients[added] = (dsn.get("NOTIFY", ""), dsn.get("ORCPT", ""))
+
+    def dsn(self) -> EnvelopeDsn:
+        """The DSN requests of the current transaction (a new envelope starts afresh)."""
+        if self._dsn is None or self._dsn.envelope is not self.envelope:
+            self._dsn = EnvelopeDsn(self.envelope)
+        return self._dsn
+
+    def _precheck(self, command: str, arg: str | None) -> str | tuple[str, dict[str, str]] | None:
+        """What aiosmtpd would answer vaguely or not at all, answered here: a malformed sender
+        (5.1.7, not 5.1.3), DSN parameters (taken out of the line: the command aiosmtpd then
+        sees, and their values) and unknown parameters, by name. None: all aiosmtpd's."""
+        if self.session is None or not self.session.host_name or not arg:
+            return None  # aiosmtpd's own sequence and syntax replies
+        keyword = command.split()[1] + ":"
+        rest = self._strip_command_keyword(keyword, arg)
+        if rest is None:
+            return None
+        address, params = self._getaddr(rest)
+        if address is None:
+            return policy.MALFORMED_SENDER if command == "MAIL FROM" else None
+        params = params or ""
+        words = params.split()
+        if not all(p.partition("=")[0].isalnum() for p in words):
+            return None  # a syntax error: aiosmtpd's 501
+        refusal, dsn, others = policy.split_dsn(command, words)
+        refusal = refusal or policy.check_parameters(command, others)
+        if refusal:
+            return refusal
+        if not dsn:
+            return None
+        line = " ".join([rest[: len(rest) - len(params)].rstrip(), *others])
+        return f"{arg[: len(keyword)]}{line}", dsn
 
     @property
     def idle(self) -> bool:
@@ -78,6 +155,7 @@ class RelayHandler:
     bounces: BounceDoor | None = None
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
+    metrics: RelayMetrics | None = None
 
     async def handle_EHLO(
         self,
@@ -91,7 +169,7 @@ class RelayHandler:
         # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH; it pipelines but says nothing.
         last = responses.pop()  # "250 HELP"
         responses = [r for r in responses if r.strip() != "250-AUTH"]  # no mechanism offered
-        return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+        return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", last]
 
     async def handle_MAIL(
         self,
@@ -131,16 +209,10 @@ class RelayHandler:
                 return refusal
             envelope.rcpt_tos.append(address)
             return "250 2.1.5 Ok"
+        if address == "<>":
+            return policy.NULL_RECIPIENT
         if not (session.authenticated or policy.client_allowed(peer, self.config.allowed_networks)):
-            reply = policy.RELAY_DENIED.format(rcpt=address)
-            log.warning(
-                "reject RCPT client=%s from=<%s> to=<%s> reply=%r",
-                peer,
-                envelope.mail_from,
-                address,
-                reply,
-            )
-            return reply
+            return policy.RELAY_DENIED.format(rcpt=address)  # logged by push, like every refusal
         refusal = policy.check_recipient_count(
             len(envelope.rcpt_tos), self.config.max_recipients
         ) or policy.check_address(address, smtputf8=bool(envelope.smtp_utf8), sender=False)
@@ -170,6 +242,7 @@ class RelayHandler:
                 return policy.STORE_FAILED
             if not recipients:
                 return f"250 2.0.0 Ok: report taken ({taken.kind}, {taken.events} events)"
+        dsn = server.dsn() if isinstance(server, OutpostSMTP) else EnvelopeDsn(envelope)
         sub = Submission(
             mail_from=mail_from,
             recipients=recipients,
@@ -181,6 +254,11 @@ class RelayHandler:
             body_8bit="BODY=8BITMIME" in envelope.mail_options,
             tls=session.ssl is not None,
             esmtp=bool(session.extended_smtp),
+            dsn_ret=dsn.ret,
+            dsn_envid=dsn.envid,
+            dsn_recipients=tuple(
+                (r, *dsn.recipients[r]) for r in recipients if r in dsn.recipients
+            ),
         )
         try:
             queue_id = await self.acceptor.accept(sub)
@@ -189,6 +267,8 @@ class RelayHandler:
         except Exception:
             log.exception("accept failed client=%s from=<%s>", sub.client_addr, mail_from)
             return policy.STORE_FAILED
+        if self.metrics is not None:
+            self.metrics.accept(len(recipients))
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
     def authenticate(
@@ -259,12 +339,16 @@ class Listeners:
         listeners = [(addr, False) for addr in self._config.listen]
         listeners += [(addr, True) for addr in self._config.listen_tls]
         for (host, port), implicit in listeners:
-            server = await loop.create_server(
-                functools.partial(self._protocol, implicit),
+            server = await exits.bind(
                 host,
                 port,
-                reuse_address=True,
-                ssl=self._tls if implicit else None,
+                loop.create_server(
+                    functools.partial(self._protocol, implicit),
+                    host,
+                    port,
+                    reuse_address=True,
+                    ssl=self._tls if implicit else None,
+                ),
             )
             self._servers.append(server)
             for sock in server.sockets:

@@ -9,6 +9,7 @@ import secrets
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from relay import private
 from relay.render.dkim import (
     MIN_RSA_BITS,
     Algorithm,
@@ -50,6 +51,7 @@ def write_key(path: str | os.PathLike[str], pem: bytes, *, overwrite: bool = Fal
     directory = os.path.dirname(target) or "."
     if not overwrite and os.path.lexists(target):
         raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
+    private.make_dirs(directory)  # conf/dkim/ on first use: 0700
     tmp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:

@@ -13,6 +13,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ class Rendered:
     data: bytes
     links: tuple[str, ...] = ()
     personal: bool = False
+    render_seconds: float = 0.0  # the whole render, DKIM included (metrics)
+    dkim_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class Renderer:
         return f"{self._base}/{path}/{self.signer.make(Claims(kind, delivery_id, link))}"
 
     def render(self, lease: Lease, raw: bytes) -> Rendered:
+        started = time.perf_counter()
         block, body = headers.split(raw)
         block = headers.remove(block, _CONTROL)
         data = block + body
@@ -102,12 +106,16 @@ class Renderer:
             token = self.signer.make(Claims(TokenKind.BOUNCE, lease.delivery_id))
             mail_from = f"bounces+{token}@{self._bounces.domain}"
             personal = True
+        signing = 0.0
         if self._dkim is not None:
+            signed_at = time.perf_counter()
             try:
                 data = self._dkim.sign(data)
             except DkimError as exc:  # malformed headers: still deliver, unsigned, and say so
                 log.warning("not signed queue_id=%s reason=%r", lease.queue_id, str(exc))
-        return Rendered(mail_from, data, links, personal)
+            signing = time.perf_counter() - signed_at
+        took = time.perf_counter() - started
+        return Rendered(mail_from, data, links, personal, took, signing)
 
     def _track_body(
         self, data: bytes, delivery_id: int, track: Tracking

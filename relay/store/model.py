@@ -28,6 +28,10 @@ class NewMessage:
     smtputf8: bool = False
     body_8bit: bool = False
     kind: str = "mail"
+    # DSN requests (RFC 3461), '' where not given: RET, ENVID; (recipient, NOTIFY, ORCPT)
+    dsn_ret: str = ""
+    dsn_envid: str = ""
+    dsn_recipients: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,10 @@ class Lease:
     smtputf8: bool
     body_8bit: bool
     kind: str
+    dsn_ret: str = ""  # the DSN requests the message and this recipient came with
+    dsn_envid: str = ""
+    dsn_notify: str = ""
+    dsn_orcpt: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +80,7 @@ class Outcome:
     state: str  # delivered | deferred | bounced | expired | queued (returned untried)
     next_attempt_at: float
     event_details: dict[str, Any] = field(default_factory=dict)
+    dsn_passed_on: bool = False  # the next hop took the DSN request (it offers DSN)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from relay import private
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
@@ -46,7 +47,7 @@ class SqliteStore:
         cls, path: str | Path, *, busy_timeout: float = 5.0, durable: bool = True
     ) -> SqliteStore:
         """Open (creating or migrating) the store. durable=True fsyncs every commit."""
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        private.touch(path)  # 0600 in a 0700 directory; SQLite gives -wal/-shm the same mode
         writer = await aiosqlite.connect(str(path), isolation_level=None)
         try:
             await _configure(writer, busy_timeout, durable)
@@ -101,7 +102,8 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
                 " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
-                " body_8bit, kind, raw) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " body_8bit, kind, raw, dsn_ret, dsn_envid)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         m.queue_id,
@@ -119,12 +121,15 @@ class SqliteStore:
                         int(m.body_8bit),
                         m.kind,
                         m.raw,
+                        m.dsn_ret,
+                        m.dsn_envid,
                     )
                     for m in batch
                 ],
             )
             rows = []
             for m in batch:
+                dsn = {r: (notify, orcpt) for r, notify, orcpt in m.dsn_recipients}
                 for rcpt in m.recipients:
                     rows.append(
                         (
@@ -135,6 +140,7 @@ class SqliteStore:
                             m.received_at,
                             m.received_at,
                             "",
+                            *dsn.get(rcpt, ("", "")),
                         )
                     )
                 for rcpt, reason in m.dropped:
@@ -147,12 +153,13 @@ class SqliteStore:
                             m.received_at,
                             m.received_at,
                             reason,
+                            *dsn.get(rcpt, ("", "")),
                         )
                     )
             await db.executemany(
                 "INSERT INTO deliveries (message_id, recipient, domain, state, next_attempt_at,"
-                " updated_at, last_text) VALUES ((SELECT id FROM messages WHERE queue_id = ?),"
-                " ?, ?, ?, ?, ?, ?)",
+                " updated_at, last_text, dsn_notify, dsn_orcpt)"
+                " VALUES ((SELECT id FROM messages WHERE queue_id = ?), ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # processed for every recipient; dropped, with its reason, for the dropped ones
@@ -218,7 +225,8 @@ class SqliteStore:
             cur = await db.execute(
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
-                f" m.kind FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt"
+                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
                 ids,
             )
@@ -237,6 +245,10 @@ class SqliteStore:
                     bool(r[10]),
                     bool(r[11]),
                     r[12],
+                    r[13],
+                    r[14],
+                    r[15],
+                    r[16],
                 )
                 for r in await cur.fetchall()
             ]

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 import subprocess
 import sys
+import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -71,9 +74,14 @@ def test_queue_operations(conf: Path, capsys: pytest.CaptureFixture[str]) -> Non
     code, out, _ = run(conf, capsys, "queue", "list")
     rows = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and [r["recipient"] for r in rows] == ["a@one.example", "b@two.example"]
+    assert rows[0]["received_at"] == "1970-01-01T00:01:40.000Z"  # ISO 8601, not Unix seconds
     code, out, _ = run(conf, capsys, "queue", "show", "QID1")
-    shown = json.loads(out)
-    assert shown["message"]["from"] == "app@example.com" and len(shown["deliveries"]) == 2
+    (line,) = out.splitlines()  # one JSON line
+    shown = json.loads(line)
+    assert shown["from"] == "app@example.com" and len(shown["deliveries"]) == 2
+    assert "message_pk" not in shown and shown["received_at"] == "1970-01-01T00:01:40.000Z"
+    assert [d["delivery_id"] for d in shown["deliveries"]] == [r["delivery_id"] for r in rows]
+    assert shown["deliveries"][0]["last_result"] is None
     assert run(conf, capsys, "queue", "show", "NOPE")[0] == 1
     assert run(conf, capsys, "queue", "hold", "QID1")[1] == "held: 2 deliveries\n"
     assert set(states(conf).values()) == {"held"}
@@ -90,7 +98,48 @@ def test_queue_operations(conf: Path, capsys: pytest.CaptureFixture[str]) -> Non
     )
     assert run(conf, capsys, "queue", "delete", "QID1")[1] == "deleted: 2 deliveries\n"
     assert set(states(conf).values()) == {"dropped"}
-    assert run(conf, capsys, "queue", "list")[1] == ""
+    assert run(conf, capsys, "queue", "list")[1] == ""  # JSON lines: none
+    assert run(conf, capsys, "queue", "list", "--table")[1] == "Mail queue is empty\n"
+    assert run(conf, capsys, "queue", "list", "--table", "--state", "held")[1] == (
+        "No deliveries (state held)\n"
+    )
+
+
+def test_tables_for_people(
+    conf: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        queue(conf, "a@one.example")
+        code, out, _ = run(conf, capsys, "queue", "list", "--table")
+        header, row = out.splitlines()
+        assert header.split() == [
+            "Queue", "ID", "Delivery", "Received", "State", "Tries", "Next", "attempt",
+            "Recipient", "Last", "result",
+        ]  # fmt: skip
+        assert row.startswith("QID1") and "1970-01-01 01:01:40" in row  # local time (UTC+1)
+        assert "a@one.example" in row and "queued" in row
+        out = run(conf, capsys, "queue", "show", "QID1", "--table")[1]
+        assert "Queue ID:   QID1" in out and "From:       app@example.com" in out
+        assert "Received:   1970-01-01 01:01:40" in out and "message_pk" not in out
+        assert "a@one.example" in out and "processed" in out
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_reader_that_goes_away_ends_quietly(conf: Path) -> None:
+    queue(conf, *(f"r{i}@example.org" for i in range(3000)))  # far more than a pipe buffer
+    proc = subprocess.run(
+        f"{sys.executable} -m relay.cli --config {conf} queue list --json | head -n 1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert json.loads(proc.stdout)["recipient"] == "r0@example.org"
+    assert proc.stderr == ""  # no BrokenPipeError traceback
 
 
 def test_suppression_round_trip(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
@@ -190,19 +239,39 @@ def test_dkim_keygen_and_check(conf: Path, capsys: pytest.CaptureFixture[str], t
 
 
 def test_config_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, _ = run(conf, capsys, "config", "check")
+    assert run(conf, capsys, "config", "check") == (0, f"{conf}: ok\n", "")
+    code, out, _ = run(conf, capsys, "config", "check", "--show")
     assert code == 0 and json.loads(out)["store"]["path"] == str(tmp_path / "o.db")
-    conf.write_text(conf.read_text() + '[relay]\nmax_recipients = "many"\n')
-    code, _, err = run(conf, capsys, "config", "check")
-    assert code == 2 and f"{conf}: relay.max_recipients: expected a whole number" in err
-    conf.write_text(f'[tracking]\nsecrets_file = "{tmp_path / "missing"}"\n')
-    code, _, err = run(conf, capsys, "config", "check")
-    assert code == 2 and "tracking.secrets_file: can't read" in err
+    conf.write_text(
+        conf.read_text() + '[relay]\nmax_recipients = "many"\nlisten_on = []\n'
+        '[delivery]\nbackoff = "soon"\n'
+    )
+    for extra in ((), ("--show",)):
+        code, out, err = run(conf, capsys, "config", "check", *extra)
+        assert code == 2 and out == ""  # errors only, never the config
+        lines = err.splitlines()
+        assert len(lines) == 3  # every problem, not only the first
+        assert (
+            lines[0]
+            == f"invalid: {conf}: relay.max_recipients: expected a whole number, got 'many'"
+        )
+        assert lines[1].startswith(f"invalid: {conf}: unknown key relay.listen_on (known keys: ")
+        assert lines[2] == f"invalid: {conf}: delivery.backoff: 'soon' is not a duration like " + (
+            '"30s", "5m", "5d"'
+        )
+    conf.write_text(
+        f'[tracking]\nsecrets_file = "{tmp_path / "missing"}"\n'
+        f'[sidecar]\nadmin_token_file = "{tmp_path / "no-token"}"\n'
+    )
+    code, out, err = run(conf, capsys, "config", "check")
+    assert code == 2 and out == ""
+    assert "tracking.secrets_file: " in err and "cannot read tracking secrets" in err
+    assert f"sidecar.admin_token_file: can't read {tmp_path / 'no-token'}" in err
 
 
 def test_daemons_refuse_a_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
-    bad.write_text("[relay]\nlisten_on = []\n")
+    bad.write_text("[relay]\nlisten_on = []\nmax_recipients = -1\n")
     for module in ("relay", "sidecar"):
         proc = subprocess.run(
             [sys.executable, "-m", module, "--config", str(bad)],
@@ -210,5 +279,94 @@ def test_daemons_refuse_a_bad_config(tmp_path: Path) -> None:
             text=True,
             timeout=30,
         )
-        assert proc.returncode == 2
+        assert proc.returncode == 2  # relay/exits.py CONFIG, RestartPreventExitStatus=2
         assert f"{bad}: unknown key relay.listen_on" in proc.stderr
+        assert f"{bad}: relay.max_recipients: can't be negative" in proc.stderr  # all errors
+
+
+def test_dkim_keygen_default_directory_and_pasteable_output(
+    conf: Path,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no conf/dkim/ here yet
+    old = os.umask(0o022)
+    try:
+        code, out, err = run(
+            conf, capsys, "dkim", "keygen", "--domain", "example.com", "--selector", "k1"
+        )
+    finally:
+        os.umask(old)
+    assert (code, err) == (0, "")
+    key = Path("conf/dkim/example.com.k1.pem")
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path("conf/dkim").stat().st_mode) == 0o700
+    assert 'k1._domainkey.example.com. IN TXT "v=DKIM1; k=rsa; p=' in out
+    block = out[out.index("[[dkim.keys]]") :]
+    assert block.count("\n") == 5  # a multi-line table, one key a line
+    pasted = tomllib.loads(block)  # valid TOML as printed
+    assert pasted == {
+        "dkim": {
+            "keys": [
+                {
+                    "domain": "example.com",
+                    "selector": "k1",
+                    "key_file": "conf/dkim/example.com.k1.pem",
+                    "algorithm": "rsa-sha256",
+                }
+            ]
+        }
+    }
+    with conf.open("a") as f:
+        f.write(block)
+    assert run(conf, capsys, "config", "check")[0] == 0  # the key loads too
+
+
+def test_dkim_keygen_unwritable_directory_is_one_line(
+    conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "file").write_text("")
+    code, out, err = run(
+        conf, capsys, "dkim", "keygen", "--domain", "example.com", "--selector", "s1",
+        "--out", str(tmp_path / "file" / "k.pem"),
+    )  # fmt: skip
+    assert code == 1 and out == ""
+    assert err == f"outpostctl: can't write {tmp_path / 'file' / 'k.pem'}: Not a directory\n"
+
+
+def test_dev_init_creates_private_secrets_and_the_dev_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dev = tmp_path / "var" / "dev"
+    conf = tmp_path / "dev.toml"
+    conf.write_text(
+        f'[tracking]\nsecrets_file = "{dev / "tracking.secrets"}"\n'
+        f'[sidecar]\nadmin_token_file = "{dev / "admin.token"}"\n'
+        f'[[dkim.keys]]\ndomain = "example.com"\nselector = "dev"\n'
+        f'key_file = "{dev / "dkim.pem"}"\nalgorithm = "ed25519-sha256"\n'
+    )
+    old = os.umask(0o022)
+    try:
+        code, out, _ = run(conf, capsys, "dev-init")
+    finally:
+        os.umask(old)
+    assert code == 0 and out.count("created ") == 3
+    for name in ("tracking.secrets", "admin.token", "dkim.pem"):
+        assert stat.S_IMODE((dev / name).stat().st_mode) == 0o600
+    for d in (tmp_path / "var", dev):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert run(conf, capsys, "config", "check")[0] == 0
+    assert run(conf, capsys, "dev-init")[1] == ""  # never overwritten
+
+
+def test_config_summary_reads_the_config(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    conf.write_text(
+        conf.read_text().replace("[sidecar]\n", '[sidecar]\nlisten = "127.0.0.1:9025"\n')
+        + '[relay]\nlisten = ["127.0.0.1:3525", "[::1]:3525"]\n'
+        + '[delivery]\ntransport = "file"\ndirectory = "var/box"\n'
+    )
+    assert run(conf, capsys, "config", "summary")[1] == (
+        "relay: smtp://127.0.0.1:3525 smtp://[::1]:3525  sidecar: http://127.0.0.1:9025"
+        f"  mail to: var/box  admin token: {conf.parent / 'token'}\n"
+    )

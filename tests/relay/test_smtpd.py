@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
+from relay import logs
+from relay.receive import policy
 from relay.receive.auth import hash_password
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
@@ -34,6 +37,7 @@ async def test_ehlo_advertises_the_extensions(tmp_path: Path, start_relay) -> No
     keywords = [line[4:] for line in lines[1:]]
     for kw in ("SIZE 1000000", "8BITMIME", "SMTPUTF8", "PIPELINING", "ENHANCEDSTATUSCODES"):
         assert kw in keywords
+    assert "DSN" in keywords  # RFC 3461: NOTIFY, ORCPT, RET, ENVID honoured
     assert not any(k.startswith("AUTH") for k in keywords)  # no users file: nothing to offer
     assert not any(k.startswith("STARTTLS") for k in keywords)  # no certificate configured
     assert lines[-1].startswith("250 ")
@@ -81,7 +85,7 @@ async def test_foreign_client_relays_nothing(tmp_path: Path, start_relay, rcpt: 
     ("command", "expected"),
     [
         ("MAIL FROM:<no-at-sign>", "553 5.1.7 <no-at-sign>: Sender address rejected: bad address"),
-        ("MAIL FROM:<a@@b.example>", "553 5.1.3 "),
+        ("MAIL FROM:<a@@b.example>", "553 5.1.7 Sender address rejected: malformed address"),
         ("MAIL FROM:<a b@example.com>", "553 5.1.7 "),
         ('MAIL FROM:<"a b"@example.com>', '553 5.1.7 <"a b"@example.com>: Sender address'),
         ("MAIL FROM:<user@[127.0.0.1]>", "553 5.1.7 <user@[127.0.0.1]>: Sender address rejected"),
@@ -107,6 +111,109 @@ async def test_bad_recipient_syntax(tmp_path: Path, start_relay, rcpt: str, expe
     client = await session(relay)
     await client.cmd("MAIL FROM:<app@example.com>")
     assert (await client.cmd(f"RCPT TO:<{rcpt}>".encode())).startswith(expected)
+
+
+async def test_null_recipient_is_refused_without_echo(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<>") == "250 2.1.0 Ok"  # the null sender is fine
+    assert await client.cmd("RCPT TO:<>") == (
+        "553 5.1.3 Recipient address rejected: the null address <> is only a sender"
+    )
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"  # session goes on
+    assert (await client.data(MSG)).startswith("250 2.0.0 Ok: queued as ")
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("MAIL FROM:<app@example.com> RET=ALL", "501 5.5.4 Bad RET parameter: FULL or HDRS"),
+        (
+            "MAIL FROM:<app@example.com> ENVID=a=b",
+            "501 5.5.4 Bad ENVID parameter: xtext, at most 100 characters",
+        ),
+        (
+            "MAIL FROM:<app@example.com> ENVID=" + "x" * 101,
+            "501 5.5.4 Bad ENVID parameter: xtext, at most 100 characters",
+        ),
+        ("MAIL FROM:<app@example.com> RET=HDRS RET=FULL", "501 5.5.4 Duplicate RET parameter"),
+        ("MAIL FROM:<app@example.com> XFOO=1", "555 5.5.4 MAIL FROM parameter XFOO not recognized"),
+    ],
+)
+async def test_bad_dsn_parameters_at_mail(
+    tmp_path: Path, start_relay, command: str, expected: str
+) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client = await session(relay)
+    assert await client.cmd(command) == expected
+    assert await client.cmd("MAIL FROM:<app@example.com> SIZE=100 RET=hdrs ENVID=Q+2B1") == (
+        "250 2.1.0 Ok"
+    )
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ("NOTIFY=NEVER,SUCCESS", policy.BAD_DSN["NOTIFY"]),
+        ("NOTIFY=SOMETIMES", policy.BAD_DSN["NOTIFY"]),
+        ("NOTIFY=SUCCESS,SUCCESS", policy.BAD_DSN["NOTIFY"]),
+        ("ORCPT=a@example.org", policy.BAD_DSN["ORCPT"]),
+        ("ORCPT=rfc822;a=b@example.org", policy.BAD_DSN["ORCPT"]),
+        ("NOTIFY=NEVER NOTIFY=NEVER", "501 5.5.4 Duplicate NOTIFY parameter"),
+        ("XFOO=1", "555 5.5.4 RCPT TO parameter XFOO not recognized"),
+    ],
+)
+async def test_bad_dsn_parameters_at_rcpt(
+    tmp_path: Path, start_relay, param: str, expected: str
+) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert await client.cmd(f"RCPT TO:<a@example.org> {param}") == expected
+    assert await client.cmd("RCPT TO:<b@example.org> NOTIFY=success,delay") == "250 2.1.5 Ok"
+    assert await client.cmd("RCPT TO:<c@example.org> ORCPT=rfc822;c+40example.org") == (
+        "250 2.1.5 Ok"
+    )
+    reply = await client.data(MSG)
+    assert relay.app.store is not None
+    states = await relay.app.store.delivery_states(reply.rsplit(" ", 1)[1])
+    assert sorted(states) == ["b@example.org", "c@example.org"]  # the refused one not queued
+    assert policy.BAD_DSN["NOTIFY"] == (
+        "501 5.5.4 Bad NOTIFY parameter: NEVER, or SUCCESS, FAILURE, DELAY joined by commas"
+    )
+    assert policy.BAD_DSN["ORCPT"] == (
+        "501 5.5.4 Bad ORCPT parameter: addr-type;xtext, at most 500 characters"
+    )
+
+
+async def test_refusals_are_logged_at_info_escaped(
+    tmp_path: Path, start_relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = await start_relay(
+        make_config(tmp_path, relay={"max_message_size": "1KB", "allowed_networks": ["10.0.0.0/8"]})
+    )
+    client = await session(relay)
+    caplog.set_level(logging.INFO, logger="outpost.smtpd")
+    assert (await client.cmd("MAIL FROM:<app@example.com> SIZE=5000")).startswith("552 5.3.4")
+    assert (await client.cmd("MAIL FROM:<bad\x1b@example.com>")).startswith("553 5.1.7")
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert (await client.cmd("RCPT TO:<x@example.org>")).startswith("554 5.7.1")
+    assert await client.cmd("RSET") == "250 2.0.0 Ok"
+    assert await client.cmd("MAIL FROM:<>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<>") == policy.NULL_RECIPIENT
+    await client.close()
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    refused = [line for line in lines if line.startswith("refused ")]
+    assert refused == [
+        "refused client=127.0.0.1 from=<> reply=552 5.3.4 Error: message file too big",
+        "refused client=127.0.0.1 from=<> reply=553 5.1.7 <bad\x1b@example.com>: Sender"
+        + refused[1].split(": Sender", 1)[1],
+        "refused client=127.0.0.1 from=<app@example.com> reply=554 5.7.1 <x@example.org>:"
+        " Relay access denied",
+        f"refused client=127.0.0.1 from=<> reply={policy.NULL_RECIPIENT}",
+    ]
+    formatted = logs._Logfmt().format(next(r for r in caplog.records if "\x1b" in r.getMessage()))
+    assert "\x1b" not in formatted and "<bad\\x1b@example.com>" in formatted  # written out
 
 
 async def test_utf8_address_needs_and_works_with_smtputf8(tmp_path: Path, start_relay) -> None:

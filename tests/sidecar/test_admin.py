@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -9,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from relay.cli import main as cli_main
 from relay.config import Config
+from relay.output import for_json
 from relay.store import Event, NewMessage
 from relay.store.sqlite import SqliteStore
 from sidecar.admin import ApiError, parse_time, stats_figures
@@ -178,6 +182,10 @@ async def test_stats_on_known_events(tmp_path: Path) -> None:
         body = await (await client.get("/api/stats", headers=ADMIN)).json()
         assert body["campaign"] is None
         assert body["delivered"] == 5 and body["opens"]["unique"] == 3
+        # a campaign never seen: 404, like the links route
+        resp = await client.get("/api/stats?campaign=winter", headers=ADMIN)
+        assert resp.status == 404
+        assert await resp.json() == {"error": "not_found", "detail": "no campaign 'winter'"}
 
 
 def test_stats_figures_rates() -> None:
@@ -209,7 +217,12 @@ async def test_message_history(tmp_path: Path) -> None:
         "d@x.org",
     ]
     a = body["deliveries"][0]
-    assert a["id"] == ids["a@x.org"] and a["state"] == "delivered" and a["attempts"] == 1
+    assert (
+        a["delivery_id"] == ids["a@x.org"]
+        and "message_pk" not in body
+        and a["state"] == "delivered"
+        and a["attempts"] == 1
+    )
     assert a["last_result"] == {
         "class": 2,
         "code": 250,
@@ -231,6 +244,27 @@ async def test_message_history(tmp_path: Path) -> None:
     times = [e["at"] for e in a["events"]]
     assert times == sorted(times)
     assert a["events"][4]["details"]["source"] == "human"
+
+
+async def test_queue_show_and_the_api_give_one_shape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = make_config(tmp_path)
+    await fixture(config)
+    conf = tmp_path / "outpost.toml"
+    conf.write_text(
+        f'[store]\npath = "{config.store.path}"\n'
+        f'[tracking]\nsecrets_file = "{config.tracking.secrets_file}"\n'
+        f'[sidecar]\nadmin_token_file = "{config.sidecar.admin_token_file}"\n'
+    )
+    async with sidecar(config) as client:
+        api = await (await client.get("/api/messages/Q1", headers=ADMIN)).json()
+        queue_route = await (await client.get("/api/queue/Q1", headers=ADMIN)).json()
+    assert queue_route == api
+    assert await asyncio.to_thread(cli_main, ["--config", str(conf), "queue", "show", "Q1"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown == for_json(api)  # the same fields; only the times are ISO 8601 in the CLI
+    assert shown["deliveries"][0]["last_result"]["status"] == "2.0.0"
 
 
 async def test_campaigns_and_links(tmp_path: Path) -> None:
