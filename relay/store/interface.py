@@ -116,6 +116,10 @@ class Store(Protocol):
         the attempt's: an operator acted meanwhile (every operator action is a new epoch)."""
         ...
 
+    async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
+        """One destination's cursor row, read without taking the write lock."""
+        ...
+
     async def outbound_cursors(self) -> list[dict[str, Any]]:
         """Every destination's cursor row, by name."""
         ...

@@ -1012,6 +1012,14 @@ class SqliteStore:
 
         return await self._transaction(work)
 
+    async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
+        """One destination's cursor row, read without taking the write lock."""
+        async with self._ro.execute(
+            f"SELECT {_CURSOR_COLUMNS} FROM outbound_cursors WHERE name = ?", (name,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _cursor(row)
+
     async def outbound_cursors(self) -> list[dict[str, Any]]:
         """Every destination's cursor row, by name."""
         async with self._ro.execute(

@@ -126,6 +126,10 @@ class Dispatcher:
         if not batch:  # nothing here for this destination: pass the page by
             await self._record(dest, lane, covered, "active", None)
             return
+        fresh = await self.store.outbound_cursor(dest.name)  # a read: did an operator act?
+        if fresh is None or fresh["epoch"] != cursor["epoch"]:
+            lane.cursor = None
+            return
         started = time.monotonic()
         sent = await dest.send(batch)
         took = time.monotonic() - started

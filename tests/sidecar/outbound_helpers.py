@@ -110,9 +110,10 @@ def outbound_config(
     tmp_path: Path,
     webhooks: list[dict[str, Any]] = (),  # type: ignore[assignment]
     streams: list[dict[str, Any]] = (),  # type: ignore[assignment]
+    sections: dict[str, dict[str, Any]] | None = None,
     **settings: Any,
 ) -> Config:
-    """A test config with fast polls and retries and these destinations."""
+    """A test config with fast polls and retries and these destinations (sections: others)."""
     outbound: dict[str, Any] = {
         "poll_interval": "20ms",
         "retry_min": "10ms",
@@ -127,7 +128,7 @@ def outbound_config(
         w.setdefault("timeout", "1s")
     outbound["webhooks"] = list(webhooks)
     outbound["streams"] = list(streams)
-    return make_config(tmp_path, outbound=outbound)
+    return make_config(tmp_path, outbound=outbound, **(sections or {}))
 
 
 async def record(config: Config, n: int, type_: str = "delivered", campaign: str = "c1") -> None:

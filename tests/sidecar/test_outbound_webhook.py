@@ -83,7 +83,8 @@ async def test_filters_single_bodies_and_the_cursor_passes_other_events(tmp_path
             got = await rx.wait_events(2)
             assert [(e["type"], e["data"]["campaign"]) for e in got] == [("bounced", "x")] * 2
             assert all(
-                r.headers["webhook-id"] == f"evt_{e['id']}" for r, e in zip(rx.accepted, got)
+                r.headers["webhook-id"] == f"evt_{e['id']}"
+                for r, e in zip(rx.accepted, got, strict=True)
             )
 
             async def caught_up() -> bool:
