@@ -112,15 +112,19 @@ async def test_refusals_are_json_errors(tmp_path: Path) -> None:
         async with running(config) as client:
             resp = await client.get("/api/outbound")
             assert resp.status == 401 and (await resp.json())["error"] == "unauthorized"
+            no_since = "since: required (ISO 8601 or Unix seconds)"
+            bad_since = "since: 'soon' is neither ISO 8601 nor Unix seconds"
+            bad_attempts = "attempts must be a whole number from 0 to 1000"
+            replay = "/api/outbound/app/replay"
+            unknown = "no outbound destination 'nope'"
             for method, path, kwargs, status, detail in (
                 ("GET", "/api/outbound/nope", {}, 404, "no outbound destination 'nope'"),
                 ("POST", "/api/outbound/nope/resume", {}, 404, "no outbound destination 'nope'"),
-                ("POST", "/api/outbound/nope/test", {}, 404, "no configured outbound destination 'nope'"),
-                ("POST", "/api/outbound/app/replay", {}, 400, "since: required (ISO 8601 or Unix seconds)"),
-                ("POST", "/api/outbound/app/replay", {"json": {"since": "soon"}}, 400,
-                 "since: 'soon' is neither ISO 8601 nor Unix seconds"),
-                ("POST", "/api/outbound/app/replay", {"json": [1]}, 400, "the body must be a JSON object"),
-                ("GET", "/api/outbound/app?attempts=x", {}, 400, "attempts must be a whole number from 0 to 1000"),
+                ("POST", "/api/outbound/nope/test", {}, 404, f"no configured {unknown[3:]}"),
+                ("POST", replay, {}, 400, no_since),
+                ("POST", replay, {"json": {"since": "soon"}}, 400, bad_since),
+                ("POST", replay, {"json": [1]}, 400, "the body must be a JSON object"),
+                ("GET", "/api/outbound/app?attempts=x", {}, 400, bad_attempts),
             ):  # fmt: skip
                 got = await api(client, method, path, **kwargs)
                 assert got[0] == status and got[1]["detail"] == detail, (path, got)
