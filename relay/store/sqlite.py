@@ -29,7 +29,10 @@ R = TypeVar("R")
 class SqliteStore:
     """One writer connection (serialised by a lock) and one reader connection, WAL mode."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, durable: bool = True
+    ) -> None:
+        self._durable = durable
         self._db = writer
         self._ro = reader
         self._lock = asyncio.Lock()
@@ -56,7 +59,7 @@ class SqliteStore:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, durable)
 
     async def close(self) -> None:
         await self._accepts.drain()
@@ -79,16 +82,30 @@ class SqliteStore:
         """
         return await asyncio.shield(self._run_transaction(work))
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+    async def _run_transaction(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[R]], fsync: bool = True
+    ) -> R:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            relaxed = self._durable and not fsync
+            if relaxed:  # WAL + NORMAL: survives a crash of the process, not of the machine
+                await self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                result = await work(self._db)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-            return result
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work(self._db)
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+                return result
+            finally:
+                if relaxed:
+                    await self._db.execute("PRAGMA synchronous = FULL")
+
+    async def _light_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+        """A transaction without the fsync: for writes whose loss in a power cut only repeats
+        work (an outbound cursor falling back re-sends, at least once). Shielded too."""
+        return await asyncio.shield(self._run_transaction(work, fsync=False))
 
     # --- accept
 
@@ -935,7 +952,7 @@ class SqliteStore:
             row = await cur.fetchone()
             return None if row is None else _cursor(row)
 
-        return await self._transaction(work)
+        return await self._light_transaction(work)
 
     async def outbound_release(self, name: str, owner: str) -> None:
         """Give up a lease (clean shutdown): another node may take the destination at once."""
@@ -1010,7 +1027,7 @@ class SqliteStore:
             row = await cur.fetchone()
             return None if row is None else _cursor(row)
 
-        return await self._transaction(work)
+        return await self._light_transaction(work)
 
     async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
         """One destination's cursor row, read without taking the write lock."""
