@@ -28,7 +28,7 @@ from sidecar.outbound.destination import Destination, Sent
 
 log = logging.getLogger("outpost.outbound")
 
-READ_LIMIT = 500  # events read from the feed at a time
+READ_LIMIT = 500  # events read from the feed at a time when filters may pass some by
 
 
 def backoff(failures: int, low: float, high: float, rng: Callable[[], float]) -> float:
@@ -118,7 +118,10 @@ class Dispatcher:
             lane.cursor = None  # look again next time: an operator may resume it
             await self._sleep(s.poll_interval)  # another node serves it, or an operator must act
             return
-        page = await self.store.events_after(cursor["last_id"], READ_LIMIT)
+        filtered = bool(dest.types or dest.campaigns)  # else every event read is sent
+        page = await self.store.events_after(
+            cursor["last_id"], READ_LIMIT if filtered else dest.batch
+        )
         if not page:
             await self._sleep(s.poll_interval)
             return
