@@ -113,7 +113,7 @@ class Store(Protocol):
     async def outbound_record(self, attempt: OutboundAttempt) -> dict[str, Any] | None:
         """Log an attempt, move the cursor and extend the lease, in one transaction; returns
         the cursor after it, or None (nothing moved) when the lease or the epoch is no longer
-        the attempt's: an operator acted meanwhile (every operator action is a new epoch)."""
+        the attempt's (a replay meanwhile). A pause stays a pause."""
         ...
 
     async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
@@ -130,7 +130,7 @@ class Store(Protocol):
 
     async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
         """Operator: 'paused' or 'active' (resume; also after disabled or failing, which
-        starts a new retry period); a new epoch. False when there is no such cursor."""
+        starts a new retry period). False when there is no such cursor."""
         ...
 
     async def outbound_rewind(self, name: str, after_id: int, now: float) -> bool:

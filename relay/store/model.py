@@ -91,7 +91,7 @@ class OutboundAttempt:
 
     ``advance_to`` is the new cursor (None: stays); the lease is extended to ``lease_until``.
     The cursor moves only while ``owner`` holds the lease and ``epoch`` is still the cursor's
-    (an operator's pause, resume or replay meanwhile wins). ``events == 0``
+    (an operator's replay meanwhile wins; a pause stays a pause). ``events == 0``
     logs no attempt (the cursor skips events the destination filters out).
     """
 

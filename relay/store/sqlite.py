@@ -969,7 +969,7 @@ class SqliteStore:
     async def outbound_record(self, attempt: OutboundAttempt) -> dict[str, Any] | None:
         """Log an attempt, move the cursor and extend the lease, in one transaction; returns
         the cursor after it, or None (nothing moved) when the lease or the epoch is no longer
-        the attempt's: an operator acted meanwhile (every operator action is a new epoch)."""
+        the attempt's (a replay meanwhile). A pause stays a pause."""
         a = attempt
 
         async def work(db: aiosqlite.Connection) -> dict[str, Any] | None:
@@ -1065,7 +1065,7 @@ class SqliteStore:
 
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(
-                "UPDATE outbound_cursors SET state = ?, updated_at = ?, epoch = epoch + 1,"
+                "UPDATE outbound_cursors SET state = ?, updated_at = ?,"
                 " retry_since = CASE WHEN ? = 'active' THEN NULL ELSE retry_since END"
                 " WHERE name = ?",
                 (state, now, state, name),

@@ -46,17 +46,17 @@ async def test_leases_cursor_moves_and_operator_epochs(tmp_path: Path) -> None:
         assert (failed["last_error"], failed["retry_since"]) == ("HTTP 500", 100.0)
         assert [a["error"] for a in await store.outbound_attempts("app")] == ["HTTP 500", ""]
         assert await store.outbound_set_state("app", "paused", 101.0)
-        stale = await store.outbound_record(attempt(advance_to=5, events=0))
-        assert stale is None  # the pause is a new epoch: the old round moves nothing
-        cursor = await store.outbound_cursor("app")
-        assert cursor is not None and (cursor["last_id"], cursor["state"]) == (4, "paused")
+        kept = await store.outbound_record(attempt(advance_to=5, events=0))
+        assert kept is not None and (kept["last_id"], kept["state"]) == (5, "paused")
         assert await store.outbound_set_state("app", "active", 102.0)
         cursor = await store.outbound_cursor("app")
-        assert cursor is not None and cursor["retry_since"] is None and cursor["epoch"] == 2
-        assert await store.outbound_lease("app", "b", 161.0, 221.0) is not None  # a's ran out
+        assert cursor is not None and cursor["retry_since"] is None and cursor["epoch"] == 0
         assert await store.outbound_rewind("app", 1, 103.0)
+        stale = await store.outbound_record(attempt(advance_to=5, events=0))
+        assert stale is None  # a replay is a new epoch: the older round moves nothing
         cursor = await store.outbound_cursor("app")
-        assert cursor is not None and (cursor["last_id"], cursor["epoch"]) == (1, 3)
+        assert cursor is not None and (cursor["last_id"], cursor["epoch"]) == (1, 1)
+        assert await store.outbound_lease("app", "b", 161.0, 221.0) is not None  # a's ran out
         await store.outbound_release("app", "a")  # not a's any more: nothing happens
         cursor = await store.outbound_cursor("app")
         assert cursor is not None and cursor["lease_owner"] == "b"

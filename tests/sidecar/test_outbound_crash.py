@@ -64,7 +64,9 @@ async def test_sigkill_while_delivering_loses_no_event(tmp_path: Path) -> None:
         await eventually(lambda: {e["id"] for e in rx.events()} >= set(range(1, EVENTS + 1)))
         got = [e["id"] for e in rx.events()]
         assert set(got) == set(range(1, EVENTS + 1))  # none missing
-        assert len(got) - EVENTS <= 2  # at most what was in flight came twice
+        # at most what was acknowledged after the last cursor write (every 0.2 s), and the
+        # request in flight, came twice: at 3 ms or more a request, well under 100
+        assert len(got) - EVENTS < 100
     finally:
         if proc is not None and proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

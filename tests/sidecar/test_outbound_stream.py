@@ -40,7 +40,7 @@ async def test_broker_restart_mid_burst_every_event_once_in_order(tmp_path: Path
     try:
         stream = {"name": "bus", "url": broker.url, "prefix": "mail", "timeout": "500ms"}
         config = outbound_config(tmp_path, streams=[stream])
-        async with running(config) as client:
+        async with running(config, flush_every=0.0) as client:  # the cursor after each batch
             await record(config, 1000)
             await eventually(lambda: acked(client))  # publishing has begun
             await broker.stop()  # in the middle of the burst
