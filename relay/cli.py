@@ -10,13 +10,21 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
+from urllib.parse import quote
 
 from relay import csvsafe, exits, private
-from relay.config import Config, ConfigError, format_hostport, load_config, parse_duration
+from relay.config import (
+    Config,
+    ConfigError,
+    format_hostport,
+    load_config,
+    parse_duration,
+    read_secret_file,
+)
 from relay.history import message_view
 from relay.learn.bounce import parse_report
 from relay.output import Output, add_arguments, guard_pipe
@@ -452,6 +460,122 @@ def cmd_dkim_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- webhooks (events out): thin calls to the sidecar's admin API, which runs the dispatcher
+# and holds the webhook secrets; one JSON line per result.
+
+
+def sidecar_api(
+    args: argparse.Namespace, method: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any]:
+    """Call /api/... of the sidecar named by the config (or --url) with the admin token."""
+    import urllib.error
+    import urllib.request
+
+    config = _config(args)
+    base = args.url
+    if not base:
+        host, port = config.sidecar.listen
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    token = read_secret_file(config.sidecar.admin_token_file, "sidecar.admin_token_file")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base.rstrip("/") + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=args.timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, {"error": "http", "detail": f"HTTP {exc.code}"}
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConfigError(f"can't reach the sidecar at {base} ({reason}); is it running?") from None
+
+
+WEBHOOK_COLUMNS = (
+    ("name", "Name"),
+    ("kind", "Kind"),
+    ("state", "State"),
+    ("lag_events", "Behind"),
+    ("lag_seconds", "Lag s"),
+    ("sent", "Sent"),
+    ("failures", "Failures"),
+    ("last_success_at", "Last success"),
+    ("last_error", "Last error"),
+)
+
+
+def _webhooks(method: str, path: Callable[[argparse.Namespace], str], body: bool = False) -> Any:
+    def command(args: argparse.Namespace) -> int:
+        payload = {"since": args.since} if body else None
+        status, data = sidecar_api(args, method, path(args), payload)
+        if status != 200:
+            detail = data.get("detail", data) if isinstance(data, dict) else data
+            print(f"outpostctl: {detail}", file=sys.stderr)
+            return 1
+        rows = data["destinations"] if "destinations" in data else [data]
+        columns: Sequence[tuple[str, str]] = WEBHOOK_COLUMNS
+        if "destinations" not in data and rows:
+            columns = [(k, k.replace("_", " ")) for k in rows[0]]
+        Output.for_args(args).rows(rows, columns, empty="No destinations configured")
+        return 0 if data.get("ok", True) else 1
+
+    return command
+
+
+def _add_webhook_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
+    def common(p: argparse.ArgumentParser, named: bool = True) -> argparse.ArgumentParser:
+        if named:
+            p.add_argument("name")
+        p.add_argument("--url", help="the sidecar's base URL (default: from sidecar.listen)")
+        p.add_argument("--timeout", type=float, default=30.0, help="seconds")
+        return p
+
+    def named(suffix: str) -> Callable[[argparse.Namespace], str]:
+        return lambda a: f"/api/outbound/{quote(a.name, safe='')}{suffix}"
+
+    common(
+        add(
+            "list",
+            _webhooks("GET", lambda a: "/api/outbound"),
+            "state and lag",
+            "webhooks",
+            rows=True,
+        ),
+        named=False,
+    )
+    common(add("show", _webhooks("GET", named("")), "one, with attempts", "webhooks", rows=True))
+    common(
+        add("test", _webhooks("POST", named("/test")), "send a test event", "webhooks", rows=True)
+    )
+    common(add("pause", _webhooks("POST", named("/pause")), "stop sending", "webhooks", rows=True))
+    common(
+        add(
+            "resume",
+            _webhooks("POST", named("/resume")),
+            "after pause, 410, failing",
+            "webhooks",
+            rows=True,
+        )
+    )
+    p = common(
+        add(
+            "replay",
+            _webhooks("POST", named("/replay"), True),
+            "resend from a time",
+            "webhooks",
+            rows=True,
+        )
+    )
+    p.add_argument("--since", required=True, help="ISO 8601 or Unix seconds")
+
+
 # --- parser
 
 
@@ -525,6 +649,7 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim", True).add_argument(
         "--domain", required=True
     )
+    _add_webhook_commands(add)
     return parser
 
 

@@ -282,6 +282,69 @@ class WebhooksConfig:
     max_body_size: int = field(default=1_000_000, metadata=_key(parse_size))
 
 
+EVENT_TYPES = (
+    "processed",
+    "dropped",
+    "deferred",
+    "delivered",
+    "bounced",
+    "expired",
+    "open",
+    "click",
+    "unsubscribe",
+    "complaint",
+)
+
+
+@dataclass(frozen=True)
+class OutboundWebhookConfig:
+    """One receiver of our events over HTTP (Standard Webhooks signatures)."""
+
+    name: str = field(default="", metadata=_key(_str))
+    url: str = field(default="", metadata=_key(_str))
+    events: tuple[str, ...] = field(default=(), metadata=_key(_list(_choice(*EVENT_TYPES))))
+    campaigns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    secret_file: str = field(default="", metadata=_key(_str))
+    timeout: float = field(default=10.0, metadata=_key(parse_duration))
+    batch: int = field(default=1, metadata=_key(_int))
+    max_age: float = field(default=86400.0, metadata=_key(parse_duration))
+    allow_private: bool = field(default=False, metadata=_key(_bool))
+
+
+@dataclass(frozen=True)
+class OutboundStreamConfig:
+    """One stream our events are published to (NATS JetStream)."""
+
+    name: str = field(default="", metadata=_key(_str))
+    kind: str = field(default="nats", metadata=_key(_choice("nats")))
+    url: str = field(default="nats://127.0.0.1:4222", metadata=_key(_str))
+    prefix: str = field(default="outpost", metadata=_key(_str))
+    stream: str = field(default="OUTPOST", metadata=_key(_str))
+    create_stream: bool = field(default=True, metadata=_key(_bool))
+    events: tuple[str, ...] = field(default=(), metadata=_key(_list(_choice(*EVENT_TYPES))))
+    campaigns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    timeout: float = field(default=5.0, metadata=_key(parse_duration))
+    batch: int = field(default=100, metadata=_key(_int))
+    max_age: float = field(default=86400.0, metadata=_key(parse_duration))
+
+
+@dataclass(frozen=True)
+class OutboundConfig:
+    """Events out: the dispatcher's settings and its destinations."""
+
+    start: str = field(default="latest", metadata=_key(_choice("latest", "earliest")))
+    poll_interval: float = field(default=0.5, metadata=_key(parse_duration))
+    lease_time: float = field(default=60.0, metadata=_key(parse_duration))
+    retry_min: float = field(default=2.0, metadata=_key(parse_duration))
+    retry_max: float = field(default=900.0, metadata=_key(parse_duration))
+    webhooks: tuple[OutboundWebhookConfig, ...] = field(
+        default=(), metadata={"table_list": OutboundWebhookConfig}
+    )
+    streams: tuple[OutboundStreamConfig, ...] = field(
+        default=(), metadata={"table_list": OutboundStreamConfig}
+    )
+
+
 @dataclass(frozen=True)
 class LogConfig:
     format: str = field(default="logfmt", metadata=_key(_choice("logfmt", "json")))
@@ -298,6 +361,7 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
     sidecar: SidecarConfig = field(default_factory=SidecarConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    outbound: OutboundConfig = field(default_factory=OutboundConfig)
     log: LogConfig = field(default_factory=LogConfig)
     source: str = field(default="<defaults>", compare=False)
 
@@ -342,6 +406,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "dkim": DkimConfig,
     "sidecar": SidecarConfig,
     "webhooks": WebhooksConfig,
+    "outbound": OutboundConfig,
     "log": LogConfig,
 }
 
@@ -397,7 +462,82 @@ def _check(config: Config) -> list[str]:
     for i, key in enumerate(config.dkim.keys):
         if not (key.domain and key.selector and key.key_file):
             errors.append(f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required")
+    errors += _check_outbound(config)
     return errors
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_outbound(config: Config) -> list[str]:
+    """Names unique and plain, URLs of the right scheme, no private address unless allowed."""
+    src, out = config.source, config.outbound
+    errors: list[str] = []
+    if out.retry_min <= 0 or out.retry_max < out.retry_min:
+        errors.append(f"{src}: outbound.retry_max: must be at least retry_min (> 0)")
+    seen: set[str] = set()
+    destinations: list[tuple[str, OutboundWebhookConfig | OutboundStreamConfig]]
+    destinations = [(f"outbound.webhooks[{i}]", w) for i, w in enumerate(out.webhooks)]
+    destinations += [(f"outbound.streams[{i}]", s) for i, s in enumerate(out.streams)]
+    for where, d in destinations:
+        if not _NAME.match(d.name):
+            errors.append(
+                f"{src}: {where}.name: {d.name!r} must be 1-64 letters, digits, '.', '_' or '-'"
+            )
+        if d.name in seen:
+            errors.append(f"{src}: {where}.name: {d.name!r} is used twice")
+        seen.add(d.name)
+        if d.batch < 1:
+            errors.append(f"{src}: {where}.batch: must be at least 1")
+        if d.timeout <= 0 or out.lease_time < 2 * d.timeout:
+            errors.append(
+                f"{src}: {where}.timeout: must be > 0 and at most half of outbound.lease_time"
+            )
+    for i, w in enumerate(out.webhooks):
+        where = f"outbound.webhooks[{i}]"
+        if not w.secret_file:
+            errors.append(f"{src}: {where}.secret_file: required (whsec_... lines)")
+        problem = url_problem(w.url, w.allow_private)
+        if problem:
+            errors.append(f"{src}: {where}.url: {problem}")
+    for i, st in enumerate(out.streams):
+        where = f"outbound.streams[{i}]"
+        if not re.match(r"^(nats|tls)://[^/\s]+$", st.url):
+            errors.append(f"{src}: {where}.url: {st.url!r} is not nats://host:port")
+        if not re.match(r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$", st.prefix):
+            errors.append(f"{src}: {where}.prefix: {st.prefix!r} is not a subject prefix")
+        if not re.match(r"^[A-Za-z0-9_-]+$", st.stream):
+            errors.append(f"{src}: {where}.stream: {st.stream!r} is not a stream name")
+    return errors
+
+
+def address_refused(address: str) -> bool:
+    """True for an address a webhook may not reach without allow_private: loopback,
+    link-local, private, shared, reserved, multicast, unspecified (anything not global)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def url_problem(url: str, allow_private: bool) -> str:
+    """Why a webhook URL is refused before any lookup ('' = fine): the scheme, a missing host,
+    or an IP literal in a refused range. Names are checked when resolved (every address)."""
+    m = re.match(r"^(https?)://(\[[^\]]+\]|[^/:?#@\s]+)(:\d{1,5})?([/?#][^\s]*)?$", url)
+    if m is None:
+        return f"{url!r} is not an http(s) URL with a host (and no user:password@)"
+    host = m.group(2).strip("[]")
+    if allow_private:
+        return ""
+    try:
+        refused = address_refused(host)
+    except ValueError:  # a name: the sidecar checks every address it resolves to
+        return ""
+    if refused:
+        return (
+            f"{host} is a loopback, link-local or private address (allow_private = true allows it)"
+        )
+    return ""
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -12,6 +12,7 @@ from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
 from sidecar import admin, ingest, operations, tracking, webhooks
+from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
@@ -76,11 +77,15 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def make_app(
-    config: Config, *, tracker_options: Mapping[str, Any] | None = None
+    config: Config,
+    *,
+    tracker_options: Mapping[str, Any] | None = None,
+    outbound_options: Mapping[str, Any] | None = None,
 ) -> web.Application:
     """The app; secrets are read now, so a missing or bad file stops start-up (ConfigError).
 
-    tracker_options: keyword arguments for tracking.Tracker (tests: clock, settle, tick, ...).
+    tracker_options: keyword arguments for tracking.Tracker (tests: clock, settle, tick, ...);
+    outbound_options: for the events-out dispatcher (tests: clock, sleep, rng, owner).
     """
     try:
         signer = TokenSigner(load_secrets(config.tracking.secrets_file))
@@ -132,4 +137,5 @@ def make_app(
         ),
     )
     webhooks.add_routes(app, hooks)
+    outbound.setup(app, config, lambda: app[STORE], outbound_options)  # after store_ctx
     return app

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from relay.store.model import Event, Lease, NewMessage, Outcome
+from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome
 
 
 class Store(Protocol):
@@ -86,6 +86,55 @@ class Store(Protocol):
 
     async def last_event_id(self) -> int:
         """The id of the newest recorded event (0: none yet): where a new reader starts."""
+        ...
+
+    async def first_event_after(self, at: float) -> int:
+        """The cursor that replays events recorded at or after ``at``: the id before the first
+        of them (the newest id when there is none)."""
+        ...
+
+    # --- events out (one cursor per destination; read the feed with events_after)
+
+    async def outbound_open(self, name: str, kind: str, start_id: int, now: float) -> None:
+        """Create a destination's cursor at ``start_id`` unless it exists (then unchanged)."""
+        ...
+
+    async def outbound_lease(
+        self, name: str, owner: str, now: float, until: float
+    ) -> dict[str, Any] | None:
+        """Take or renew the lease of a destination for ``owner`` until ``until`` and return its
+        cursor; None when another owner's lease is still running (or no such cursor)."""
+        ...
+
+    async def outbound_release(self, name: str, owner: str) -> None:
+        """Give up a lease (clean shutdown): another node may take the destination at once."""
+        ...
+
+    async def outbound_record(self, attempt: OutboundAttempt) -> dict[str, Any] | None:
+        """Log an attempt, move the cursor and extend the lease, in one transaction; returns
+        the cursor after it, or None (nothing moved) when the lease or the epoch is no longer
+        the attempt's (a replay meanwhile). A pause stays a pause."""
+        ...
+
+    async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
+        """One destination's cursor row, read without taking the write lock."""
+        ...
+
+    async def outbound_cursors(self) -> list[dict[str, Any]]:
+        """Every destination's cursor row, by name."""
+        ...
+
+    async def outbound_attempts(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest attempts of a destination, newest first."""
+        ...
+
+    async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
+        """Operator: 'paused' or 'active' (resume; also after disabled or failing, which
+        starts a new retry period). False when there is no such cursor."""
+        ...
+
+    async def outbound_rewind(self, name: str, after_id: int, now: float) -> bool:
+        """Operator replay: set the cursor to ``after_id`` (a new epoch). False: no cursor."""
         ...
 
     # --- suppression

@@ -92,3 +92,30 @@ class Event:
     recipient: str = ""
     campaign: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutboundAttempt:
+    """One try to hand events to a destination, and where its cursor goes after it.
+
+    ``advance_to`` is the new cursor (None: stays); the lease is extended to ``lease_until``.
+    The cursor moves only while ``owner`` holds the lease and ``epoch`` is still the cursor's
+    (an operator's replay meanwhile wins; a pause stays a pause). ``events == 0``
+    logs no attempt (the cursor skips events the destination filters out).
+    """
+
+    name: str
+    owner: str
+    epoch: int
+    at: float
+    lease_until: float
+    advance_to: int | None
+    state: str  # active | failing | disabled: the cursor's state after (a pause stays a pause)
+    retry_since: float | None
+    first_id: int = 0
+    last_id: int = 0
+    events: int = 0
+    acked: int = 0
+    status: int = 0
+    error: str = ""
+    duration: float = 0.0

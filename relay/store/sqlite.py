@@ -19,7 +19,7 @@ from relay import private
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
-from relay.store.model import Event, Lease, NewMessage, Outcome
+from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome
 
 log = logging.getLogger("outpost.store")
 
@@ -30,7 +30,10 @@ R = TypeVar("R")
 class SqliteStore:
     """One writer connection (serialised by a lock) and one reader connection, WAL mode."""
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, durable: bool = True
+    ) -> None:
+        self._durable = durable
         self._db = writer
         self._ro = reader
         self._lock = asyncio.Lock()
@@ -57,7 +60,7 @@ class SqliteStore:
         except BaseException:
             await writer.close()
             raise
-        return cls(writer, reader)
+        return cls(writer, reader, durable)
 
     async def close(self) -> None:
         await self._accepts.drain()
@@ -80,16 +83,30 @@ class SqliteStore:
         """
         return await asyncio.shield(self._run_transaction(work))
 
-    async def _run_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+    async def _run_transaction(
+        self, work: Callable[[aiosqlite.Connection], Awaitable[R]], fsync: bool = True
+    ) -> R:
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            relaxed = self._durable and not fsync
+            if relaxed:  # WAL + NORMAL: survives a crash of the process, not of the machine
+                await self._db.execute("PRAGMA synchronous = NORMAL")
             try:
-                result = await work(self._db)
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
-            return result
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await work(self._db)
+                except BaseException:
+                    await self._db.execute("ROLLBACK")
+                    raise
+                await self._db.execute("COMMIT")
+                return result
+            finally:
+                if relaxed:
+                    await self._db.execute("PRAGMA synchronous = FULL")
+
+    async def _light_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+        """A transaction without the fsync: for writes whose loss in a power cut only repeats
+        work (an outbound cursor falling back re-sends, at least once). Shielded too."""
+        return await asyncio.shield(self._run_transaction(work, fsync=False))
 
     # --- accept
 
@@ -905,6 +922,183 @@ class SqliteStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
+    async def first_event_after(self, at: float) -> int:
+        """The cursor that replays events recorded at or after ``at``: the id before the first
+        of them (the newest id when there is none)."""
+        async with self._ro.execute("SELECT min(id) FROM events WHERE at >= ?", (at,)) as cur:
+            row = await cur.fetchone()
+        if row is None or row[0] is None:
+            return await self.last_event_id()
+        return int(row[0]) - 1
+
+    # --- events out
+    #
+    # Ids come from SQLite's rowid under the one-writer lock, so they commit in id order and a
+    # reader of "id > cursor" never passes an event that commits later.
+
+    async def outbound_open(self, name: str, kind: str, start_id: int, now: float) -> None:
+        """Create a destination's cursor at ``start_id`` unless it exists (then unchanged)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT OR IGNORE INTO outbound_cursors (name, kind, last_id, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?)",
+                (name, kind, start_id, now, now),
+            )
+
+        await self._transaction(work)
+
+    async def outbound_lease(
+        self, name: str, owner: str, now: float, until: float
+    ) -> dict[str, Any] | None:
+        """Take or renew the lease of a destination for ``owner`` until ``until`` and return its
+        cursor; None when another owner's lease is still running (or no such cursor)."""
+
+        async def work(db: aiosqlite.Connection) -> dict[str, Any] | None:
+            cur = await db.execute(
+                "UPDATE outbound_cursors SET lease_owner = ?, lease_until = ?"
+                " WHERE name = ? AND (lease_owner = ? OR lease_until <= ?)"
+                f" RETURNING {_CURSOR_COLUMNS}",
+                (owner, until, name, owner, now),
+            )
+            row = await cur.fetchone()
+            return None if row is None else _cursor(row)
+
+        return await self._light_transaction(work)
+
+    async def outbound_release(self, name: str, owner: str) -> None:
+        """Give up a lease (clean shutdown): another node may take the destination at once."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "UPDATE outbound_cursors SET lease_owner = '', lease_until = 0"
+                " WHERE name = ? AND lease_owner = ?",
+                (name, owner),
+            )
+
+        await self._transaction(work)
+
+    async def outbound_record(self, attempt: OutboundAttempt) -> dict[str, Any] | None:
+        """Log an attempt, move the cursor and extend the lease, in one transaction; returns
+        the cursor after it, or None (nothing moved) when the lease or the epoch is no longer
+        the attempt's (a replay meanwhile). A pause stays a pause."""
+        a = attempt
+
+        async def work(db: aiosqlite.Connection) -> dict[str, Any] | None:
+            if a.events:
+                cur = await db.execute(
+                    "INSERT INTO outbound_attempts (name, at, first_id, last_id, events, acked,"
+                    " status, error, duration_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        a.name,
+                        a.at,
+                        a.first_id,
+                        a.last_id,
+                        a.events,
+                        a.acked,
+                        a.status,
+                        a.error,
+                        round(a.duration * 1000, 3),
+                    ),
+                )
+                if cur.lastrowid is not None and cur.lastrowid % 100 == 0:
+                    await db.execute(  # keep the newest attempts of this destination
+                        "DELETE FROM outbound_attempts WHERE name = ? AND id <= (SELECT id FROM"
+                        " outbound_attempts WHERE name = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                        (a.name, a.name, ATTEMPTS_KEPT),
+                    )
+            failed = a.events > 0 and a.acked < a.events
+            cur = await db.execute(
+                "UPDATE outbound_cursors SET last_id = max(last_id, coalesce(?, last_id)),"
+                " state = CASE WHEN state = 'active' THEN ? ELSE state END,"
+                " retry_since = ?, sent = sent + ?, failures = failures + ?,"
+                " last_error = CASE WHEN ? THEN ? ELSE last_error END,"
+                " last_error_at = CASE WHEN ? THEN ? ELSE last_error_at END,"
+                " last_success_at = CASE WHEN ? THEN ? ELSE last_success_at END,"
+                " lease_until = ?, updated_at = ? WHERE name = ? AND lease_owner = ?"
+                f" AND epoch = ? RETURNING {_CURSOR_COLUMNS}",
+                (
+                    a.advance_to,
+                    a.state,
+                    a.retry_since,
+                    a.acked,
+                    int(failed),
+                    failed,
+                    a.error,
+                    failed,
+                    a.at,
+                    a.acked > 0,
+                    a.at,
+                    a.lease_until,
+                    a.at,
+                    a.name,
+                    a.owner,
+                    a.epoch,
+                ),
+            )
+            row = await cur.fetchone()
+            return None if row is None else _cursor(row)
+
+        return await self._light_transaction(work)
+
+    async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
+        """One destination's cursor row, read without taking the write lock."""
+        async with self._ro.execute(
+            f"SELECT {_CURSOR_COLUMNS} FROM outbound_cursors WHERE name = ?", (name,)
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _cursor(row)
+
+    async def outbound_cursors(self) -> list[dict[str, Any]]:
+        """Every destination's cursor row, by name."""
+        async with self._ro.execute(
+            f"SELECT {_CURSOR_COLUMNS} FROM outbound_cursors ORDER BY name"
+        ) as cur:
+            return [_cursor(r) for r in await cur.fetchall()]
+
+    async def outbound_attempts(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest attempts of a destination, newest first."""
+        async with self._ro.execute(
+            "SELECT at, first_id, last_id, events, acked, status, error, duration_ms"
+            " FROM outbound_attempts WHERE name = ? ORDER BY id DESC LIMIT ?",
+            (name, limit),
+        ) as cur:
+            keys = ("at", "first_id", "last_id", "events", "acked", "status", "error")
+            return [
+                {**dict(zip(keys, r[:7], strict=True)), "duration_ms": r[7]}
+                for r in await cur.fetchall()
+            ]
+
+    async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
+        """Operator: 'paused' or 'active' (resume; also after disabled or failing, which
+        starts a new retry period). False when there is no such cursor."""
+        if state not in ("paused", "active"):
+            raise ValueError(f"an operator sets 'paused' or 'active', not {state!r}")
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "UPDATE outbound_cursors SET state = ?, updated_at = ?,"
+                " retry_since = CASE WHEN ? = 'active' THEN NULL ELSE retry_since END"
+                " WHERE name = ?",
+                (state, now, state, name),
+            )
+            return cur.rowcount == 1
+
+        return await self._transaction(work)
+
+    async def outbound_rewind(self, name: str, after_id: int, now: float) -> bool:
+        """Operator replay: set the cursor to ``after_id`` (a new epoch). False: no cursor."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "UPDATE outbound_cursors SET last_id = ?, epoch = epoch + 1, updated_at = ?"
+                " WHERE name = ?",
+                (max(0, after_id), now, name),
+            )
+            return cur.rowcount == 1
+
+        return await self._transaction(work)
+
     async def message_history(self, queue_id: str) -> dict[str, Any] | None:
         """A message (without its bytes), its deliveries and all its events in time order."""
         async with self._ro.execute(
@@ -973,6 +1167,31 @@ class SqliteStore:
                 for r in await cur.fetchall()
             ]
         return {"message": message, "deliveries": deliveries, "events": events}
+
+
+ATTEMPTS_KEPT = 1000  # outbound attempts kept per destination (older ones are pruned)
+_CURSOR_KEYS = (
+    "name",
+    "kind",
+    "last_id",
+    "state",
+    "epoch",
+    "lease_owner",
+    "lease_until",
+    "retry_since",
+    "last_error",
+    "last_error_at",
+    "last_success_at",
+    "sent",
+    "failures",
+    "created_at",
+    "updated_at",
+)
+_CURSOR_COLUMNS = ", ".join(_CURSOR_KEYS)
+
+
+def _cursor(row: Iterable[Any]) -> dict[str, Any]:
+    return dict(zip(_CURSOR_KEYS, row, strict=True))
 
 
 async def _write_outcomes(

@@ -35,6 +35,7 @@ TOOLS = {
     "postfix": "postfix",
     "nginx": "nginx-light",
     "wrk": "wrk",
+    "nats-server": "nats-server",
 }
 SBIN = ("/usr/sbin", "/usr/local/sbin", "/sbin")
 

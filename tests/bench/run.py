@@ -26,8 +26,13 @@ from typing import Any
 from tests.bench import common
 from tests.bench.common import RESULTS, log
 
-SECTIONS = ("smtp", "http", "scale")
-TOOLS_FOR = {"smtp": ["smtp-source", "smtp-sink", "postfix"], "http": ["nginx", "wrk"], "scale": []}
+SECTIONS = ("smtp", "http", "scale", "outbound")
+TOOLS_FOR = {
+    "smtp": ["smtp-source", "smtp-sink", "postfix"],
+    "http": ["nginx", "wrk"],
+    "scale": [],
+    "outbound": ["smtp-source", "smtp-sink", "nats-server"],
+}
 LABELS = {
     "sink": "a. smtp-sink alone (ceiling)",
     "postfix": "b. Postfix relay -> smtp-sink",
@@ -145,6 +150,17 @@ def main(argv: list[str] | None = None) -> int:
                 from tests.bench import http
 
                 data.update(http.run(args.http_seconds, keep=args.keep, profile_dir=profile_dir))
+            elif name == "outbound":
+                from tests.bench import outbound
+
+                data.update(
+                    outbound.run(
+                        args.quick,
+                        args.messages,
+                        keep=args.keep,
+                        repeat=args.repeat,
+                    )
+                )
             elif name == "scale":
                 from tests.bench import scale
 
@@ -234,6 +250,17 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if p99 is None or small else p99 < 50,
             )
         )
+    ob = res.get("outbound", {})
+    on_off = ob.get("on_vs_off")
+    out.append(
+        _target(
+            "relay end to end with two endpoints on, within 5 % of off",
+            f"{_n(ob.get('relay_best', {}).get('on', {}).get('msgs_per_s'))} vs "
+            f"{_n(ob.get('relay_best', {}).get('off', {}).get('msgs_per_s'))} msg/s"
+            f" ({'-' if on_off is None else f'{on_off:.3f}'})",
+            None if on_off is None else on_off >= 0.95,
+        )
+    )
     if res.get("quick"):
         for t in out:
             if t["status"] != "n/a":
@@ -435,6 +462,46 @@ def render(res: dict[str, Any]) -> str:
             )
         if rows:
             parts += ["", _table(["Query", "n", "p50 ms", "p99 ms", "notes"], rows)]
+    ob = res.get("outbound")
+    if ob:
+        parts += [
+            "",
+            f"**Events out** ({ob.get('date', '')[:16]}): events/s from a store of recorded "
+            "events to one loopback receiver (webhook) or nats-server -js (one ack per event); "
+            f"relay end to end with `smtp-source -s 20 -m {ob.get('messages')} -d` (5 KB, "
+            "tracking and DKIM off) and the sidecar beside it: no destination, a webhook "
+            "(batch 100) + a NATS stream, a webhook that never answers; lag = received minus "
+            "recorded, per webhook event.",
+        ]
+        if ob.get("error"):
+            parts.append(f"\nEvents-out section failed: {ob['error']}")
+        rows = [
+            [
+                f"{t['destination']} (batch {t['batch']})",
+                _n(t.get("events")),
+                _n(t.get("events_per_s")),
+            ]
+            for t in ob.get("throughput", [])
+        ]
+        if rows:
+            parts += ["", _table(["Destination", "events", "events/s"], rows)]
+        best = ob.get("relay_best", {})
+        rows = []
+        for mode in ("off", "on", "dead"):
+            r = best.get(mode, {})
+            rows.append(
+                [
+                    mode,
+                    _n(r.get("msgs_per_s")),
+                    _n(r.get("lag_p50_ms"), 1) if mode == "on" else "",
+                    _n(r.get("lag_p99_ms"), 1) if mode == "on" else "",
+                ]
+            )
+        if best:
+            parts += [
+                "",
+                _table(["Endpoints", "relay msg/s e2e", "lag p50 ms", "lag p99 ms"], rows),
+            ]
     tg = res.get("targets") or []
     if tg:
         parts += [
