@@ -13,9 +13,10 @@ import dns.asyncresolver
 
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
-from relay.deliver.dsn import Failure, build_dsn, should_notify
+from relay.deliver.dsn import Failure
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
+from relay.learn.notify_sender import About, LateNotifier, tell_sender
 from relay.learn.suppression import Rules
 from relay.learn.suppression import apply as apply_suppression
 from relay.notify import notify
@@ -70,6 +71,8 @@ class RelayApp:
             hostname=cfg.relay.hostname,
             clock=self.clock,
             on_queued=self.delivery.wake,
+            streams=cfg.streams,
+            reject_all_streams=cfg.relay.reject_suppressed,
         )
         bounces = None
         if cfg.bounces.domain:
@@ -79,6 +82,7 @@ class RelayApp:
                 lambda: self.signer,
                 self.rules,
                 self.clock,
+                LateNotifier(cfg.relay.hostname, cfg.bounces, self.acceptor.queue_local),
             )
         self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
         if cfg.relay.tls_cert_file:
@@ -102,16 +106,18 @@ class RelayApp:
             return
         failed: dict[int, list[Outcome]] = {}
         for o in outcomes:
-            if o.state in ("bounced", "expired") and should_notify(o.lease.mail_from, o.lease.kind):
+            if o.state in ("bounced", "expired"):
                 failed.setdefault(o.lease.message_pk, []).append(o)
+        assert self.acceptor is not None
         for group in failed.values():
             lease = group[0].lease
-            original = await self.store.message_raw(lease.message_pk)
-            dsn = build_dsn(
+            await tell_sender(
+                self.store,
+                self.acceptor.queue_local,
                 hostname=self.config.relay.hostname,
-                queue_id=lease.queue_id,
-                mail_from=lease.mail_from,
-                original=original,
+                about=About(
+                    lease.message_pk, lease.queue_id, lease.mail_from, lease.kind, lease.received_at
+                ),
                 failures=[
                     Failure(
                         o.lease.recipient,
@@ -122,13 +128,9 @@ class RelayApp:
                     )
                     for o in group
                 ],
-                arrival=lease.received_at,
                 now=now,
-                boundary_seed=str(group[0].lease.delivery_id),
+                seed=str(lease.delivery_id),
             )
-            assert self.acceptor is not None
-            queue_id = await self.acceptor.queue_local("", lease.mail_from, dsn, "dsn")
-            log.info("dsn queue_id=%s about=%s to=<%s>", queue_id, lease.queue_id, lease.mail_from)
 
     def _users(self) -> UserFile | None:
         path = self.config.relay.auth_users_file

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from relay.config import DeliveryConfig
 from relay.deliver.sender import Channel, Transport
+from relay.learn import scopes
 from relay.learn.bounce import classify
 from relay.render.render import Rendering
 from relay.store import Lease, Outcome, Result, Store
@@ -167,24 +168,42 @@ class DeliveryService:
 
     async def _drop_suppressed(self, leases: list[Lease]) -> list[Lease]:
         """Checked again at delivery time: an address suppressed after the message was queued
-        (a bounce, complaint or unsubscribe meanwhile) is not sent to. One query per lease batch."""
+        (a bounce, complaint or unsubscribe meanwhile) is not sent to, in the scopes that cover
+        the message (stream, campaign, list). One query per kind of message in the batch."""
         if not leases:
             return leases
         now = self._clock()
-        found = await self._store.suppressed([lease.recipient for lease in leases], now)
+        by_scopes: dict[tuple[str, ...], list[Lease]] = {}
+        for lease in leases:
+            covering = scopes.covering(lease.stream, lease.campaign, lease.list_id)
+            by_scopes.setdefault(covering, []).append(lease)
+        found: dict[int, tuple[str, str]] = {}
+        for covering, group in by_scopes.items():
+            hits = await self._store.suppressed([g.recipient for g in group], now, covering)
+            for g in group:
+                if g.recipient.lower() in hits:
+                    found[g.delivery_id] = hits[g.recipient.lower()]
         if not found:
             return leases
         keep, outcomes = [], []
         for lease in leases:
-            reason = found.get(lease.recipient.lower())
-            if reason is None:
+            hit = found.get(lease.delivery_id)
+            if hit is None:
                 keep.append(lease)
                 continue
+            reason, scope = hit
             why = f"suppressed: {reason}"
+            details = {"reason": why, "scope": scope, "stream": lease.stream}
             outcomes.append(
-                Outcome(lease, Result(5, 550, "5.7.1", why, ""), "dropped", now, {"reason": why})
+                Outcome(lease, Result(5, 550, "5.7.1", why, ""), "dropped", now, details)
             )
-            log.info("dropped queue_id=%s to=<%s> reason=%r", lease.queue_id, lease.recipient, why)
+            log.info(
+                "dropped queue_id=%s to=<%s> reason=%r scope=%s",
+                lease.queue_id,
+                lease.recipient,
+                why,
+                scope,
+            )
         await self._store.record_results(outcomes, now)
         return keep
 
