@@ -114,7 +114,8 @@ def test_suppression_round_trip(conf: Path, capsys: pytest.CaptureFixture[str], 
     ]
     csv_path = tmp_path / "s.csv"
     assert run(conf, capsys, "suppression", "export", str(csv_path))[0] == 0
-    assert csv_path.read_text().splitlines()[0] == "address,reason,detail,created_at,expires_at"
+    header = csv_path.read_text().splitlines()[0]
+    assert header == "address,reason,detail,created_at,expires_at,scope"
     assert run(conf, capsys, "suppression", "remove", "someone@example.org")[0] == 0
     assert run(conf, capsys, "suppression", "remove", "someone@example.org")[0] == 1
     bad = tmp_path / "in.csv"
