@@ -223,6 +223,7 @@ def message_body(history: Mapping[str, Any]) -> dict[str, Any]:
             {
                 "id": d["delivery_id"],
                 "recipient": d["recipient"],
+                "role": d.get("role", ""),  # to | cc | bcc, from the headers
                 "state": d["state"],
                 "attempts": d["attempts"],
                 "next_attempt_at": d["next_attempt_at"],
