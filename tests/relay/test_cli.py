@@ -213,3 +213,43 @@ def test_daemons_refuse_a_bad_config(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2
         assert f"{bad}: unknown key relay.listen_on" in proc.stderr
+
+
+def test_suppression_scopes(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    add = ("suppression", "add", "ann@example.org")
+    assert run(conf, capsys, *add, "--reason", "unsubscribe")[1] == (
+        "suppressed: ann@example.org (broadcast)\n"
+    )
+    assert run(conf, capsys, *add, "--scope", "campaign:spring")[1] == (
+        "suppressed: ann@example.org (campaign:spring)\n"
+    )
+    code, out, err = run(conf, capsys, *add, "--reason", "unsubscribe", "--scope", "all")
+    assert (code, out) == (2, "")
+    assert err == (
+        "outpostctl: --scope: an unsubscribe never stops transactional mail:"
+        " scope must not be all\n"
+    )
+    code, out, _ = run(conf, capsys, "suppression", "list", "--scope", "broadcast")
+    assert [json.loads(x)["scope"] for x in out.splitlines()] == ["broadcast"]
+    # a CSV row's scope is read and checked; without one, the reason decides
+    rows = tmp_path / "scoped.csv"
+    rows.write_text(
+        "address,reason,scope\nbob@example.org,unsubscribe,\n"
+        "carol@example.org,unsubscribe,all\ndan@example.org,manual,list:news.example.com\n"
+    )
+    code, out, err = run(conf, capsys, "suppression", "import", str(rows))
+    assert code == 1 and "imported: 2 addresses, 1 rejected" in out
+    assert ":3: an unsubscribe never stops transactional mail" in err
+    code, out, _ = run(conf, capsys, "suppression", "list")
+    got = {(r["address"], r["scope"]) for r in map(json.loads, out.splitlines())}
+    assert got == {
+        ("ann@example.org", "broadcast"),
+        ("ann@example.org", "campaign:spring"),
+        ("bob@example.org", "broadcast"),
+        ("dan@example.org", "list:news.example.com"),
+    }
+    args = ("suppression", "remove", "ann@example.org", "--scope", "broadcast")
+    assert run(conf, capsys, *args)[0] == 0
+    assert run(conf, capsys, *args)[0] == 1
+    code, out, _ = run(conf, capsys, "suppression", "list", "--search", "ann@")
+    assert [json.loads(x)["scope"] for x in out.splitlines()] == ["campaign:spring"]
