@@ -241,7 +241,7 @@ class Acceptor:
                 body_8bit=sub.body_8bit,
                 stream=controls.stream,
                 list_id=list_id,
-                roles=recipients.roles(block, sub.recipients),
+                roles=recipients.roles(values, sub.recipients),
             )
         )
         log.info(

@@ -5,18 +5,20 @@ from __future__ import annotations
 from relay.receive.recipients import named, roles
 from relay.render import headers
 
-BLOCK, _ = headers.split(
-    b"From: app@example.com\r\n"
-    b'To: "Alice A." <Alice@Example.org>, bob@example.org\r\n'
-    b"Cc: carol@example.org,\r\n dave@example.org\r\n"
-    b"Bcc: erin@example.org, Bob@example.org\r\n"
-    b"Subject: hi\r\n\r\nbody\r\n"
+VALUES = headers.first_values(
+    headers.split(
+        b"From: app@example.com\r\n"
+        b'To: "Alice A." <Alice@Example.org>, bob@example.org\r\n'
+        b"Cc: carol@example.org,\r\n dave@example.org\r\n"
+        b"Bcc: erin@example.org, Bob@example.org\r\n"
+        b"Subject: hi\r\n\r\nbody\r\n"
+    )[0]
 )
 
 
 def test_roles_per_envelope_recipient() -> None:
     got = roles(
-        BLOCK,
+        VALUES,
         [
             "alice@example.org",
             "BOB@example.org",
@@ -39,4 +41,4 @@ def test_resent_fields_and_groups() -> None:
         b"To: undisclosed-recipients:;\r\nResent-To: r@example.org\r\n"
         b"Resent-Bcc: s@example.org\r\n\r\n"
     )
-    assert named(block) == {"r@example.org": "to", "s@example.org": "bcc"}
+    assert named(headers.first_values(block)) == {"r@example.org": "to", "s@example.org": "bcc"}
