@@ -76,6 +76,7 @@ async def test_alice_unsubscribes_from_broadcast_and_still_gets_her_password_res
         # the password reset: accepted and delivered
         reset_id = queue_id_of((await send_raw(relay, RESET, ("alice@example.org",)))[-1])
         got = await sink.wait_for(2)
+        await relay.idle()
         assert b"Subject: Reset your password" in got[1].data
         assert b"List-Unsubscribe" not in got[1].data
         history = await api(client, f"/api/messages/{reset_id}")
@@ -140,6 +141,7 @@ async def test_late_bounces_reach_the_sender(tmp_path: Path, sink: Sink, start_r
     relay = await start_relay(cfg)
     await relay.send(RESET, rcpts=("gone@example.org", "moved@example.org"))
     await sink.wait_for(2)
+    await relay.idle()  # both results recorded
     verp = {m.rcpts[0]: m.mail_from for m in sink.received}
     assert relay.app.store is not None
     deliveries = {

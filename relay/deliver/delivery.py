@@ -86,6 +86,7 @@ class DeliveryService:
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._leasing = False  # between a lease and its dispatch: neither due nor in flight
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
@@ -128,8 +129,8 @@ class DeliveryService:
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
         while True:
-            busy = self._tasks or any(d.pending for d in self._dest.values())
-            due = await self._store.next_due_at()
+            due = await self._store.next_due_at()  # first: a lease taken meanwhile shows below
+            busy = self._leasing or self._tasks or any(d.pending for d in self._dest.values())
             if not busy and (due is None or due > self._clock()):
                 return
             await asyncio.sleep(0.02)
@@ -145,12 +146,18 @@ class DeliveryService:
             got: list[Lease] = []
             if room > 0:
                 now = self._clock()
+                self._leasing = True
                 try:
-                    got = await self._store.lease_due_deliveries(now, room, now + cfg.lease_time)
-                except Exception:
-                    log.exception("leasing failed; retrying")
-                for lease in await self._drop_suppressed(got):
-                    self._dispatch(lease)
+                    try:
+                        got = await self._store.lease_due_deliveries(
+                            now, room, now + cfg.lease_time
+                        )
+                    except Exception:
+                        log.exception("leasing failed; retrying")
+                    for lease in await self._drop_suppressed(got):
+                        self._dispatch(lease)
+                finally:
+                    self._leasing = False
             if got and len(got) == room:
                 continue  # more may be due; the workers make room
             timeout = cfg.poll_interval

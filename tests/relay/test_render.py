@@ -100,6 +100,7 @@ async def test_links_pixel_honeypot_and_list_unsubscribe(
     async with relay.app.store._ro.execute("SELECT idx, url FROM links") as cur:
         assert [tuple(r) for r in await cur.fetchall()] == [(0, "https://example.com/post?a=1&b=2")]
     delivery = claims[0].delivery_id if claims[0] else -1
+    await relay.idle()  # the sink has the message; wait for the result to be recorded
     states = await relay.app.store.list_deliveries(state="delivered")
     assert [r["delivery_id"] for r in states] == [delivery]
 
@@ -187,6 +188,7 @@ async def test_verp_return_path_names_the_delivery(tmp_path: Path, sink: Sink, s
     token = local.removeprefix("bounces+")
     claims = signer(tmp_path).read(token.upper(), TokenKind.BOUNCE)  # survives case folding
     assert relay.app.store is not None
+    await relay.idle()  # the sink has the message; wait for the result to be recorded
     (row,) = await relay.app.store.list_deliveries(state="delivered")
     assert claims is not None and claims.delivery_id == row["delivery_id"]
 
