@@ -177,7 +177,9 @@ async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
         assert [(r["queue_id"], r["state"]) for r in rows] == [(first, "held")]
         assert (await ctl(conf, "queue", "release", first))[0] == 0
         await sink.wait_for(before + 2)
-        assert (await ctl(conf, "queue", "list"))[1] == []
+        async with asyncio.timeout(10):  # the sink has it; the relay records the result next
+            while (await ctl(conf, "queue", "list"))[1] != []:
+                await asyncio.sleep(0.05)
         # logs: one JSON object per line, one line per delivery state change, no body, no secret
         text = (tmp_path / "relay.log").read_text() + (tmp_path / "relay2.log").read_text()
         entries = [json.loads(line) for line in text.splitlines()]
