@@ -14,9 +14,10 @@ import dns.asyncresolver
 from relay import exits
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
-from relay.deliver.dsn import Notice, build_dsn, notice_action, should_notify
+from relay.deliver.dsn import Notice, notice_action
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
+from relay.learn.notify_sender import About, LateNotifier, tell_sender
 from relay.learn.suppression import Rules
 from relay.learn.suppression import apply as apply_suppression
 from relay.metrics import MetricsListener, RelayMetrics
@@ -76,6 +77,8 @@ class RelayApp:
             hostname=cfg.relay.hostname,
             clock=self.clock,
             on_queued=self.delivery.wake,
+            streams=cfg.streams,
+            reject_all_streams=cfg.relay.reject_suppressed,
         )
         bounces = None
         if cfg.bounces.domain:
@@ -85,6 +88,7 @@ class RelayApp:
                 lambda: self.signer,
                 self.rules,
                 self.clock,
+                LateNotifier(cfg.relay.hostname, cfg.bounces, self.acceptor.queue_local),
             )
         self.handler = RelayHandler(
             cfg.relay, self.acceptor, users=self._users(), bounces=bounces, metrics=self.metrics
@@ -116,22 +120,22 @@ class RelayApp:
         final = self.config.delivery.transport == "file"  # no hop after us to relay to
         notices: dict[tuple[int, str], list[Outcome]] = {}
         for o in outcomes:
-            lease = o.lease
-            if not should_notify(lease.mail_from, lease.kind):
-                continue
+            lease = o.lease  # tell_sender leaves out the null sender and DSNs
             action = notice_action(
                 o.state, lease.dsn_notify, lease.attempts == 0, o.dsn_passed_on, final
             )
             if action is not None:
                 notices.setdefault((lease.message_pk, action), []).append(o)
+        assert self.acceptor is not None
         for (_, action), group in notices.items():
             lease = group[0].lease
-            original = await self.store.message_raw(lease.message_pk)
-            dsn = build_dsn(
+            await tell_sender(
+                self.store,
+                self.acceptor.queue_local,
                 hostname=self.config.relay.hostname,
-                queue_id=lease.queue_id,
-                mail_from=lease.mail_from,
-                original=original,
+                about=About(
+                    lease.message_pk, lease.queue_id, lease.mail_from, lease.kind, lease.received_at
+                ),
                 failures=[
                     Notice(
                         o.lease.recipient,
@@ -143,21 +147,11 @@ class RelayApp:
                     )
                     for o in group
                 ],
-                arrival=lease.received_at,
                 now=now,
-                boundary_seed=f"{action}.{group[0].lease.delivery_id}.{lease.attempts}",
+                seed=f"{action}.{group[0].lease.delivery_id}.{lease.attempts}",
                 action=action,
                 ret=lease.dsn_ret,
                 envid=lease.dsn_envid,
-            )
-            assert self.acceptor is not None
-            queue_id = await self.acceptor.queue_local("", lease.mail_from, dsn, "dsn")
-            log.info(
-                "dsn queue_id=%s about=%s action=%s to=<%s>",
-                queue_id,
-                lease.queue_id,
-                action,
-                lease.mail_from,
             )
 
     def _users(self) -> UserFile | None:

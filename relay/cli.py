@@ -26,6 +26,7 @@ from relay.config import (
     read_secret_file,
 )
 from relay.history import message_view
+from relay.learn import scopes
 from relay.learn.bounce import parse_report
 from relay.output import Output, add_arguments, guard_pipe
 from relay.preflight import file_problems
@@ -35,7 +36,7 @@ from relay.render.dkimkeys import generate_key, txt_record, write_key
 from relay.store import Store, open_store
 
 T = TypeVar("T")
-SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at")
+SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at", "scope")
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -271,6 +272,7 @@ def cmd_suppression_list(args: argparse.Namespace) -> int:
             search=args.search,
             limit=args.limit,
             offset=args.offset,
+            scope=args.scope,
         ),
     )
     Output.for_args(args).rows(
@@ -284,13 +286,20 @@ def cmd_suppression_list(args: argparse.Namespace) -> int:
 def cmd_suppression_add(args: argparse.Namespace) -> int:
     now = time.time()
     expires = now + parse_duration(args.expires) if args.expires else None
-    with_store(args, lambda s: s.suppress(args.address, args.reason, now, expires, args.detail))
-    print(f"suppressed: {args.address.lower()}")
+    scope = args.scope or scopes.default_scope(args.reason)
+    refused = scopes.scope_error(args.reason, scope)
+    if refused:
+        print(f"outpostctl: --scope: {refused}", file=sys.stderr)
+        return 2
+    with_store(
+        args, lambda s: s.suppress(args.address, args.reason, now, expires, args.detail, scope)
+    )
+    print(f"suppressed: {args.address.lower()} ({scope})")
     return 0
 
 
 def cmd_suppression_remove(args: argparse.Namespace) -> int:
-    gone = with_store(args, lambda s: s.unsuppress(args.address))
+    gone = with_store(args, lambda s: s.unsuppress(args.address, scope=args.scope))
     print(f"removed: {args.address.lower()}" if gone else f"not suppressed: {args.address}")
     return 0 if gone else 1
 
@@ -324,13 +333,17 @@ def cmd_suppression_import(args: argparse.Namespace) -> int:
             except ValueError:
                 errors.append(f"{args.file}:{n}: expires_at {expires!r} is not a number")
                 continue
-            entries.append(
-                (address, row.get("reason") or "manual", row.get("detail") or "", expires_at)
-            )
+            reason = row.get("reason") or "manual"
+            scope = row.get("scope") or scopes.default_scope(reason)
+            refused = scopes.scope_error(reason, scope)
+            if refused:
+                errors.append(f"{args.file}:{n}: {refused}")
+                continue
+            entries.append((address, reason, row.get("detail") or "", expires_at, scope))
 
     async def work(store: Store) -> None:
-        for address, reason, detail, expires_at in entries:
-            await store.suppress(address, reason, now, expires_at, detail)
+        for address, reason, detail, expires_at, scope in entries:
+            await store.suppress(address, reason, now, expires_at, detail, scope)
 
     with_store(args, work)
     for e in errors:
@@ -626,6 +639,7 @@ def _parser() -> argparse.ArgumentParser:
     add("resume", cmd_queue_resume, "resume deliveries", "queue").add_argument("--domain")
     p = add("list", cmd_suppression_list, "suppressed addresses", "suppression", rows=True)
     p.add_argument("--reason")
+    p.add_argument("--scope", help="all, broadcast, campaign:NAME or list:LIST-ID")
     p.add_argument("--search")
     p.add_argument("--limit", type=int, default=1000)
     p.add_argument("--offset", type=int, default=0)
@@ -634,7 +648,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", default="manual")
     p.add_argument("--expires", help='duration, e.g. "30d"; default: permanent')
     p.add_argument("--detail", default="")
-    add("remove", cmd_suppression_remove, "unsuppress", "suppression").add_argument("address")
+    p.add_argument("--scope", help="default: broadcast for an unsubscribe, else all")
+    p = add("remove", cmd_suppression_remove, "unsuppress", "suppression")
+    p.add_argument("address")
+    p.add_argument("--scope", help="only this scope's entry (default: every entry)")
     add("import", cmd_suppression_import, "from CSV", "suppression").add_argument("file")
     add("export", cmd_suppression_export, "to CSV", "suppression").add_argument("file", nargs="?")
     add("parse", cmd_bounce_parse, "one row per recipient", "bounce", True).add_argument(

@@ -235,15 +235,39 @@ class TrackingConfig:
     unsubscribe: bool = field(default=True, metadata=_key(_bool))
     unsubscribe_mailto: str = field(default="", metadata=_key(_str))
     honeypot: bool = field(default=True, metadata=_key(_bool))
+    text_links: bool = field(default=False, metadata=_key(_bool))
+    fallback_url: str = field(default="", metadata=_key(_str))
 
 
 @dataclass(frozen=True)
 class BouncesConfig:
     domain: str = field(default="", metadata=_key(_str))
     notify_sender: bool = field(default=True, metadata=_key(_bool))
+    notify_late: bool = field(default=True, metadata=_key(_bool))
+    notify_complaints: bool = field(default=True, metadata=_key(_bool))
     soft_bounce_limit: int = field(default=3, metadata=_key(_int))
     soft_bounce_window: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
     soft_bounce_suppression: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
+
+
+_STREAMS = ("transactional", "broadcast")
+_TRACK = ("all", "opens", "clicks", "none")
+
+
+@dataclass(frozen=True)
+class StreamsConfig:
+    """Message streams: the default one, each one's tracking, which refuse suppressed mail."""
+
+    default: str = field(default="transactional", metadata=_key(_choice(*_STREAMS)))
+    transactional_track: str = field(default="none", metadata=_key(_choice(*_TRACK)))
+    broadcast_track: str = field(default="all", metadata=_key(_choice(*_TRACK)))
+    reject_suppressed: tuple[str, ...] = field(default=(), metadata=_key(_list(_choice(*_STREAMS))))
+    unsubscribe_scope: str = field(
+        default="broadcast", metadata=_key(_choice("broadcast", "campaign", "list"))
+    )
+
+    def track(self, stream: str) -> str:
+        return self.broadcast_track if stream == "broadcast" else self.transactional_track
 
 
 @dataclass(frozen=True)
@@ -358,6 +382,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    streams: StreamsConfig = field(default_factory=StreamsConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
     sidecar: SidecarConfig = field(default_factory=SidecarConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
@@ -403,6 +428,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "delivery": DeliveryConfig,
     "tracking": TrackingConfig,
     "bounces": BouncesConfig,
+    "streams": StreamsConfig,
     "dkim": DkimConfig,
     "sidecar": SidecarConfig,
     "webhooks": WebhooksConfig,
@@ -459,6 +485,9 @@ def _check(config: Config) -> list[str]:
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):
         errors.append(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")
+    fallback = config.tracking.fallback_url
+    if fallback and not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", fallback):
+        errors.append(f"{src}: tracking.fallback_url: {fallback!r} is not an http(s) URL")
     for i, key in enumerate(config.dkim.keys):
         if not (key.domain and key.selector and key.key_file):
             errors.append(f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required")

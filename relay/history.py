@@ -35,6 +35,7 @@ def message_view(history: Mapping[str, Any]) -> dict[str, Any]:
         {
             "delivery_id": d["delivery_id"],
             "recipient": d["recipient"],
+            "role": d.get("role", ""),  # to | cc | bcc, from the headers
             "state": d["state"],
             "attempts": d["attempts"],
             "next_attempt_at": d["next_attempt_at"],

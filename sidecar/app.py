@@ -8,7 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from relay.config import Config, ConfigError, read_secret_file
+from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules
+from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
 from sidecar import admin, ingest, operations, tracking, webhooks
@@ -97,8 +99,19 @@ def make_app(
         ingest_token = read_secret_file(
             config.sidecar.ingest_token_file, "sidecar.ingest_token_file"
         )
+
+    async def queue_local(mail_from: str, rcpt: str, raw: bytes, kind: str) -> str:
+        """DSNs to an app's sender go into the relay's queue (it picks them up when polling)."""
+        return await Acceptor(app[STORE], hostname=config.relay.hostname).queue_local(
+            mail_from, rcpt, raw, kind
+        )
+
+    notifier = LateNotifier(config.relay.hostname, config.bounces, queue_local)
     hooks = webhooks.WebhookHandler(  # reads the provider key files now
-        lambda: app[STORE], config.webhooks, webhooks.StoreDedup(lambda: app[STORE])
+        lambda: app[STORE],
+        config.webhooks,
+        webhooks.StoreDedup(lambda: app[STORE]),
+        notifier=notifier,
     )
 
     app = web.Application(middlewares=[admin.api_middleware])
@@ -113,7 +126,12 @@ def make_app(
         await store.close()
 
     async def tracker_ctx(app: web.Application) -> AsyncIterator[None]:
-        tracker = tracking.Tracker(app[STORE], signer, **dict(tracker_options or {}))
+        options = {
+            "fallback_url": config.tracking.fallback_url,
+            "unsubscribe_scope": config.streams.unsubscribe_scope,
+            **dict(tracker_options or {}),
+        }
+        tracker = tracking.Tracker(app[STORE], signer, **options)
         app[TRACKER] = tracker
         tracker.start()
         yield
@@ -134,6 +152,7 @@ def make_app(
             signer,
             config.bounces.domain,
             Rules.from_config(config.bounces),
+            notifier=notifier,
         ),
     )
     webhooks.add_routes(app, hooks)

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from relay.learn.ingest import ingest
+from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner
 from relay.store import Store
@@ -27,7 +28,9 @@ class IngestEndpoint:
         bounce_domain: str,
         rules: Rules,
         clock: Callable[[], float] = time.time,
+        notifier: LateNotifier | None = None,
     ) -> None:
+        self._notifier = notifier
         self._store = store
         self._token = token
         self._signer = signer
@@ -58,6 +61,7 @@ class IngestEndpoint:
             bounce_domain=self._domain,
             rules=self._rules,
             now=self._clock(),
+            notifier=self._notifier,
         )
         return web.json_response(
             {"kind": taken.kind, "events": taken.events, "matched": taken.matched}

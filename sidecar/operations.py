@@ -10,6 +10,7 @@ from aiohttp import web
 
 from relay.config import parse_duration
 from relay.history import message_view
+from relay.learn import scopes
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
@@ -53,6 +54,7 @@ class Operations:
             search=request.query.get("search") or None,
             limit=limit,
             offset=offset,
+            scope=request.query.get("scope") or None,
         )
         return web.json_response({"suppressions": rows, "limit": limit, "offset": offset})
 
@@ -65,6 +67,12 @@ class Operations:
         detail = body.get("detail", "")
         if not isinstance(reason, str) or not isinstance(detail, str):
             raise ApiError(400, "reason and detail must be strings")
+        scope = body.get("scope", scopes.default_scope(reason))
+        if not isinstance(scope, str):
+            raise ApiError(400, "scope must be a string")
+        refused = scopes.scope_error(reason, scope)
+        if refused:
+            raise ApiError(400, refused)
         now = self._clock()
         expires_at = None
         if body.get("expires_in") is not None:
@@ -72,16 +80,25 @@ class Operations:
                 expires_at = now + parse_duration(body["expires_in"])
             except ValueError as exc:
                 raise ApiError(400, f"expires_in: {exc}") from None
-        await self._store(request).suppress(address, reason, now, expires_at, detail)
+        await self._store(request).suppress(address, reason, now, expires_at, detail, scope)
         return web.json_response(
-            {"address": address.lower(), "reason": reason, "expires_at": expires_at}, status=201
+            {
+                "address": address.lower(),
+                "scope": scope,
+                "reason": reason,
+                "expires_at": expires_at,
+            },
+            status=201,
         )
 
     async def remove_suppression(self, request: web.Request) -> web.Response:
+        """Every entry of the address, or only ``?scope=``'s."""
         address = request.match_info["address"]
-        if not await self._store(request).unsuppress(address):
-            raise ApiError(404, f"{address} is not suppressed")
-        return web.json_response({"address": address.lower(), "removed": True})
+        scope = request.query.get("scope") or None
+        if not await self._store(request).unsuppress(address, scope=scope):
+            where = f" (scope {scope})" if scope else ""
+            raise ApiError(404, f"{address} is not suppressed{where}")
+        return web.json_response({"address": address.lower(), "scope": scope, "removed": True})
 
     # --- queue
 

@@ -24,10 +24,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import idna
 from aiohttp import web
 
+from relay.learn.scopes import unsubscribe_scope
 from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import FINAL_STATES, Event, Store
 from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
 from sidecar.events import EventRecorder
+from sidecar.linkpage import broken_link
 
 log = logging.getLogger("outpost.sidecar.tracking")
 
@@ -56,6 +58,7 @@ class Target:
     campaign: str
     state: str
     delivered_at: float | None
+    list_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -169,7 +172,11 @@ class Tracker:
         memory: int = 65536,
         confirm_wait: float = 2.0,
         trust_forwarded: bool = True,
+        fallback_url: str = "",
+        unsubscribe_scope: str = "broadcast",
     ) -> None:
+        self._fallback_url = fallback_url  # offered on a broken link's page ([tracking])
+        self._unsubscribe_scope = unsubscribe_scope  # [streams] unsubscribe_scope
         self._store = store
         self.signer = signer
         self.recorder = recorder or EventRecorder(store.record_tracking)
@@ -243,7 +250,13 @@ class Tracker:
         out = {}
         for did, r in rows.items():
             t = Target(
-                did, r["message_pk"], r["recipient"], r["campaign"], r["state"], r["delivered_at"]
+                did,
+                r["message_pk"],
+                r["recipient"],
+                r["campaign"],
+                r["state"],
+                r["delivered_at"],
+                r.get("list_id", ""),
             )
             if t.state in FINAL_STATES:  # cannot change any more: safe to keep
                 self._targets.put(did, t)
@@ -371,7 +384,7 @@ class Tracker:
         """GET|HEAD /c/{token}: 302 to the URL the relay saw, or 404; a GET queues a click."""
         claims = self.signer.read(request.match_info["token"], TokenKind.CLICK)
         if claims is None:
-            return _not_found()
+            return broken_link()
         if claims.link == HONEYPOT_LINK:  # nothing to go to; nobody but a machine gets here
             if request.method == "GET":
                 self._hit("click", request, claims)
@@ -382,8 +395,8 @@ class Tracker:
         except Exception:
             log.exception("click lookup failed delivery=%d", claims.delivery_id)
             return web.Response(status=503, text="try again\n", headers={"Retry-After": "1"})
-        if url is None:
-            return _not_found()
+        if url is None:  # a message of ours still named: offer the sender's site
+            return broken_link(self._fallback_url if target is not None else "")
         if request.method == "GET":
             self._hit("click", request, claims, url, target)
         return web.Response(status=302, headers={"Location": location(url)})
@@ -426,6 +439,9 @@ class Tracker:
             target.campaign,
             {
                 "method": "one-click" if one_click else "form",
+                "scope": unsubscribe_scope(
+                    self._unsubscribe_scope, target.campaign, target.list_id
+                ),
                 "ua": request.headers.get("User-Agent", "")[:MAX_UA],
                 "ip": client_ip(request, self._trust_forwarded),
             },
@@ -440,10 +456,6 @@ class Tracker:
             return _page("Try again", "<p>Please try again in a moment.</p>", 503)
         log.info("unsubscribe delivery=%d", target.delivery_id)
         return _page("Unsubscribed", "<h1>Unsubscribed</h1><p>You will get no more of these.</p>")
-
-
-def _not_found() -> web.Response:
-    return web.Response(status=404, text="not found\n")
 
 
 def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:

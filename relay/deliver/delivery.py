@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from relay.config import DeliveryConfig
 from relay.deliver.sender import Channel, DsnRequest, Transport
+from relay.learn import scopes
 from relay.learn.bounce import classify
 from relay.metrics import RelayMetrics
 from relay.render.render import Rendering
@@ -99,6 +100,7 @@ class DeliveryService:
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._leasing = False  # between a lease and its dispatch: neither due nor in flight
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
@@ -141,8 +143,8 @@ class DeliveryService:
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
         while True:
-            busy = self._tasks or any(d.pending for d in self._dest.values())
-            due = await self._store.next_due_at()
+            due = await self._store.next_due_at()  # first: a lease taken meanwhile shows below
+            busy = self._leasing or self._tasks or any(d.pending for d in self._dest.values())
             if not busy and (due is None or due > self._clock()):
                 return
             await asyncio.sleep(0.02)
@@ -158,12 +160,18 @@ class DeliveryService:
             got: list[Lease] = []
             if room > 0:
                 now = self._clock()
+                self._leasing = True
                 try:
-                    got = await self._store.lease_due_deliveries(now, room, now + cfg.lease_time)
-                except Exception:
-                    log.exception("leasing failed; retrying")
-                for lease in await self._drop_suppressed(got):
-                    self._dispatch(lease)
+                    try:
+                        got = await self._store.lease_due_deliveries(
+                            now, room, now + cfg.lease_time
+                        )
+                    except Exception:
+                        log.exception("leasing failed; retrying")
+                    for lease in await self._drop_suppressed(got):
+                        self._dispatch(lease)
+                finally:
+                    self._leasing = False
             if got and len(got) == room:
                 continue  # more may be due; the workers make room
             timeout = cfg.poll_interval
@@ -181,24 +189,42 @@ class DeliveryService:
 
     async def _drop_suppressed(self, leases: list[Lease]) -> list[Lease]:
         """Checked again at delivery time: an address suppressed after the message was queued
-        (a bounce, complaint or unsubscribe meanwhile) is not sent to. One query per lease batch."""
+        (a bounce, complaint or unsubscribe meanwhile) is not sent to, in the scopes that cover
+        the message (stream, campaign, list). One query per kind of message in the batch."""
         if not leases:
             return leases
         now = self._clock()
-        found = await self._store.suppressed([lease.recipient for lease in leases], now)
+        by_scopes: dict[tuple[str, ...], list[Lease]] = {}
+        for lease in leases:
+            covering = scopes.covering(lease.stream, lease.campaign, lease.list_id)
+            by_scopes.setdefault(covering, []).append(lease)
+        found: dict[int, tuple[str, str]] = {}
+        for covering, group in by_scopes.items():
+            hits = await self._store.suppressed([g.recipient for g in group], now, covering)
+            for g in group:
+                if g.recipient.lower() in hits:
+                    found[g.delivery_id] = hits[g.recipient.lower()]
         if not found:
             return leases
         keep, outcomes = [], []
         for lease in leases:
-            reason = found.get(lease.recipient.lower())
-            if reason is None:
+            hit = found.get(lease.delivery_id)
+            if hit is None:
                 keep.append(lease)
                 continue
+            reason, scope = hit
             why = f"suppressed: {reason}"
+            details = {"reason": why, "scope": scope, "stream": lease.stream}
             outcomes.append(
-                Outcome(lease, Result(5, 550, "5.7.1", why, ""), "dropped", now, {"reason": why})
+                Outcome(lease, Result(5, 550, "5.7.1", why, ""), "dropped", now, details)
             )
-            log.info("dropped queue_id=%s to=<%s> reason=%r", lease.queue_id, lease.recipient, why)
+            log.info(
+                "dropped queue_id=%s to=<%s> reason=%r scope=%s",
+                lease.queue_id,
+                lease.recipient,
+                why,
+                scope,
+            )
         await self._store.record_results(outcomes, now)
         self._count(outcomes, now)
         return keep

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.learn.bounce import parse_report, verp_recipient
+from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules, apply
 from relay.render import headers
 from relay.render.tokens import TokenKind, TokenSigner
@@ -63,8 +64,12 @@ async def ingest(
     bounce_domain: str,
     rules: Rules,
     now: float,
+    notifier: LateNotifier | None = None,
 ) -> Ingested:
-    """Parse a report and record what it says; auto-replies and delay notices record nothing."""
+    """Parse a report and record what it says; auto-replies and delay notices record nothing.
+
+    With a notifier, the app's sender gets a DSN for a report about one of our deliveries.
+    """
     report = parse_report(raw)
     if report.kind not in ("bounce", "complaint"):
         log.info("report ignored kind=%s", report.kind)
@@ -110,8 +115,11 @@ async def ingest(
     events = [e for e in events if e.recipient]
     matched = sum(1 for e in events if e.delivery_id is not None)
     if events:
+        late = await notifier.select(store, events) if notifier is not None else []
         await store.record_events(events)
         await apply(store, rules, [(e.type, e.recipient, e.details) for e in events], now)
+        if notifier is not None and late:
+            await notifier.send(store, late, now)
     for e in events:
         log.info(
             "%s recipient=<%s> delivery_id=%s type=%s reason=%s",
@@ -135,12 +143,14 @@ class BounceDoor:
         signer: Callable[[], TokenSigner | None],
         rules: Rules,
         clock: Callable[[], float],
+        notifier: LateNotifier | None = None,
     ) -> None:
         self._store = store
         self.domain = domain.lower()
         self._signer = signer
         self._rules = rules
         self._clock = clock
+        self._notifier = notifier
 
     def owns(self, rcpt: str) -> bool:
         return rcpt.rpartition("@")[2].lower() == self.domain
@@ -160,6 +170,7 @@ class BounceDoor:
             bounce_domain=self.domain,
             rules=self._rules,
             now=self._clock(),
+            notifier=self._notifier,
         )
 
 

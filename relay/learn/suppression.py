@@ -1,6 +1,8 @@
 """Suppression rules in one place: which outcomes suppress an address, for how long, what clears it.
 
 - hard bounce: permanent. Complaint, unsubscribe: permanent.
+- scopes (relay.learn.scopes): an unsubscribe stops the broadcast stream (or the campaign or
+  list its event names); everything else stops every stream ('all').
 - soft bounce (or expiry): once an address has `soft_bounce_limit` of them within
   `soft_bounce_window`, it is suppressed for `soft_bounce_suppression`.
 - a later successful delivery clears a soft-bounce suppression (never a permanent one).
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import BouncesConfig
+from relay.learn.scopes import scope_of
 from relay.store import Store
 
 log = logging.getLogger("outpost.suppression")
@@ -56,12 +59,12 @@ async def apply(
     # deliveries are the common case: one read tells which of them hold a soft suppression,
     # so a delivered message costs no write transaction (and no fsync) when there is none
     delivered = [r for t, r, d in events if r and effect(t, d) == "clear"]
-    soft = await store.suppressed(delivered, now) if delivered else {}
+    soft = await store.suppressed(delivered, now) if delivered else {}  # scope 'all' only
     for event_type, recipient, details in events:
         what = effect(event_type, details)
         if not recipient or what is None:
             continue
-        if what == "clear" and soft.get(recipient.lower()) != "soft-bounce":
+        if what == "clear" and soft.get(recipient.lower(), ("", ""))[0] != "soft-bounce":
             continue
         if what == "hard":
             await store.suppress(
@@ -69,8 +72,11 @@ async def apply(
             )
             log.info("suppressed address=<%s> reason=hard-bounce permanent=true", recipient)
         elif what in PERMANENT:
-            await store.suppress(recipient, PERMANENT[what], now, None)
-            log.info("suppressed address=<%s> reason=%s permanent=true", recipient, what)
+            scope = scope_of(event_type, details)
+            await store.suppress(recipient, PERMANENT[what], now, None, scope=scope)
+            log.info(
+                "suppressed address=<%s> reason=%s scope=%s permanent=true", recipient, what, scope
+            )
         elif what == "clear":
             if await store.unsuppress(recipient, ["soft-bounce"]):
                 log.info("unsuppressed address=<%s> reason=delivered", recipient)

@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 
+from relay.config import StreamsConfig
+from relay.learn import scopes
+from relay.receive import recipients
 from relay.render import headers
 from relay.store import NewMessage, Store
 
@@ -23,6 +26,7 @@ class Controls:
     campaign: str = ""
     tags: tuple[str, ...] = ()
     track: str = "all"
+    stream: str = "transactional"
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,7 @@ class Submission:
     dsn_ret: str = ""  # DSN requests (RFC 3461), '' where not given
     dsn_envid: str = ""
     dsn_recipients: tuple[tuple[str, str, str], ...] = ()  # (recipient, NOTIFY, ORCPT)
+    stream: str = ""  # the door's stream (HTTP send field, the app's default); "" = none
 
 
 class Rejected(Exception):
@@ -58,17 +63,32 @@ def new_queue_id(now: float) -> str:
     return "".join(reversed(out))
 
 
-def read_controls(values: Mapping[str, str]) -> Controls:
-    """The X-Outpost-* values (from headers.first_values); raises Rejected on a bad one."""
+def read_controls(
+    values: Mapping[str, str],
+    *,
+    default_stream: str = "transactional",
+    streams: StreamsConfig | None = None,
+) -> Controls:
+    """The X-Outpost-* values (from headers.first_values); raises Rejected on a bad one.
+
+    The stream is X-Outpost-Stream, else ``default_stream``; X-Outpost-Track, when absent, is
+    the stream's tracking default ([streams] <stream>_track; "all" without a streams config).
+    """
     campaign = values.get("x-outpost-campaign", "").strip()
     tags_value = values.get("x-outpost-tags", "")
     tags = tuple(t.strip() for t in tags_value.split(",") if t.strip())
-    track = values.get("x-outpost-track", "all").strip().lower()
+    stream = values.get("x-outpost-stream", default_stream).strip().lower()
+    if stream not in scopes.STREAMS:
+        raise Rejected(
+            f"550 5.6.0 Error: X-Outpost-Stream must be one of {', '.join(scopes.STREAMS)}"
+        )
+    default_track = streams.track(stream) if streams is not None else "all"
+    track = values.get("x-outpost-track", default_track).strip().lower()
     if track not in TRACK_MODES:
         raise Rejected(f"550 5.6.0 Error: X-Outpost-Track must be one of {', '.join(TRACK_MODES)}")
     if len(campaign) > 200:
         raise Rejected("550 5.6.0 Error: X-Outpost-Campaign is longer than 200 characters")
-    return Controls(campaign, tags, track)
+    return Controls(campaign, tags, track, stream)
 
 
 def received_field(sub: Submission, *, queue_id: str, hostname: str, now: float) -> bytes:
@@ -123,15 +143,40 @@ class Acceptor:
         hostname: str,
         clock: Callable[[], float] = time.time,
         on_queued: Callable[[], None] = lambda: None,
+        streams: StreamsConfig | None = None,
+        reject_all_streams: bool = False,
     ) -> None:
         self._store = store
         self._hostname = hostname
         self._clock = clock
         self._on_queued = on_queued
+        self._streams = streams or StreamsConfig()
+        rejecting = set(scopes.STREAMS if reject_all_streams else self._streams.reject_suppressed)
+        self._rejecting = frozenset(rejecting)
 
-    async def suppression_of(self, recipient: str) -> str | None:
-        found = await self._store.suppressed([recipient], self._clock())
-        return found.get(recipient.lower())
+    def session_stream(self, auth_user: str = "") -> str:
+        """The stream of a session's mail before its headers say otherwise: [streams] default.
+
+        The per-app default ([[apps]], found by the AUTH user) belongs here.
+        """
+        return self._streams.default
+
+    async def refusal_at_rcpt(self, recipient: str, auth_user: str = "") -> str | None:
+        """The 550 for a recipient suppressed in what is known at RCPT, or None.
+
+        Known at RCPT: the session's stream (the headers come later). So 'all' entries are
+        refused there, and 'broadcast' ones when the session's stream is broadcast; campaign and
+        list entries need the headers: those recipients are dropped at the end of DATA with a
+        'dropped' event naming reason and scope (SMTP can't refuse one recipient after DATA).
+        """
+        stream = self.session_stream(auth_user)
+        if stream not in self._rejecting:
+            return None
+        found = await self._store.suppressed([recipient], self._clock(), scopes.covering(stream))
+        hit = found.get(recipient.lower())
+        if hit is None:
+            return None
+        return f"550 5.7.1 <{recipient}>: suppressed ({scopes.describe(*hit)})"
 
     async def queue_local(self, mail_from: str, recipient: str, raw: bytes, kind: str) -> str:
         """Queue a message Outpost wrote itself (a DSN): same durable path, never tracked."""
@@ -163,15 +208,21 @@ class Acceptor:
         now = self._clock()
         block, body = headers.split(sub.raw)
         values = headers.first_values(block)  # the one parse of the header block
-        controls = read_controls(values)
+        controls = read_controls(
+            values,
+            default_stream=sub.stream or self.session_stream(sub.auth_user),
+            streams=self._streams,
+        )
+        list_id = scopes.list_id_of(values.get("list-id", ""))
         queue_id = new_queue_id(now)
         raw, message_id = complete(
             block, body, values, sub, queue_id=queue_id, hostname=self._hostname, now=now
         )
-        suppressed = await self._store.suppressed(sub.recipients, now)
+        covering = scopes.covering(controls.stream, controls.campaign, list_id)
+        suppressed = await self._store.suppressed(sub.recipients, now, covering)
         keep = tuple(r for r in sub.recipients if r.lower() not in suppressed)
         dropped = tuple(
-            (r, f"suppressed: {suppressed[r.lower()]}")
+            (r, f"suppressed: {suppressed[r.lower()][0]}", suppressed[r.lower()][1])
             for r in sub.recipients
             if r.lower() in suppressed
         )
@@ -195,19 +246,25 @@ class Acceptor:
                 dsn_ret=sub.dsn_ret,
                 dsn_envid=sub.dsn_envid,
                 dsn_recipients=sub.dsn_recipients,
+                stream=controls.stream,
+                list_id=list_id,
+                roles=recipients.roles(values, sub.recipients),
             )
         )
         log.info(
-            "queued queue_id=%s from=<%s> nrcpt=%d dropped=%d size=%d client=%s",
+            "queued queue_id=%s from=<%s> nrcpt=%d dropped=%d size=%d client=%s stream=%s",
             queue_id,
             sub.mail_from,
             len(keep),
             len(dropped),
             len(raw),
             sub.client_addr,
+            controls.stream,
         )
-        for rcpt, reason in dropped:
-            log.info("dropped queue_id=%s to=<%s> reason=%r", queue_id, rcpt, reason)
+        for rcpt, reason, scope in dropped:
+            log.info(
+                "dropped queue_id=%s to=<%s> reason=%r scope=%s", queue_id, rcpt, reason, scope
+            )
         if keep:
             self._on_queued()
         return queue_id

@@ -218,10 +218,9 @@ class RelayHandler:
         ) or policy.check_address(address, smtputf8=bool(envelope.smtp_utf8), sender=False)
         if refusal:
             return refusal
-        if self.config.reject_suppressed:
-            reason = await self.acceptor.suppression_of(address)
-            if reason:
-                return f"550 5.7.1 <{address}>: Recipient address rejected: suppressed ({reason})"
+        refusal = await self.acceptor.refusal_at_rcpt(address, _auth_user(session))
+        if refusal:
+            return refusal
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Ok"

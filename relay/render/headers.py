@@ -7,7 +7,11 @@ import re
 _FIELD_NAME = re.compile(rb"^([!-9;-~]+)[ \t]*:")
 
 # Outpost's control headers: read by the accept path, stripped from every delivered copy.
-CONTROL_HEADERS = frozenset({"x-outpost-campaign", "x-outpost-tags", "x-outpost-track"})
+CONTROL_HEADERS = frozenset(
+    {"x-outpost-campaign", "x-outpost-tags", "x-outpost-track", "x-outpost-stream"}
+)
+# Blind copies: never in a delivered copy (Postfix's cleanup removes them the same way).
+BLIND_HEADERS = frozenset({"bcc", "resent-bcc"})
 
 
 def split(raw: bytes) -> tuple[bytes, bytes]:

@@ -1,4 +1,4 @@
-"""Apply a text transform to every text/html part of a raw message, keeping every other byte.
+"""Apply a text transform to every text/html (or text/plain) part of a message, keeping all else.
 
 The MIME tree is walked on the raw bytes, splitting multiparts at their boundary lines, so headers,
 preambles, epilogues, boundaries and every part we don't change come out exactly as they went in
@@ -19,17 +19,18 @@ import binascii
 import codecs
 import email.charset
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from email import policy
 from email.message import Message
 from email.parser import BytesHeaderParser
 
-__all__ = ["html_parts", "split_header_body", "transform_html_parts"]
+__all__ = ["html_parts", "split_header_body", "transform_html_parts", "transform_text_parts"]
 
 MAX_DEPTH = 64
 MAX_LINE = 998  # RFC 5322 line limit, without the CRLF
 _HEADER_PARSER = BytesHeaderParser(policy=policy.compat32)
 _IDENTITY_CTES = frozenset(("7bit", "8bit", "binary"))
+_TEXT_TYPES = frozenset(("text/html", "text/plain"))  # the parts a visitor is shown
 _LINE_BREAK = re.compile(rb"\r?\n")
 _CTE_HEADER = re.compile(
     rb"^Content-Transfer-Encoding[ \t]*:[^\r\n]*(?:\r?\n[ \t][^\r\n]*)*",
@@ -88,7 +89,7 @@ def _walk(entity: bytes, visit: _Visitor, depth: int) -> bytes:
     has_body = header in (b"\n", b"\r\n") or header.endswith((b"\n\n", b"\r\n\r\n"))
     if (
         has_body
-        and fields.get_content_type() == "text/html"
+        and fields.get_content_type() in _TEXT_TYPES
         and fields.get_content_disposition() != "attachment"
     ):
         changed = visit(fields, header, body)
@@ -241,8 +242,17 @@ def transform_html_parts(raw: bytes, transform: Callable[[str], str]) -> bytes:
     Returns ``raw`` itself when no part changed or the structure can't be followed. Exceptions
     raised by ``transform`` propagate: hiding them would send the message silently untracked.
     """
+    return transform_text_parts(raw, {"text/html": transform})
+
+
+def transform_text_parts(raw: bytes, transforms: Mapping[str, Callable[[str], str]]) -> bytes:
+    """transform_html_parts for several content types in one walk (text/html, text/plain):
+    each part of a type in ``transforms`` gets that type's transform, in document order."""
 
     def visit(fields: Message, header: bytes, body: bytes) -> tuple[bytes, bytes] | None:
+        transform = transforms.get(fields.get_content_type())
+        if transform is None:
+            return None
         decoded = _decode(fields, body)
         if decoded is None:
             return None
@@ -262,6 +272,8 @@ def html_parts(raw: bytes) -> list[str]:
     texts: list[str] = []
 
     def visit(fields: Message, header: bytes, body: bytes) -> None:
+        if fields.get_content_type() != "text/html":
+            return
         decoded = _decode(fields, body)
         if decoded is not None:
             texts.append(decoded.text)

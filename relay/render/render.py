@@ -1,4 +1,4 @@
-"""Render one recipient's copy at delivery time: strip control headers, track, sign last.
+"""Render one recipient's copy at delivery time: strip control and Bcc headers, track, sign last.
 
 Order matters: links and pixel (body), then List-Unsubscribe (headers), then the DKIM signature
 over the exact bytes that are sent. Rendering is deterministic: the same delivery always gets the
@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -23,12 +24,13 @@ from relay.config import BouncesConfig, Config, ConfigError, TrackingConfig
 from relay.render import headers, mime
 from relay.render.dkim import Algorithm, DkimError, DkimSigner, load_key
 from relay.render.rewrite import extract_links, rewrite_html
+from relay.render.textlinks import extract_text_links, rewrite_text
 from relay.render.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
 
 log = logging.getLogger("outpost.render")
 
-_CONTROL = set(headers.CONTROL_HEADERS)
+_REMOVED = set(headers.CONTROL_HEADERS | headers.BLIND_HEADERS)
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class Renderer:
     def render(self, lease: Lease, raw: bytes) -> Rendered:
         started = time.perf_counter()
         block, body = headers.split(raw)
-        block = headers.remove(block, _CONTROL)
+        block = headers.remove(block, _REMOVED)
         data = block + body
         track = Tracking.of(self._tracking, lease, self.signer)
         personal = False
@@ -143,7 +145,17 @@ class Renderer:
                 trap_url=trap,
             ).html
 
-        data = mime.transform_html_parts(data, transform)
+        def transform_text(text: str) -> str:
+            for url in extract_text_links(text):
+                index.setdefault(url, len(index))
+            return rewrite_text(
+                text, lambda url: self._url("c", TokenKind.CLICK, delivery_id, index[url])
+            )
+
+        transforms: dict[str, Callable[[str], str]] = {"text/html": transform}
+        if track.clicks and self._tracking.text_links:
+            transforms["text/plain"] = transform_text
+        data = mime.transform_text_parts(data, transforms)
         return data, tuple(index)
 
     def _list_unsubscribe(self, data: bytes, delivery_id: int) -> bytes:

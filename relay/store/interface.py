@@ -139,8 +139,12 @@ class Store(Protocol):
 
     # --- suppression
 
-    async def suppressed(self, addresses: Iterable[str], now: float) -> dict[str, str]:
-        """Which of these addresses are suppressed now, with the reason."""
+    async def suppressed(
+        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+    ) -> dict[str, tuple[str, str]]:
+        """Which of these addresses an entry of one of these scopes stops now: address ->
+        (reason, scope), the entry of the earliest scope listed when several match
+        (relay.learn.scopes.covering gives a message's scopes, strongest first)."""
         ...
 
     async def suppress(
@@ -150,14 +154,20 @@ class Store(Protocol):
         now: float,
         expires_at: float | None = None,
         detail: str = "",
-    ) -> None: ...
+        scope: str = "all",
+    ) -> None:
+        """One entry per (address, scope); a temporary entry never replaces a permanent one."""
+        ...
 
     async def soft_bounces_since(self, address: str, since: float) -> int:
         """Soft bounces (and expiries) of an address since a time: the soft-bounce rule's input."""
         ...
 
-    async def unsuppress(self, address: str, reasons: Sequence[str] | None = None) -> bool:
-        """Remove an address (optionally only for these reasons); True if a row went away."""
+    async def unsuppress(
+        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+    ) -> bool:
+        """Remove an address (optionally only for these reasons, or only this scope's entry);
+        True if a row went away."""
         ...
 
     async def list_suppressions(
@@ -169,12 +179,19 @@ class Store(Protocol):
         limit: int = 100,
         offset: int = 0,
         include_expired: bool = False,
-    ) -> list[dict[str, Any]]: ...
+        scope: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Entries (address, scope, reason, detail, created_at, expires_at), by address."""
+        ...
 
     # --- reports in (bounces, complaints, provider webhooks)
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
         """A delivery with its message's ids: what a VERP or tracking token resolves to."""
+        ...
+
+    async def delivery_event_count(self, delivery_id: int, types: Sequence[str]) -> int:
+        """How many events of these types a delivery has (e.g. reports already taken in)."""
         ...
 
     async def delivery_by_message_id(

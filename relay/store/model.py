@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,8 @@ class NewMessage:
     client_addr: str
     raw: bytes
     recipients: tuple[str, ...]
-    dropped: tuple[tuple[str, str], ...] = ()  # (recipient, reason) dropped at accept
+    # (recipient, reason, suppression scope) dropped at accept
+    dropped: tuple[tuple[str, str, str], ...] = ()
     helo: str = ""
     auth_user: str = ""
     header_message_id: str = ""
@@ -32,6 +34,9 @@ class NewMessage:
     dsn_ret: str = ""
     dsn_envid: str = ""
     dsn_recipients: tuple[tuple[str, str, str], ...] = ()
+    stream: str = "transactional"
+    list_id: str = ""  # List-Id's identifier, lowercased ('' = none)
+    roles: Mapping[str, str] = field(default_factory=dict)  # lowercased recipient -> to|cc|bcc
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ class Lease:
     dsn_envid: str = ""
     dsn_notify: str = ""
     dsn_orcpt: str = ""
+    stream: str = "transactional"
+    list_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -119,8 +119,8 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
                 " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
-                " body_8bit, kind, raw, dsn_ret, dsn_envid)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         m.queue_id,
@@ -140,6 +140,8 @@ class SqliteStore:
                         m.raw,
                         m.dsn_ret,
                         m.dsn_envid,
+                        m.stream,
+                        m.list_id,
                     )
                     for m in batch
                 ],
@@ -158,9 +160,10 @@ class SqliteStore:
                             m.received_at,
                             "",
                             *dsn.get(rcpt, ("", "")),
+                            m.roles.get(rcpt.lower(), ""),
                         )
                     )
-                for rcpt, reason in m.dropped:
+                for rcpt, reason, _scope in m.dropped:
                     rows.append(
                         (
                             m.queue_id,
@@ -171,12 +174,13 @@ class SqliteStore:
                             m.received_at,
                             reason,
                             *dsn.get(rcpt, ("", "")),
+                            m.roles.get(rcpt.lower(), ""),
                         )
                     )
             await db.executemany(
                 "INSERT INTO deliveries (message_id, recipient, domain, state, next_attempt_at,"
-                " updated_at, last_text, dsn_notify, dsn_orcpt)"
-                " VALUES ((SELECT id FROM messages WHERE queue_id = ?), ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, last_text, dsn_notify, dsn_orcpt, role) VALUES"
+                " ((SELECT id FROM messages WHERE queue_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # processed for every recipient; dropped, with its reason, for the dropped ones
@@ -187,14 +191,9 @@ class SqliteStore:
                 " WHERE m.queue_id = ? ORDER BY d.id",
                 [(m.queue_id,) for m in batch],
             )
-            await db.executemany(
-                "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign,"
-                " details) SELECT m.received_at, 'dropped', m.id, d.id, d.recipient, m.campaign,"
-                " json_object('reason', d.last_text) FROM deliveries d"
-                " JOIN messages m ON m.id = d.message_id"
-                " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
-                [(m.queue_id,) for m in batch if m.dropped],
-            )
+            for m in batch:
+                if m.dropped:
+                    await _insert_dropped(db, m)
             marks = ",".join("?" * len(batch))
             async with db.execute(
                 f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
@@ -242,7 +241,7 @@ class SqliteStore:
             cur = await db.execute(
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
-                " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt"
+                " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
                 ids,
@@ -266,6 +265,8 @@ class SqliteStore:
                     r[14],
                     r[15],
                     r[16],
+                    r[17],
+                    r[18],
                 )
                 for r in await cur.fetchall()
             ]
@@ -338,17 +339,27 @@ class SqliteStore:
         await self._transaction(work)
         return [None] * len(batch)
 
-    async def suppressed(self, addresses: Iterable[str], now: float) -> dict[str, str]:
-        """Which of these addresses are suppressed now, with the reason."""
+    async def suppressed(
+        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+    ) -> dict[str, tuple[str, str]]:
+        """Which of these addresses an entry of one of these scopes stops now: address ->
+        (reason, scope), the entry of the earliest scope listed when several match."""
         wanted = sorted({a.lower() for a in addresses})
-        if not wanted:
+        if not wanted or not scopes:
             return {}
+        rank = {scope: i for i, scope in enumerate(scopes)}
+        out: dict[str, tuple[str, str]] = {}
         async with self._ro.execute(
-            f"SELECT address, reason FROM suppressions WHERE address IN"
-            f" ({','.join('?' * len(wanted))}) AND (expires_at IS NULL OR expires_at > ?)",
-            (*wanted, now),
+            f"SELECT address, reason, scope FROM suppressions WHERE address IN"
+            f" ({','.join('?' * len(wanted))}) AND scope IN ({','.join('?' * len(rank))})"
+            " AND (expires_at IS NULL OR expires_at > ?)",
+            (*wanted, *rank, now),
         ) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
+            for address, reason, scope in await cur.fetchall():
+                held = out.get(address)
+                if held is None or rank[scope] < rank[held[1]]:
+                    out[address] = (reason, scope)
+        return out
 
     async def suppress(
         self,
@@ -357,16 +368,17 @@ class SqliteStore:
         now: float,
         expires_at: float | None = None,
         detail: str = "",
+        scope: str = "all",
     ) -> None:
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
                 # a temporary entry never replaces a permanent one
-                "INSERT INTO suppressions (address, reason, detail, created_at, expires_at)"
-                " VALUES (?,?,?,?,?) ON CONFLICT (address) DO UPDATE SET reason = excluded.reason,"
-                " detail = excluded.detail, created_at = excluded.created_at,"
-                " expires_at = excluded.expires_at"
+                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
+                " expires_at) VALUES (?,?,?,?,?,?) ON CONFLICT (address, scope) DO UPDATE SET"
+                " reason = excluded.reason, detail = excluded.detail,"
+                " created_at = excluded.created_at, expires_at = excluded.expires_at"
                 " WHERE suppressions.expires_at IS NOT NULL OR excluded.expires_at IS NULL",
-                (address.lower(), reason, detail, now, expires_at),
+                (address.lower(), scope, reason, detail, now, expires_at),
             )
 
         await self._transaction(work)
@@ -384,20 +396,21 @@ class SqliteStore:
             row = await cur.fetchone()
         return int(row[0]) if row else 0
 
-    async def unsuppress(self, address: str, reasons: Sequence[str] | None = None) -> bool:
-        """Remove an address (optionally only for these reasons); True if a row went away."""
+    async def unsuppress(
+        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+    ) -> bool:
+        """Remove an address (optionally only for these reasons, or only this scope's entry);
+        True if a row went away."""
+        sql, params = "DELETE FROM suppressions WHERE address = ?", [address.lower()]
+        if reasons is not None:
+            sql += f" AND reason IN ({','.join('?' * len(reasons))})"
+            params += reasons
+        if scope is not None:
+            sql += " AND scope = ?"
+            params.append(scope)
 
         async def work(db: aiosqlite.Connection) -> bool:
-            if reasons is None:
-                cur = await db.execute(
-                    "DELETE FROM suppressions WHERE address = ?", (address.lower(),)
-                )
-            else:
-                marks = ",".join("?" * len(reasons))
-                cur = await db.execute(
-                    f"DELETE FROM suppressions WHERE address = ? AND reason IN ({marks})",
-                    (address.lower(), *reasons),
-                )
+            cur = await db.execute(sql, params)
             return cur.rowcount > 0
 
         return await self._transaction(work)
@@ -411,6 +424,7 @@ class SqliteStore:
         limit: int = 100,
         offset: int = 0,
         include_expired: bool = False,
+        scope: str | None = None,
     ) -> list[dict[str, Any]]:
         where: list[str] = ["1"]
         params: list[Any] = []
@@ -420,23 +434,26 @@ class SqliteStore:
         if reason:
             where.append("reason = ?")
             params.append(reason)
+        if scope:
+            where.append("scope = ?")
+            params.append(scope)
         if search:
             where.append("address LIKE ? ESCAPE '\\'")
             params.append("%" + search.lower().replace("%", "\\%").replace("_", "\\_") + "%")
         async with self._ro.execute(
-            "SELECT address, reason, detail, created_at, expires_at FROM suppressions"
-            f" WHERE {' AND '.join(where)} ORDER BY address LIMIT ? OFFSET ?",
+            "SELECT address, scope, reason, detail, created_at, expires_at FROM suppressions"
+            f" WHERE {' AND '.join(where)} ORDER BY address, scope LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ) as cur:
-            keys = ("address", "reason", "detail", "created_at", "expires_at")
+            keys = ("address", "scope", "reason", "detail", "created_at", "expires_at")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
         """A delivery with its message's ids: what a VERP or tracking token resolves to."""
         async with self._ro.execute(
             "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
-            " m.mail_from FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " WHERE d.id = ?",
+            " m.mail_from, m.received_at, m.stream FROM deliveries d"
+            " JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
             (delivery_id,),
         ) as cur:
             row = await cur.fetchone()
@@ -451,8 +468,22 @@ class SqliteStore:
             "campaign",
             "kind",
             "mail_from",
+            "received_at",
+            "stream",
         )
         return dict(zip(keys, row, strict=True))
+
+    async def delivery_event_count(self, delivery_id: int, types: Sequence[str]) -> int:
+        """How many events of these types a delivery has (e.g. reports already taken in)."""
+        if not types:
+            return 0
+        async with self._ro.execute(
+            f"SELECT count(*) FROM events WHERE delivery_id = ? AND type IN"
+            f" ({','.join('?' * len(types))})",
+            (delivery_id, *types),
+        ) as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def delivery_by_message_id(
         self, header_message_id: str, recipient: str
@@ -660,15 +691,15 @@ class SqliteStore:
         """What a tracking hit needs of each known delivery (unknown ids are left out).
 
         Keys: message_pk, recipient, campaign, state, delivered_at (the delivery's updated_at when
-        its state is 'delivered', else None).
+        its state is 'delivered', else None), stream, list_id.
         """
         ids = sorted(set(delivery_ids))
         out: dict[int, dict[str, Any]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             async with self._ro.execute(
-                "SELECT d.id, d.message_id, d.recipient, m.campaign, d.state, d.updated_at"
-                " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+                "SELECT d.id, d.message_id, d.recipient, m.campaign, d.state, d.updated_at,"
+                " m.stream, m.list_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(chunk))})",
                 chunk,
             ) as cur:
@@ -679,6 +710,8 @@ class SqliteStore:
                         "campaign": r[3],
                         "state": r[4],
                         "delivered_at": float(r[5]) if r[4] == "delivered" else None,
+                        "stream": r[6],
+                        "list_id": r[7],
                     }
         return out
 
@@ -693,8 +726,9 @@ class SqliteStore:
         """Write a batch of tracking events in one transaction; returns how many were written.
 
         An 'unsubscribe' is written at most once per delivery (a repeat is skipped), and its
-        recipient is suppressed permanently (reason 'unsubscribe', as suppress() does) when the
-        event is new or the address is not suppressed at the event's time.
+        recipient is suppressed permanently (reason 'unsubscribe', in the scope the event's
+        details name, default 'broadcast') when the event is new or the address has no entry
+        of that scope at the event's time.
         """
 
         async def work(db: aiosqlite.Connection) -> int:
@@ -717,20 +751,22 @@ class SqliteStore:
                     written += 1
                 if not e.recipient:
                     continue
+                scope = str(e.details.get("scope") or "broadcast")
                 if seen:
                     async with db.execute(
-                        "SELECT 1 FROM suppressions WHERE address = ?"
+                        "SELECT 1 FROM suppressions WHERE address = ? AND scope = ?"
                         " AND (expires_at IS NULL OR expires_at > ?)",
-                        (e.recipient.lower(), e.at),
+                        (e.recipient.lower(), scope, e.at),
                     ) as cur:
                         if await cur.fetchone() is not None:
                             continue
                 await db.execute(
-                    "INSERT INTO suppressions (address, reason, detail, created_at, expires_at)"
-                    " VALUES (?, 'unsubscribe', ?, ?, NULL) ON CONFLICT (address) DO UPDATE SET"
+                    "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
+                    " expires_at) VALUES (?, ?, 'unsubscribe', ?, ?, NULL)"
+                    " ON CONFLICT (address, scope) DO UPDATE SET"
                     " reason = excluded.reason, detail = excluded.detail,"
                     " created_at = excluded.created_at, expires_at = NULL",
-                    (e.recipient.lower(), str(e.details.get("method", "")), e.at),
+                    (e.recipient.lower(), scope, str(e.details.get("method", "")), e.at),
                 )
             return written
 
@@ -1103,8 +1139,8 @@ class SqliteStore:
         """A message (without its bytes), its deliveries and all its events in time order."""
         async with self._ro.execute(
             "SELECT id, queue_id, mail_from, received_at, campaign, tags, size,"
-            " header_message_id, client_addr, auth_user, track, kind FROM messages"
-            " WHERE queue_id = ?",
+            " header_message_id, client_addr, auth_user, track, kind, stream, list_id"
+            " FROM messages WHERE queue_id = ?",
             (queue_id,),
         ) as cur:
             m = await cur.fetchone()
@@ -1125,6 +1161,8 @@ class SqliteStore:
                     "auth_user",
                     "track",
                     "kind",
+                    "stream",
+                    "list_id",
                 ),
                 m,
                 strict=True,
@@ -1132,14 +1170,15 @@ class SqliteStore:
         )
         message["tags"] = json.loads(message["tags"] or "[]")
         async with self._ro.execute(
-            "SELECT id, recipient, state, attempts, next_attempt_at, updated_at, last_class,"
-            " last_code, last_status, last_text, last_remote FROM deliveries"
+            "SELECT id, recipient, role, state, attempts, next_attempt_at, updated_at,"
+            " last_class, last_code, last_status, last_text, last_remote FROM deliveries"
             " WHERE message_id = ? ORDER BY id",
             (m[0],),
         ) as cur:
             dkeys = (
                 "delivery_id",
                 "recipient",
+                "role",
                 "state",
                 "attempts",
                 "next_attempt_at",
@@ -1280,6 +1319,34 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
                 str(e.details.get("source", "")) if e.type in ("open", "click") else "",
             )
             for e in events
+        ],
+    )
+
+
+async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
+    """The 'dropped' events of a message's recipients dropped at accept, naming the reason,
+    the suppression scope and the stream (their deliveries were inserted last, in order)."""
+    async with db.execute(
+        "SELECT d.id, m.id FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
+        (m.queue_id,),
+    ) as cur:
+        rows = list(await cur.fetchall())
+    await _insert_events(
+        db,
+        [
+            Event(
+                "dropped",
+                m.received_at,
+                int(message_pk),
+                int(delivery_id),
+                rcpt,
+                m.campaign,
+                {"reason": reason, "scope": scope, "stream": m.stream},
+            )
+            for (delivery_id, message_pk), (rcpt, reason, scope) in zip(
+                rows, m.dropped, strict=True
+            )
         ],
     )
 

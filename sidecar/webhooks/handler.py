@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from relay.learn.notify_sender import LateNotifier
 from relay.store import Event, Store
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
@@ -56,7 +57,9 @@ class WebhookHandler:
         *,
         secrets: WebhookSecrets | None = None,
         clock: Callable[[], float] = time.time,
+        notifier: LateNotifier | None = None,
     ) -> None:
+        self._notifier = notifier  # late bounces and complaints: a DSN to the app's sender
         self._store = store
         self._config = config
         self._dedup = dedup
@@ -145,10 +148,13 @@ class WebhookHandler:
                 duplicates += 1
         try:
             store = self._store() if callable(self._store) else self._store
+            late = []
+            if events and self._notifier is not None:
+                late = await self._notifier.select(store, events)
             if events:
                 await store.record_events(events)
-            for address, reason, detail in suppressions_for(events):
-                await store.suppress(address, reason, now, None, detail)
+            for address, reason, detail, scope in suppressions_for(events):
+                await store.suppress(address, reason, now, None, detail, scope)
         except Exception:
             log.exception("webhook provider=%s store write failed; provider will retry", provider)
             for key in fresh:
@@ -157,6 +163,11 @@ class WebhookHandler:
                 except Exception:
                     log.exception("webhook provider=%s can't forget %s", provider, key)
             return web.json_response({"error": "store unavailable"}, status=500)
+        if late and self._notifier is not None:
+            try:  # recorded already: a failure here must not make the provider send it again
+                await self._notifier.send(store, late, now)
+            except Exception:
+                log.exception("webhook provider=%s late DSN to the sender failed", provider)
         log.info(
             "webhook provider=%s accepted=%d duplicates=%d recorded=%d",
             provider,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.learn.bounce import classify
+from relay.learn.scopes import scope_of
 from relay.store import Event
 from sidecar.webhooks.signatures import parse_time
 
@@ -176,12 +177,13 @@ def _event(
 # --- suppression side effects
 
 
-def suppressions_for(events: Iterable[Event]) -> list[tuple[str, str, str]]:
-    """(address, reason, detail) to suppress permanently: hard bounces, complaints, unsubscribes.
+def suppressions_for(events: Iterable[Event]) -> list[tuple[str, str, str, str]]:
+    """(address, reason, detail, scope) to suppress permanently: hard bounces and complaints
+    (every stream), unsubscribes (the broadcast stream: relay.learn.scopes).
 
     Soft bounces and deferrals are only recorded (the soft-bounce threshold is another rule).
     """
-    out: dict[str, tuple[str, str, str]] = {}
+    out: dict[tuple[str, str], tuple[str, str, str, str]] = {}
     for e in events:
         if not e.recipient or "@" not in e.recipient:
             continue
@@ -195,5 +197,6 @@ def suppressions_for(events: Iterable[Event]) -> list[tuple[str, str, str]]:
         else:
             continue
         detail = f"{provider} {e.details.get('raw_type', '')} {e.details.get('reason', '')}"
-        out[e.recipient.lower()] = (e.recipient, reason, " ".join(detail.split()))
+        scope = scope_of(e.type, e.details)
+        out[(e.recipient.lower(), scope)] = (e.recipient, reason, " ".join(detail.split()), scope)
     return list(out.values())

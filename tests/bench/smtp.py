@@ -284,6 +284,9 @@ clicks = {on}
 unsubscribe = {on}
 honeypot = {on}
 
+[streams]
+default = "broadcast"  # newsletters: tracked by default (transactional mail is not)
+
 [sidecar]
 listen = "127.0.0.1:{free_port()}"
 admin_token_file = "{token}"

@@ -90,9 +90,7 @@ async def test_suppressed_recipient_refused_at_rcpt_when_configured(
     await client.cmd("EHLO client.test")
     await client.cmd("MAIL FROM:<app@example.com>")
     reply = await client.cmd("RCPT TO:<Gone@Example.org>")
-    assert reply == (
-        "550 5.7.1 <Gone@Example.org>: Recipient address rejected: suppressed (complaint)"
-    )
+    assert reply == "550 5.7.1 <Gone@Example.org>: suppressed (complaint, all)"
 
 
 async def _deliver_and_get_verp(relay: RunningRelay, sink: Sink, rcpt: str) -> str:
@@ -215,7 +213,7 @@ async def test_soft_bounces_suppress_after_the_limit_and_delivery_clears(tmp_pat
         )
         await apply(store, rules, [("bounced", "full@example.org", soft)], now)
         found = await store.suppressed(["full@example.org"], now)
-        assert found == ({} if n < 2 else {"full@example.org": "soft-bounce"})
+        assert found == ({} if n < 2 else {"full@example.org": ("soft-bounce", "all")})
     (row,) = await store.list_suppressions(now=1003.0)
     assert row["expires_at"] == 1002.0 + 7 * 86400
     assert await store.suppressed(["full@example.org"], 1002.0 + 7 * 86400 + 1) == {}
@@ -226,7 +224,7 @@ async def test_soft_bounces_suppress_after_the_limit_and_delivery_clears(tmp_pat
     await apply(store, rules, [("delivered", "hard@example.org", {})], 1005.0)
     await store.suppress("hard@example.org", "soft-bounce", 1006.0, 2000.0)  # no downgrade
     assert await store.suppressed(["hard@example.org"], 5000.0) == {
-        "hard@example.org": "hard-bounce"
+        "hard@example.org": ("hard-bounce", "all")
     }
     # old soft bounces fall out of the window
     await store.record_events([Event("bounced", 1.0, recipient="old@example.org", details=soft)])

@@ -163,7 +163,8 @@ def test_suppression_round_trip(conf: Path, capsys: pytest.CaptureFixture[str], 
     ]
     csv_path = tmp_path / "s.csv"
     assert run(conf, capsys, "suppression", "export", str(csv_path))[0] == 0
-    assert csv_path.read_text().splitlines()[0] == "address,reason,detail,created_at,expires_at"
+    header = csv_path.read_text().splitlines()[0]
+    assert header == "address,reason,detail,created_at,expires_at,scope"
     assert run(conf, capsys, "suppression", "remove", "someone@example.org")[0] == 0
     assert run(conf, capsys, "suppression", "remove", "someone@example.org")[0] == 1
     bad = tmp_path / "in.csv"
@@ -370,3 +371,43 @@ def test_config_summary_reads_the_config(conf: Path, capsys: pytest.CaptureFixtu
         "relay: smtp://127.0.0.1:3525 smtp://[::1]:3525  sidecar: http://127.0.0.1:9025"
         f"  mail to: var/box  admin token: {conf.parent / 'token'}\n"
     )
+
+
+def test_suppression_scopes(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    add = ("suppression", "add", "ann@example.org")
+    assert run(conf, capsys, *add, "--reason", "unsubscribe")[1] == (
+        "suppressed: ann@example.org (broadcast)\n"
+    )
+    assert run(conf, capsys, *add, "--scope", "campaign:spring")[1] == (
+        "suppressed: ann@example.org (campaign:spring)\n"
+    )
+    code, out, err = run(conf, capsys, *add, "--reason", "unsubscribe", "--scope", "all")
+    assert (code, out) == (2, "")
+    assert err == (
+        "outpostctl: --scope: an unsubscribe never stops transactional mail:"
+        " scope must not be all\n"
+    )
+    code, out, _ = run(conf, capsys, "suppression", "list", "--scope", "broadcast")
+    assert [json.loads(x)["scope"] for x in out.splitlines()] == ["broadcast"]
+    # a CSV row's scope is read and checked; without one, the reason decides
+    rows = tmp_path / "scoped.csv"
+    rows.write_text(
+        "address,reason,scope\nbob@example.org,unsubscribe,\n"
+        "carol@example.org,unsubscribe,all\ndan@example.org,manual,list:news.example.com\n"
+    )
+    code, out, err = run(conf, capsys, "suppression", "import", str(rows))
+    assert code == 1 and "imported: 2 addresses, 1 rejected" in out
+    assert ":3: an unsubscribe never stops transactional mail" in err
+    code, out, _ = run(conf, capsys, "suppression", "list")
+    got = {(r["address"], r["scope"]) for r in map(json.loads, out.splitlines())}
+    assert got == {
+        ("ann@example.org", "broadcast"),
+        ("ann@example.org", "campaign:spring"),
+        ("bob@example.org", "broadcast"),
+        ("dan@example.org", "list:news.example.com"),
+    }
+    args = ("suppression", "remove", "ann@example.org", "--scope", "broadcast")
+    assert run(conf, capsys, *args)[0] == 0
+    assert run(conf, capsys, *args)[0] == 1
+    code, out, _ = run(conf, capsys, "suppression", "list", "--search", "ann@")
+    assert [json.loads(x)["scope"] for x in out.splitlines()] == ["campaign:spring"]

@@ -62,6 +62,19 @@ def test_dev_config_loads() -> None:
         ("[relay]\nmax_recipients = -1\n", "x.toml: relay.max_recipients: can't be negative"),
         ("[tracking]\nopens = 1\n", "x.toml: tracking.opens: expected true or false"),
         ("[relay\n", "x.toml: not valid TOML"),
+        (
+            '[streams]\ndefault = "marketing"\n',
+            "x.toml: streams.default: 'marketing' is not one of: transactional, broadcast",
+        ),
+        (
+            '[streams]\nreject_suppressed = ["broadcast", "bulk"]\n',
+            "x.toml: streams.reject_suppressed: 'bulk' is not one of: transactional, broadcast",
+        ),
+        (
+            '[streams]\nunsubscribe_scope = "all"\n',
+            "x.toml: streams.unsubscribe_scope: 'all' is not one of: broadcast, campaign, list",
+        ),
+        ('[streams]\nbroadcast_track = "some"\n', "x.toml: streams.broadcast_track: 'some' is"),
     ],
 )
 def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, message: str) -> None:

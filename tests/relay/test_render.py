@@ -47,7 +47,11 @@ HTML_MSG = (
 
 
 def tracked_config(tmp_path: Path, sink: Sink, **extra: dict) -> object:
-    sections = {"delivery": smarthost(sink), "tracking": TRACK_ON | {"base_url": BASE}}
+    sections = {
+        "delivery": smarthost(sink),
+        "tracking": TRACK_ON | {"base_url": BASE},
+        "streams": {"default": "broadcast"},  # list mail: tracked, with List-Unsubscribe
+    }
     for name, values in extra.items():
         sections[name] = sections.get(name, {}) | values
     return make_config(tmp_path, **sections)

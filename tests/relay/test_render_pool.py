@@ -29,6 +29,7 @@ async def test_pooled_rendering_matches_inline(tmp_path: Path, sink: Sink, start
             run,
             delivery=smarthost(sink) | {"render_processes": processes},
             tracking=TRACK_ON | {"base_url": BASE},
+            streams={"default": "broadcast"},
             dkim={"keys": entries},
         )
         relay = await start_relay(config)

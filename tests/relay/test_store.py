@@ -66,11 +66,30 @@ async def test_a_first_release_store_is_migrated_forward(tmp_path: Path) -> None
         db.execute("PRAGMA user_version = 1")
         db.execute(
             "INSERT INTO suppressions (address, reason, created_at)"
-            " VALUES ('a@x.example', 'hard', 1)"
+            " VALUES ('a@x.example', 'hard', 1), ('u@x.example', 'unsubscribe', 1)"
         )
+        for queue_id, track in (("QTRACKED", "all"), ("QPLAIN", "none")):
+            db.execute(
+                "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, size,"
+                " track, raw) VALUES (?, 1, 'app@example.com', '127.0.0.1', 1, ?, x'00')",
+                (queue_id, track),
+            )
     store = await open_store(StoreConfig(path=str(path)), durable=False)
     try:
-        assert await store.suppressed(["a@x.example"], now=2.0) == {"a@x.example": "hard"}
+        assert await store.suppressed(["a@x.example"], now=2.0) == {"a@x.example": ("hard", "all")}
+        # a stored unsubscribe stops broadcast mail only from now on
+        both = ["a@x.example", "u@x.example"]
+        assert await store.suppressed(both, 2.0, ("all",)) == {"a@x.example": ("hard", "all")}
+        assert await store.suppressed(both, 2.0, ("all", "broadcast")) == {
+            "a@x.example": ("hard", "all"),
+            "u@x.example": ("unsubscribe", "broadcast"),
+        }
+        rows = await store.list_suppressions(now=2.0, scope="broadcast")
+        assert [(r["address"], r["reason"]) for r in rows] == [("u@x.example", "unsubscribe")]
+        # queued mail that got list headers under v1 was list mail: broadcast
+        for queue_id, stream in (("QTRACKED", "broadcast"), ("QPLAIN", "transactional")):
+            history = await store.message_history(queue_id)
+            assert history is not None and history["message"]["stream"] == stream
     finally:
         await store.close()
     with sqlite3.connect(path) as db:

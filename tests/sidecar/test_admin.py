@@ -58,7 +58,7 @@ async def fixture(config: Config) -> dict[str, int]:
                 "127.0.0.1",
                 b"Subject: x\r\n\r\nx\r\n",
                 recipients=(),
-                dropped=(("x@x.org", "suppressed"),),
+                dropped=(("x@x.org", "suppressed", "all"),),
                 campaign="spring",
             )
         )

@@ -111,11 +111,17 @@ async def test_ingest_dsn_over_http_suppresses_and_stats_show_it(
             rcpts=("reader@example.org",),
         )
         await relay.idle()
-        assert len(sink.received) == 1
+        # the late bounce reached the app's sender as a DSN (from the null sender); the second
+        # message was never sent
+        assert len(sink.received) == 2
+        late = sink.received[1]
+        assert (late.mail_from, late.rcpts) == ("", ["app@example.com"])
+        assert b"report-type=delivery-status" in late.data
+        assert b"Final-Recipient: rfc822; reader@example.org" in late.data
         stats = await (await client.get("/api/stats", headers=ADMIN)).json()
         assert (stats["processed"], stats["delivered"], stats["bounced"], stats["dropped"]) == (
+            3,
             2,
-            1,
             1,
             1,
         )
