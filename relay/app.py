@@ -14,6 +14,7 @@ import dns.asyncresolver
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
 from relay.deliver.dsn import Failure, build_dsn, should_notify
+from relay.deliver.gate import Gate
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
 from relay.learn.suppression import Rules
@@ -64,6 +65,7 @@ class RelayApp:
             make_rendering(cfg),
             clock=self.clock,
             after_results=self._after_results,
+            gate=Gate(cfg, self.store, resolver=self._resolver, default_transport=transport),
         )
         self.acceptor = Acceptor(
             self.store,

@@ -47,6 +47,8 @@ class Lease:
     smtputf8: bool
     body_8bit: bool
     kind: str
+    auth_user: str = ""  # who submitted it (routes and health call this the app)
+    shaping_wait: float = 0.0  # seconds held back by shaping/warm-up: not part of the lifetime
 
 
 @dataclass(frozen=True)
