@@ -17,6 +17,7 @@ from typing import Any, TypeVar, cast
 
 from relay import csvsafe
 from relay.config import Config, ConfigError, load_config, parse_duration
+from relay.deliver import domaincheck, report
 from relay.learn.bounce import parse_report
 from relay.receive.auth import hash_password
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
@@ -339,6 +340,86 @@ def cmd_dkim_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- deliverability: routes, shaping, warm-up, health, domain checks
+
+
+def cmd_route_test(args: argparse.Namespace) -> int:
+    """Which route mail FROM -> TO takes and why (MX looked up when a route needs it)."""
+    config = _config(args)
+    row = asyncio.run(
+        report.route_test(config, args.sender, args.recipient, campaign=args.campaign, app=args.app)
+    )
+    _out(row)
+    return 0
+
+
+def cmd_shaping_show(args: argparse.Namespace) -> int:
+    for row in with_store(args, lambda s: report.shaping_rows(_config(args), s)):
+        if not args.history:
+            row.pop("history", None)
+        _out(row)
+    return 0
+
+
+def cmd_warmup_show(args: argparse.Namespace) -> int:
+    for row in with_store(args, lambda s: report.warmup_rows(_config(args), s, time.time())):
+        _out(row)
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    data = with_store(args, lambda s: report.health_report(_config(args), s, time.time()))
+    for pause in data["paused"]:
+        _out({"paused": pause["scope"], **pause})
+    for window, groups in data["windows"].items():
+        for scope, rows in groups.items():
+            for value, counts in rows.items():
+                _out({"window": window, scope: value, **counts})
+    return 0
+
+
+def cmd_health_resume(args: argparse.Namespace) -> int:
+    scope, value = ("campaign", args.campaign) if args.campaign else ("domain", args.domain)
+    if not value:
+        print("outpostctl: give --domain or --campaign", file=sys.stderr)
+        return 2
+    gone = with_store(
+        args, lambda s: s.resume_sender(scope, value.lower() if scope == "domain" else value)
+    )
+    print(f"resumed: {scope} {value}" if gone else f"was not paused: {scope} {value}")
+    return 0 if gone else 1
+
+
+def cmd_domain_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    findings = asyncio.run(domaincheck.check(config, args.domain))
+    for f in findings:
+        _out(f.row())
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def _deliverability_commands(top: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add("test", cmd_route_test, "which route mail FROM -> TO takes, and why", "route")
+    p.add_argument("sender", metavar="FROM")
+    p.add_argument("recipient", metavar="TO")
+    p.add_argument("--campaign", default="")
+    p.add_argument("--app", default="", help="the AUTH user the app submits as")
+    p = add("show", cmd_shaping_show, "buckets: current rate and why it changed", "shaping")
+    p.add_argument("--history", action="store_true", help="also the last rate changes")
+    add("show", cmd_warmup_show, "today's allowance, sent and waiting per domain", "warmup")
+    p = top.add_parser("health", help="rates per domain, campaign, provider; pauses")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="TOML file")
+    p.set_defaults(func=cmd_health)
+    sub = p.add_subparsers(dest="sub", required=False)
+    r = sub.add_parser("resume", help="resume a paused sending domain or campaign")
+    r.add_argument("--config", default=argparse.SUPPRESS, help="TOML file")
+    r.add_argument("--domain", default="")
+    r.add_argument("--campaign", default="")
+    r.set_defaults(func=cmd_health_resume)
+    p = add("check", cmd_domain_check, "SPF, DKIM, DMARC, MX, reverse DNS", "domain")
+    p.add_argument("domain")
+
+
 # --- parser
 
 
@@ -400,6 +481,7 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim").add_argument(
         "--domain", required=True
     )
+    _deliverability_commands(top, add)
     return parser
 
 

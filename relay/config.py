@@ -154,6 +154,13 @@ def _date(value: Any) -> str:
     return text
 
 
+def _address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(_str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
 def _network(value: Any) -> IPNetwork:
     try:
         return ipaddress.ip_network(_str(value), strict=False)
@@ -216,6 +223,7 @@ class DeliveryConfig:
         default="opportunistic", metadata=_key(_choice("none", "opportunistic", "required"))
     )
     dns_nameservers: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    egress_addresses: tuple[str, ...] = field(default=(), metadata=_key(_list(_address)))
     backoff: tuple[float, ...] = field(
         default=(300.0, 600.0, 1200.0, 2400.0, 3960.0), metadata=_key(_list(parse_duration))
     )

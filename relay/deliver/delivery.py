@@ -91,6 +91,7 @@ class DeliveryService:
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
+        self._leasing = False
 
     # --- control
 
@@ -130,7 +131,7 @@ class DeliveryService:
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
         while True:
-            busy = self._tasks or any(d.pending for d in self._dest.values())
+            busy = self._leasing or self._tasks or any(d.pending for d in self._dest.values())
             due = await self._store.next_due_at()
             if not busy and (due is None or due > self._clock()):
                 return
@@ -147,12 +148,16 @@ class DeliveryService:
             got: list[Lease] = []
             if room > 0:
                 now = self._clock()
+                self._leasing = True  # leases in hand, not yet dispatched: not idle
                 try:
                     got = await self._store.lease_due_deliveries(now, room, now + cfg.lease_time)
                 except Exception:
                     log.exception("leasing failed; retrying")
-                for lease in await self._admit(await self._drop_suppressed(got)):
-                    self._dispatch(lease)
+                try:
+                    for lease in await self._admit(await self._drop_suppressed(got)):
+                        self._dispatch(lease)
+                finally:
+                    self._leasing = False
             if got and len(got) == room:
                 continue  # more may be due; the workers make room
             timeout = cfg.poll_interval

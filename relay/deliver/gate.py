@@ -36,40 +36,17 @@ class Plan:
     route: routes.Choice
     bucket: str
     key: str
+    mx_hosts: tuple[str, ...] | None = None
 
 
-class Gate:
-    """Routes, shaping, warm-up and pauses for one relay process's delivery workers."""
+class Planner:
+    """Route and shaping bucket of a delivery (what `outpostctl route test` shows, too)."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: Store,
-        *,
-        resolver: dns.asyncresolver.Resolver | None = None,
-        default_transport: Transport | None = None,
-    ) -> None:
+    def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self._config = config
-        self._store = store
         self._resolver = resolver
         self.shaper = Shaper(config.shaping)
-        base = config.delivery
-        self._transports: dict[str, Transport] = {
-            routes.DEFAULT: default_transport
-            or Transport(base, helo=config.relay.hostname, resolver=resolver)
-        }
-        for r in config.routes:
-            self._transports[r.name] = Transport(
-                routes.route_delivery(base, r), helo=config.relay.hostname, resolver=resolver
-            )
         self._mx: dict[str, tuple[float, tuple[str, ...]]] = {}
-        self._plans: dict[int, Plan] = {}
-        self._slots: dict[str, asyncio.Semaphore] = {}
-        self._warmup = {w.domain: w for w in config.warmup}
-        self._allowances: dict[tuple[str, str], warmup.Allowance] = {}
-        self._health_at = float("-inf")
-
-    # --- planning
 
     async def hosts(self, domain: str, now: float) -> tuple[str, ...]:
         """MX host names of a recipient domain (cached a few minutes)."""
@@ -107,13 +84,38 @@ class Gate:
             bucket = f"route:{choice.name}"  # a smarthost or file route is one destination
         self.shaper.bucket(bucket, rule).domains.add(facts.recipient_domain)
         target = facts.recipient_domain if mx_route else ""
-        return Plan(choice, bucket, SEP.join((choice.name, bucket, target)))
+        return Plan(choice, bucket, SEP.join((choice.name, bucket, target)), facts.mx_hosts)
 
-    @staticmethod
-    def facts(lease: Lease) -> routes.Facts:
-        return routes.Facts(
-            routes.domain_of(lease.mail_from), lease.domain, lease.campaign, lease.auth_user
-        )
+
+class Gate:
+    """Routes, shaping, warm-up and pauses for one relay process's delivery workers."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        default_transport: Transport | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self.planner = Planner(config, resolver)
+        self.shaper = self.planner.shaper
+        base = config.delivery
+        self._transports: dict[str, Transport] = {
+            routes.DEFAULT: default_transport
+            or Transport(base, helo=config.relay.hostname, resolver=resolver)
+        }
+        for r in config.routes:
+            self._transports[r.name] = Transport(
+                routes.route_delivery(base, r), helo=config.relay.hostname, resolver=resolver
+            )
+        self._plans: dict[int, Plan] = {}
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        self._warmup = {w.domain: w for w in config.warmup}
+        self._allowances: dict[tuple[str, str], warmup.Allowance] = {}
+        self._health_at = float("-inf")
 
     async def admit(self, leases: Sequence[Lease], now: float) -> list[Lease]:
         """The leases that may go now; every other one is returned to the queue, due later."""
@@ -125,13 +127,13 @@ class Gate:
         recheck = now + self._config.health.check_interval
         ready: list[Lease] = []
         for lease in leases:
-            f = self.facts(lease)
+            f = facts(lease)
             why = paused.get(("domain", f.sender_domain)) or paused.get(("campaign", f.campaign))
             if why and lease.kind == "mail":
                 later.append((lease.delivery_id, recheck, f"paused: {why}"))
                 continue
             ready.append(lease)
-        plans = await asyncio.gather(*(self.plan(self.facts(x), now) for x in ready))
+        plans = await asyncio.gather(*(self.planner.plan(facts(x), now) for x in ready))
         by_bucket: dict[str, list[tuple[Lease, Plan]]] = {}
         for lease, p in zip(ready, plans, strict=True):
             by_bucket.setdefault(p.bucket, []).append((lease, p))
@@ -263,10 +265,18 @@ class Gate:
         changed = self.shaper.tick(now)
         if changed:
             await self.publish(changed, now)
+            for bucket in changed:  # faster now: what waits is scheduled again at the new rate
+                await self._store.release_waiting(f"shaping {bucket}:", now)
         if now - self._health_at >= self._config.health.check_interval:
             self._health_at = now
             if self._config.health.enabled:
                 await check_health(self._store, self._config, now)
+
+
+def facts(lease: Lease) -> routes.Facts:
+    return routes.Facts(
+        routes.domain_of(lease.mail_from), lease.domain, lease.campaign, lease.auth_user
+    )
 
 
 async def day_history(

@@ -70,6 +70,10 @@ class Store(Protocol):
         mail)."""
         ...
 
+    async def release_waiting(self, why_prefix: str, now: float) -> int:
+        """Make deliveries we hold back for a reason starting so due now (a bucket sped up)."""
+        ...
+
     async def take_daily(self, key: str, day: str, limit: int, n: int) -> int:
         """Take up to n from a day's allowance of `limit` for `key`, atomically: how many."""
         ...

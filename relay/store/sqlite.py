@@ -304,6 +304,19 @@ class SqliteStore:
 
         await self._transaction(work)
 
+    async def release_waiting(self, why_prefix: str, now: float) -> int:
+        """Make deliveries we hold back for a reason starting so due now (a bucket sped up)."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE state = 'queued'"
+                " AND next_attempt_at > ? AND substr(waiting_for, 1, ?) = ?",
+                (now, now, len(why_prefix), why_prefix),
+            )
+            return cur.rowcount
+
+        return await self._transaction(work)
+
     async def take_daily(self, key: str, day: str, limit: int, n: int) -> int:
         """Take up to n from a day's allowance of `limit` for `key`, atomically: how many."""
 
