@@ -46,7 +46,7 @@ async def dns(keys: dict[str, str]) -> AsyncIterator[DnsServer]:
         ("good.test", "MX"): [(10, "mx.good.test")],
         ("mx.good.test", "A"): ["127.0.0.1"],
         ("good.test", "TXT"): [quoted("v=spf1 include:_spf.good.test -all"), '"other=1"'],
-        ("_spf.good.test", "TXT"): [quoted(f"v=spf1 ip4:127.0.0.0/29 a:out.good.test ~all")],
+        ("_spf.good.test", "TXT"): [quoted("v=spf1 ip4:127.0.0.0/29 a:out.good.test ~all")],
         ("out.good.test", "A"): [EGRESS],
         ("s1._domainkey.good.test", "TXT"): [quoted(keys["good.test"])],
         ("_dmarc.good.test", "TXT"): [

@@ -86,7 +86,7 @@ def test_route_inherits_empty_transport_keys() -> None:
             "test.toml: routes[1].name: 'a' is used twice",
         ),
         ([{"name": "a", "transport": "pigeon"}], "test.toml: routes[0].transport: 'pigeon' is"),
-        ([{"name": "a", "transport": "mx", "colour": 1}], "test.toml: unknown key routes[0].colour"),
+        ([{"name": "a", "transport": "mx", "hue": 1}], "test.toml: unknown key routes[0].hue"),
         ({"name": "a"}, "test.toml: routes: expected [[routes]] tables"),
     ],
 )
