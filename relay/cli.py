@@ -384,7 +384,10 @@ def cmd_health_resume(args: argparse.Namespace) -> int:
         print("outpostctl: give --domain or --campaign", file=sys.stderr)
         return 2
     gone = with_store(
-        args, lambda s: s.resume_sender(scope, value.lower() if scope == "domain" else value)
+        args,
+        lambda s: s.resume_sender(
+            scope, value.lower() if scope == "domain" else value, time.time()
+        ),
     )
     print(f"resumed: {scope} {value}" if gone else f"was not paused: {scope} {value}")
     return 0 if gone else 1

@@ -11,7 +11,7 @@ from relay.config import Config, ConfigError, read_secret_file
 from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import admin, ingest, operations, tracking, webhooks
+from sidecar import admin, deliverability, ingest, operations, tracking, webhooks
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
@@ -68,6 +68,7 @@ async def metrics(request: web.Request) -> web.Response:
         ),
     ):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += await deliverability.metric_lines(request.app[STORE])
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",
@@ -132,4 +133,10 @@ def make_app(
         ),
     )
     webhooks.add_routes(app, hooks)
+    deliverability.add_routes(
+        app,
+        deliverability.DeliverabilityApi(
+            lambda request: request.app[CONFIG], lambda request: request.app[STORE]
+        ),
+    )
     return app

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import dns.asyncresolver
 
@@ -304,14 +305,31 @@ async def day_history(
 
 
 async def check_health(store: Store, config: Config, now: float) -> list[health.Verdict]:
-    """Pause every sending domain or campaign over a threshold (recorded with why)."""
-    rows = await store.sender_counts(now - config.health.window, now)
-    found = health.verdicts(
-        health.summarise(rows, lambda r: str(r["sender_domain"])),
-        health.summarise(rows, lambda r: str(r["campaign"])),
-        config.health,
-    )
+    """Pause every sending domain or campaign over a threshold (recorded with why).
+
+    After an operator's resume only what happened since counts: the same old bounces don't
+    pause it again.
+    """
+    since = now - config.health.window
+    resumed = {
+        (p["scope"], p["value"]): p["resumed_at"]
+        for p in await store.sender_pauses(include_resumed=True)
+        if p["resumed_at"] is not None and p["resumed_at"] > since
+    }
+    rows = await store.sender_counts(since, now)
+    found = [v for v in _verdicts(rows, config) if (v.scope, v.value) not in resumed]
+    for (scope, value), at in resumed.items():  # judged on outcomes after the resume
+        recent = await store.sender_counts(at, now)
+        found += [v for v in _verdicts(recent, config) if (v.scope, v.value) == (scope, value)]
     for v in found:
         if await store.pause_sender(v.scope, v.value, v.reason, now):
             log.warning("paused %s=%s reason=%r", v.scope, v.value, v.reason)
     return found
+
+
+def _verdicts(rows: list[dict[str, Any]], config: Config) -> list[health.Verdict]:
+    return health.verdicts(
+        health.summarise(rows, lambda r: str(r["sender_domain"])),
+        health.summarise(rows, lambda r: str(r["campaign"])),
+        config.health,
+    )

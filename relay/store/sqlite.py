@@ -372,28 +372,37 @@ class SqliteStore:
 
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(
-                "INSERT OR IGNORE INTO sender_pauses (scope, value, reason, paused_at)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO sender_pauses (scope, value, reason, paused_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope, value) DO UPDATE SET reason = excluded.reason,"
+                " paused_at = excluded.paused_at, resumed_at = NULL"
+                " WHERE sender_pauses.resumed_at IS NOT NULL",
                 (scope, value, reason, now),
             )
             return cur.rowcount == 1
 
         return await self._transaction(work)
 
-    async def resume_sender(self, scope: str, value: str) -> bool:
+    async def resume_sender(self, scope: str, value: str, now: float) -> bool:
+        """An operator's resume: True when a pause in force was lifted."""
+
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(
-                "DELETE FROM sender_pauses WHERE scope = ? AND value = ?", (scope, value)
+                "UPDATE sender_pauses SET resumed_at = ? WHERE scope = ? AND value = ?"
+                " AND resumed_at IS NULL",
+                (now, scope, value),
             )
             return cur.rowcount > 0
 
         return await self._transaction(work)
 
-    async def sender_pauses(self) -> list[dict[str, Any]]:
+    async def sender_pauses(self, include_resumed: bool = False) -> list[dict[str, Any]]:
+        """Pauses in force (and, asked, lifted ones with resumed_at), oldest first."""
+        where = "" if include_resumed else " WHERE resumed_at IS NULL"
         async with self._ro.execute(
-            "SELECT scope, value, reason, paused_at FROM sender_pauses ORDER BY paused_at"
+            "SELECT scope, value, reason, paused_at, resumed_at FROM sender_pauses"
+            f"{where} ORDER BY paused_at"
         ) as cur:
-            keys = ("scope", "value", "reason", "paused_at")
+            keys = ("scope", "value", "reason", "paused_at", "resumed_at")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:

@@ -21,12 +21,14 @@ CREATE TABLE shaping_state (
     updated_at REAL NOT NULL
 ) WITHOUT ROWID;
 
--- Sending domains or campaigns paused by a health threshold (or an operator); resumed by hand.
+-- Sending domains or campaigns paused by a health threshold; resumed by an operator (the row
+-- stays: outcomes before resumed_at no longer count toward a new pause).
 CREATE TABLE sender_pauses (
     scope     TEXT NOT NULL CHECK (scope IN ('domain', 'campaign')),
     value     TEXT NOT NULL,
     reason    TEXT NOT NULL,
     paused_at REAL NOT NULL,
+    resumed_at REAL,                           -- NULL: in force; an operator's resume sets it
     PRIMARY KEY (scope, value)
 ) WITHOUT ROWID;
 
