@@ -377,6 +377,9 @@ class HealthConfig:
     check_interval: float = field(default=60.0, metadata=_key(parse_duration))
 
 
+FEEDBACK_FIELDS = ("campaign", "app", "mailtype", "sender")
+
+
 @dataclass(frozen=True)
 class FeedbackConfig:
     """[feedback]: the Feedback-ID header (Gmail's feedback loop) added at render."""
@@ -551,6 +554,13 @@ def _check_deliverability(config: Config) -> None:
             raise ConfigError(f"{where}: give daily_limits or a growth factor")
         if w.growth and w.growth < 1:
             raise ConfigError(f"{where}.growth: must be at least 1 (a daily multiplier)")
+    template = config.feedback.format
+    unknown = set(re.findall(r"\{([^}]*)\}", template)) - set(FEEDBACK_FIELDS)
+    if unknown or not 2 <= len(template.split(":")) <= 4:
+        raise ConfigError(
+            f"{src}: feedback.format: {template!r}: 2 to 4 colon-separated parts, fields from"
+            f" {', '.join('{' + f + '}' for f in FEEDBACK_FIELDS)}"
+        )
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

@@ -158,6 +158,7 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
             "unsubscribe": False,
         },
         "sidecar": {"listen": "127.0.0.1:0", "admin_token_file": str(token)},
+        "feedback": {"feedback_id": False},  # bytes end to end again; feedback tests set it
     }
     for name, values in sections.items():
         if isinstance(values, list):  # [[routes]], [[shaping]], ...: tables as given

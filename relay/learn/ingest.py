@@ -6,14 +6,19 @@ late bounce is handled the same way whichever door it came through.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config import FeedbackConfig
 from relay.learn.bounce import parse_report, verp_recipient
+from relay.learn.bounce.mime import attached_original, header_value
 from relay.learn.suppression import Rules, apply
 from relay.render import headers
+from relay.render.feedback import feedback_value, read_feedback_id
 from relay.render.tokens import TokenKind, TokenSigner
 from relay.store import Event, Store
 
@@ -44,6 +49,15 @@ def verp_delivery(
     return None
 
 
+def _original_fields(raw: bytes) -> dict[str, str]:
+    """Return-Path and Feedback-ID of the original attached to a complaint (what they match on
+    when the provider redacts the recipient)."""
+    original = attached_original(email.message_from_bytes(raw, policy=email.policy.compat32))
+    if original is None:
+        return {}
+    return {name: header_value(original, name) for name in ("Return-Path", "Feedback-ID")}
+
+
 def _header_addresses(raw: bytes) -> list[str]:
     block, _ = headers.split(raw)
     out = []
@@ -63,6 +77,7 @@ async def ingest(
     bounce_domain: str,
     rules: Rules,
     now: float,
+    feedback_format: str = FeedbackConfig().format,
 ) -> Ingested:
     """Parse a report and record what it says; auto-replies and delay notices record nothing."""
     report = parse_report(raw)
@@ -94,11 +109,26 @@ async def ingest(
             }
             events.append(_event("bounced", delivery, r.recipient, details, now))
     else:
+        originals = _original_fields(raw)
+        if via_verp is None:  # the original's return path is our VERP address (Yahoo CFL)
+            returned = originals.get("Return-Path", "").strip().strip("<>")
+            found = verp_delivery([returned], signer, bounce_domain) if returned else None
+            via_verp = await store.delivery_by_id(found) if found is not None else None
+        campaign = read_feedback_id(feedback_format, originals.get("Feedback-ID", ""))
         for c in report.complaints:
             delivery = via_verp
             if delivery is None and report.original_message_id and c.recipient:
                 delivery = await store.delivery_by_message_id(
                     report.original_message_id, c.recipient
+                )
+            if delivery is None and campaign.get("campaign") and c.recipient:
+                delivery = next(  # the newest delivery to them whose Feedback-ID says so
+                    (
+                        d
+                        for d in await store.deliveries_to(c.recipient)
+                        if feedback_value(d["campaign"]) == campaign["campaign"]
+                    ),
+                    None,
                 )
             details = {
                 "source": "arf",

@@ -183,6 +183,10 @@ class Store(Protocol):
         """Find a delivery from a returned message's Message-ID and the failed recipient."""
         ...
 
+    async def deliveries_to(self, recipient: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
+        ...
+
     async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:
         """Record a provider event id; False when it was seen before (a replay)."""
         ...

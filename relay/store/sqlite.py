@@ -596,6 +596,26 @@ class SqliteStore:
             row = await cur.fetchone()
         return None if row is None else await self.delivery_by_id(int(row[0]))
 
+    async def deliveries_to(self, recipient: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
+        async with self._ro.execute(
+            "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
+            " m.mail_from FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.recipient = ? COLLATE NOCASE ORDER BY d.id DESC LIMIT ?",
+            (recipient, limit),
+        ) as cur:
+            keys = (
+                "delivery_id",
+                "message_pk",
+                "queue_id",
+                "recipient",
+                "state",
+                "campaign",
+                "kind",
+                "mail_from",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
     async def forget_webhook(self, provider: str, event_id: str) -> None:
         """Undo remember_webhook when the events couldn't be stored (the provider retries)."""
 
