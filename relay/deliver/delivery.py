@@ -127,6 +127,8 @@ class DeliveryService:
             for channel in channels:
                 await channel.close()
         self._idle.clear()
+        if self._gate is not None:
+            await self._gate.close()
 
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""

@@ -117,6 +117,7 @@ class Gate:
         self._warmup = {w.domain: w for w in config.warmup}
         self._allowances: dict[tuple[str, str], warmup.Allowance] = {}
         self._health_at = float("-inf")
+        self._health: asyncio.Task[None] | None = None
 
     async def admit(self, leases: Sequence[Lease], now: float) -> list[Lease]:
         """The leases that may go now; every other one is returned to the queue, due later."""
@@ -268,10 +269,25 @@ class Gate:
             await self.publish(changed, now)
             for bucket in changed:  # faster now: what waits is scheduled again at the new rate
                 await self._store.release_waiting(f"shaping {bucket}:", now)
-        if now - self._health_at >= self._config.health.check_interval:
+        due = now - self._health_at >= self._config.health.check_interval
+        if due and self._config.health.enabled and self._health is None:
             self._health_at = now
-            if self._config.health.enabled:
-                await check_health(self._store, self._config, now)
+            # a scan of the window's events: off the leasing path; its pauses apply from the
+            # next batch on (this one, already admitted, goes)
+            self._health = asyncio.create_task(self._check_health(now), name="health-check")
+
+    async def _check_health(self, now: float) -> None:
+        try:
+            await check_health(self._store, self._config, now)
+        except Exception:
+            log.exception("health check failed")
+        finally:
+            self._health = None
+
+    async def close(self) -> None:
+        """Wait for a health check in progress (the store closes after this)."""
+        if self._health is not None:
+            await self._health
 
 
 def facts(lease: Lease) -> routes.Facts:

@@ -83,9 +83,13 @@ async def test_hard_bounces_pause_the_domain_until_an_operator_resumes(
     assert len(sink.received) == 36
 
     # the next check (a minute later) pauses list.example: 20 % hard bounces on 20 messages
+    # (the check runs beside delivery, started by the first batch after check_interval)
     clock.t += 61
-    await asyncio.to_thread(send, relay, "app@list.example", ["later@dest.example"])
     await asyncio.to_thread(send, relay, "app@fine.example", ["fine@dest.example"])
+    async with asyncio.timeout(10):
+        while not await store.sender_pauses():
+            await asyncio.sleep(0.02)
+    await asyncio.to_thread(send, relay, "app@list.example", ["later@dest.example"])
     await relay.idle()
     (pause,) = await store.sender_pauses()
     assert (pause["scope"], pause["value"]) == ("domain", "list.example")
