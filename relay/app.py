@@ -81,6 +81,7 @@ class RelayApp:
                 lambda: self.signer,
                 self.rules,
                 self.clock,
+                feedback_format=cfg.feedback.format,
             )
         self.handler = RelayHandler(cfg.relay, self.acceptor, users=self._users(), bounces=bounces)
         if cfg.relay.tls_cert_file:

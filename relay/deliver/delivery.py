@@ -239,6 +239,18 @@ class DeliveryService:
             self._gate.forget(x.delivery_id)
         return True
 
+    async def _close_idle_of_bucket(self, key: str) -> None:
+        """A capped bucket counts idle connections too: close its other destinations' idle ones
+        before opening a new one (the cap's semaphore bounds the busy ones)."""
+        assert self._gate is not None
+        if not self._gate.max_connections(key):
+            return
+        bucket = self._gate.bucket_of(key)
+        for other, pool in self._idle.items():
+            if other != key and self._gate.bucket_of(other) == bucket:
+                while pool:
+                    await pool.pop().close()
+
     def _dispatch(self, lease: Lease) -> None:
         key = self._key(lease)
         dest = self._dest.setdefault(key, _Destination(deque()))
@@ -254,7 +266,8 @@ class DeliveryService:
         channel: Channel | None = None
         bucket = self._gate.connection_slot(key) if self._gate is not None else None
         try:
-            async with self._slots, bucket or contextlib.nullcontext():
+            # the bucket's cap first: a worker waiting for it holds no slot other buckets need
+            async with bucket or contextlib.nullcontext(), self._slots:
                 while dest.pending and not self._stopping:
                     if await self._hold_back(key, dest):
                         break
@@ -289,6 +302,7 @@ class DeliveryService:
                 return channel
             await channel.close()
         if self._gate is not None:
+            await self._close_idle_of_bucket(key)
             return await self._gate.open(key)
         return await self._transport.open(key)
 

@@ -83,7 +83,8 @@ class Planner:
         rule, bucket = classify(self.shaper.table, facts.recipient_domain, hosts)
         if not mx_route and bucket.startswith("default:"):
             bucket = f"route:{choice.name}"  # a smarthost or file route is one destination
-        self.shaper.bucket(bucket, rule).domains.add(facts.recipient_domain)
+        self.shaper.bucket(bucket, rule)
+        self.shaper.add_domain(bucket, facts.recipient_domain)
         target = facts.recipient_domain if mx_route else ""
         return Plan(choice, bucket, SEP.join((choice.name, bucket, target)), facts.mx_hosts)
 
@@ -136,6 +137,9 @@ class Gate:
                 continue
             ready.append(lease)
         plans = await asyncio.gather(*(self.planner.plan(facts(x), now) for x in ready))
+        if self.shaper.dirty:  # a new bucket or destination: visible to the CLI and API
+            await self.publish(sorted(self.shaper.dirty), now)
+            self.shaper.dirty.clear()
         by_bucket: dict[str, list[tuple[Lease, Plan]]] = {}
         for lease, p in zip(ready, plans, strict=True):
             by_bucket.setdefault(p.bucket, []).append((lease, p))
@@ -258,8 +262,15 @@ class Gate:
             await self.publish(sorted(changed), now)
 
     async def publish(self, buckets: Sequence[str] | None, now: float) -> None:
+        """Write buckets' state to the store; a default bucket (one per destination domain,
+        no limit) only once something happened to it, so the table stays small."""
+        states = [
+            st
+            for st in self.shaper.states(buckets)
+            if st["rule"] != "default" or st["throttles"] or st["blocked_until"] > now
+        ]
         try:
-            await self._store.save_shaping(self.shaper.states(buckets), now)
+            await self._store.save_shaping(states, now)
         except Exception:  # the state is for operators; sending goes on without it
             log.exception("publishing shaping state failed")
 

@@ -55,6 +55,7 @@ BUILTIN: tuple[ShapingConfig, ...] = (
 DEFAULT = ShapingConfig(name="default")  # every other destination, each its own bucket
 REACTION_GAP = 10.0  # throttles this close to the last decrease are the same episode
 RECOVER_INTERVAL = 60.0  # after the cooldown, one additive step per interval
+IDLE_FORGET = 3600.0  # an unused default bucket with nothing to remember is dropped after this
 
 _THROTTLE_TEXT = re.compile(
     r"rate.?limit|too many (messages|connections|recipients|mails)|throttl|unexpected volume"
@@ -151,6 +152,7 @@ class Bucket:
     hour: _Gcra = field(default_factory=_Gcra)
     sent: deque[float] = field(default_factory=deque)
     domains: set[str] = field(default_factory=set)
+    last_used: float = 0.0
     history: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=20))
 
     def burst(self) -> int:
@@ -185,18 +187,27 @@ class Shaper:
     def __init__(self, overrides: Sequence[ShapingConfig] = ()) -> None:
         self.table = rules(overrides)
         self.buckets: dict[str, Bucket] = {}
+        self.dirty: set[str] = set()  # buckets new or with new domains: to publish
 
     def bucket(self, name: str, rule: ShapingConfig) -> Bucket:
         b = self.buckets.get(name)
         if b is None:
             b = Bucket(name, rule, rule.per_minute, rule.per_minute)
             self.buckets[name] = b
+            self.dirty.add(name)
         return b
+
+    def add_domain(self, name: str, domain: str) -> None:
+        b = self.buckets[name]
+        if domain not in b.domains:
+            b.domains.add(domain)
+            self.dirty.add(name)
 
     def schedule(self, name: str, count: int, now: float) -> list[float]:
         """When each of `count` messages may go: times <= now are spent (sent now); later
         ones are estimates for returning those messages to the queue until then."""
         b = self.buckets[name]
+        b.last_used = now
         self._recover(b, now)
         times: list[float] = []
         minute, hour = b.minute.tat, b.hour.tat
@@ -254,8 +265,20 @@ class Shaper:
         return True
 
     def tick(self, now: float) -> list[str]:
-        """Apply due recovery steps to every bucket; the names of those that changed."""
-        return [name for name, b in self.buckets.items() if self._recover(b, now)]
+        """Apply due recovery steps to every bucket; the names of those that changed. Default
+        buckets idle for an hour with nothing to remember are forgotten."""
+        changed = [name for name, b in self.buckets.items() if self._recover(b, now)]
+        idle = [
+            name
+            for name, b in self.buckets.items()
+            if b.rule.name == "default"
+            and b.last_used < now - IDLE_FORGET
+            and b.rate == b.rule.per_minute
+            and b.blocked_until <= now
+        ]
+        for name in idle:
+            del self.buckets[name]
+        return changed
 
     def _recover(self, b: Bucket, now: float) -> bool:
         """Additive increase after the cooldown: one step of a tenth of the ceiling a minute."""

@@ -165,7 +165,9 @@ class BounceDoor:
         signer: Callable[[], TokenSigner | None],
         rules: Rules,
         clock: Callable[[], float],
+        feedback_format: str = FeedbackConfig().format,
     ) -> None:
+        self._feedback_format = feedback_format
         self._store = store
         self.domain = domain.lower()
         self._signer = signer
@@ -190,6 +192,7 @@ class BounceDoor:
             bounce_domain=self.domain,
             rules=self._rules,
             now=self._clock(),
+            feedback_format=self._feedback_format,
         )
 
 

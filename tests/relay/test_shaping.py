@@ -250,3 +250,42 @@ def run_cli(argv: list[str]) -> list[dict[str, Any]]:
     with contextlib.redirect_stdout(buf):
         assert cli.main(argv) == 0
     return [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
+
+
+async def test_domains_with_one_provider_share_its_bucket_and_connection_cap(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    from tests.dnsserver import DnsServer
+
+    dns = DnsServer(
+        {
+            ("alpha.test", "MX"): [(10, "mx1.bigmail.test")],
+            ("beta.test", "MX"): [(10, "mx2.bigmail.test")],
+            ("mx1.bigmail.test", "A"): ["127.0.0.1"],
+            ("mx2.bigmail.test", "A"): ["127.0.0.1"],
+        }
+    )
+    await dns.start()
+    try:
+        config = make_config(
+            tmp_path,
+            delivery={
+                "transport": "mx",
+                "mx_port": sink.port,
+                "mx_tls": "none",
+                "dns_nameservers": [dns.nameserver],
+                "destination_concurrency": 5,
+            },
+            shaping=[{"name": "bigmail", "mx_suffixes": ["bigmail.test"], "max_connections": 1}],
+        )
+        relay = await start_relay(config)
+        rcpts = [f"u{i}@alpha.test" for i in range(10)] + [f"u{i}@beta.test" for i in range(10)]
+        await asyncio.to_thread(send_many, relay, rcpts)
+        await relay.idle()
+        assert sorted(r for m in sink.received for r in m.rcpts) == sorted(rcpts)
+        assert sink.max_active == 1  # one connection for the whole bucket, both domains
+        assert relay.app.delivery is not None and relay.app.store is not None
+        (state,) = [s for s in await relay.app.store.shaping_states() if s["bucket"] == "bigmail"]
+        assert state["domains"] == ["alpha.test", "beta.test"]
+    finally:
+        dns.stop()
