@@ -232,9 +232,14 @@ class DeliveryService:
         if until <= now or not dest.pending:
             return False
         leases = list(dest.pending)
-        dest.pending.clear()
+        dest.pending.clear()  # before the await: no other worker may start one of them
         why = f"shaping {self._gate.bucket_of(key)}: held after a throttling reply"
-        await self._store.postpone([(x.delivery_id, until, why) for x in leases], now)
+        try:
+            await self._store.postpone([(x.delivery_id, until, why) for x in leases], now)
+        except Exception:  # keep them here and send: better than stranding them leased
+            log.exception("returning throttled deliveries failed")
+            dest.pending.extendleft(reversed(leases))
+            return False
         for x in leases:
             self._gate.forget(x.delivery_id)
         return True
@@ -371,7 +376,10 @@ class DeliveryService:
             keys = {x.delivery_id: self._gate.destination(x) for x in leases}
             for x in leases:
                 self._gate.forget(x.delivery_id)
-            await self._gate.learn(outcomes, keys, now)
+            try:
+                await self._gate.learn(outcomes, keys, now)
+            except Exception:  # shaping state is advice; the results are recorded
+                log.exception("shaping could not learn from results")
         if self._after_results is not None:
             try:
                 await self._after_results(outcomes)

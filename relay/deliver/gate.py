@@ -209,9 +209,12 @@ class Gate:
 
     def destination(self, lease: Lease) -> str:
         plan = self._plans.get(lease.delivery_id)
-        if plan is None:  # leased before the gate knew it (can't happen; be safe)
-            return SEP.join((routes.DEFAULT, f"route:{routes.DEFAULT}", ""))
-        return plan.key
+        if plan is not None:
+            return plan.key
+        # not planned (the gate failed and the workers send unshaped): [delivery], as before
+        if self._config.delivery.transport == "mx":
+            return SEP.join((routes.DEFAULT, f"default:{lease.domain}", lease.domain))
+        return SEP.join((routes.DEFAULT, f"route:{routes.DEFAULT}", ""))
 
     def forget(self, delivery_id: int) -> None:
         self._plans.pop(delivery_id, None)
@@ -267,7 +270,9 @@ class Gate:
         states = [
             st
             for st in self.shaper.states(buckets)
-            if st["rule"] != "default" or st["throttles"] or st["blocked_until"] > now
+            if not st["bucket"].startswith("default:")
+            or st["throttles"]
+            or st["blocked_until"] > now
         ]
         try:
             await self._store.save_shaping(states, now)
