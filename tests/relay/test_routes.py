@@ -176,3 +176,49 @@ async def test_outpostctl_route_test_looks_up_mx_when_a_route_needs_it(tmp_path:
         assert rows[0]["bucket"] == "route:default"
     finally:
         dns.stop()
+
+
+async def test_each_route_brings_its_own_tls_and_auth(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """[delivery] goes in clear without AUTH; the route's smarthost wants STARTTLS and a login."""
+    import trustme
+
+    from tests.relay.test_tls_auth import _auth, server_context, server_files
+
+    ca = trustme.CA()
+    secure = Sink(
+        authenticator=_auth({"routeuser": "s3cret"}),
+        auth_required=True,
+        tls_context=server_context(ca),
+        require_starttls=True,
+    )
+    await secure.start()
+    try:
+        _, _, ca_pem = server_files(ca, tmp_path)
+        password = tmp_path / "route.password"
+        password.write_text("s3cret\n")
+        config = make_config(
+            tmp_path,
+            delivery=smarthost(sink) | {"tls_ca_file": str(ca_pem)},
+            routes=[
+                {
+                    "name": "secure",
+                    "sender_domains": ["bank.example"],
+                    "transport": "smarthost",
+                    "smarthost": f"localhost:{secure.port}",
+                    "smarthost_tls": "starttls",
+                    "smarthost_username": "routeuser",
+                    "smarthost_password_file": str(password),
+                }
+            ],
+        )
+        relay = await start_relay(config)
+        msg = b"Subject: t\r\n\r\nbody\r\n"
+        await relay.send(msg, mail_from="app@bank.example", rcpts=("a@x.example",))
+        await relay.send(msg, mail_from="app@shop.example", rcpts=("b@x.example",))
+        await relay.idle()
+        assert [m.rcpts for m in secure.received] == [["a@x.example"]]
+        assert [m.rcpts for m in sink.received] == [["b@x.example"]]
+    finally:
+        await secure.stop()
