@@ -55,6 +55,7 @@ BUILTIN: tuple[ShapingConfig, ...] = (
 DEFAULT = ShapingConfig(name="default")  # every other destination, each its own bucket
 REACTION_GAP = 10.0  # throttles this close to the last decrease are the same episode
 RECOVER_INTERVAL = 60.0  # after the cooldown, one additive step per interval
+MAX_DOMAINS = 1000  # destinations remembered per bucket (for reports), not a limit on mail
 IDLE_FORGET = 3600.0  # an unused default bucket with nothing to remember is dropped after this
 
 _THROTTLE_TEXT = re.compile(
@@ -199,7 +200,7 @@ class Shaper:
 
     def add_domain(self, name: str, domain: str) -> None:
         b = self.buckets[name]
-        if domain not in b.domains:
+        if domain not in b.domains and len(b.domains) < MAX_DOMAINS:
             b.domains.add(domain)
             self.dirty.add(name)
 
