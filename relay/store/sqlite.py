@@ -777,7 +777,7 @@ class SqliteStore:
             params.append(domain.lower())
         async with self._ro.execute(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
-            " d.next_attempt_at, d.last_status, d.last_text FROM deliveries d"
+            " d.next_attempt_at, d.last_status, d.last_text, d.waiting_for FROM deliveries d"
             f" JOIN messages m ON m.id = d.message_id WHERE {' AND '.join(where)}"
             " ORDER BY d.id LIMIT ?",
             (*params, limit),
@@ -792,6 +792,7 @@ class SqliteStore:
                 "next_attempt_at",
                 "last_status",
                 "last_text",
+                "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 

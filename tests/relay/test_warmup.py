@@ -98,6 +98,7 @@ async def test_day_limit_holds_exactly_and_the_rest_waits_in_order(
     assert waiting == {"warm-up new.example: day 1 limit 10 reached": 25}
     for row in await store.list_deliveries(state="queued"):
         assert row["attempts"] == 0 and row["next_attempt_at"] == DAY1 + 86400
+        assert row["waiting_for"] == "warm-up new.example: day 1 limit 10 reached"
 
     # the operator's view: today's allowance, what was sent and what waits
     path = tmp_path / "o.toml"
