@@ -170,3 +170,30 @@ async def test_warmup_wait_does_not_count_toward_the_queue_lifetime(
     relay.app.delivery.wake()  # type: ignore[union-attr]
     await relay.idle()
     assert await relay.app.store.count_deliveries() == {"delivered": 2}
+
+
+async def test_a_day_with_too_many_bounces_holds_the_ramp(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    gone = {"w0@dest.example", "w1@dest.example"}
+    sink.script = SinkScript(rcpt=lambda s, r: "550 5.1.1 unknown" if r in gone else None)
+    clock = Clock(DAY1 + 3600)
+    warm = [{"domain": "new.example", "start": START, "daily_limits": [10, 20]}]
+    config = make_config(
+        tmp_path, delivery=smarthost(sink), warmup=warm, bounces={"notify_sender": False}
+    )
+    relay = await start_relay(config, clock=clock)
+    await asyncio.to_thread(send_from, relay, "app@new.example", 30, "w")
+    await relay.idle()
+    assert len(sink.received) == 8  # 10 sent on day 1, w0 and w1 bounced (20 % > 5 %)
+    clock.t = DAY1 + 86400 + 60
+    relay.app.delivery.wake()  # type: ignore[union-attr]
+    await relay.idle()
+    assert len(sink.received) == 18  # day 2 still allows 10, not 20: the ramp did not advance
+    assert relay.app.store is not None
+    waiting = await relay.app.store.count_waiting()
+    assert waiting == {"warm-up new.example: day 1 limit 10 reached": 10}
+    from relay.deliver import report
+
+    (row,) = await report.warmup_rows(config, relay.app.store, clock())
+    assert row["paused_days"] == [{"day": START, "why": "bounce rate 20.0% > 5.0%"}]
