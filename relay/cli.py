@@ -369,6 +369,7 @@ def cmd_warmup_show(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     data = with_store(args, lambda s: report.health_report(_config(args), s, time.time()))
+    _out({"thresholds": data["thresholds"], "waiting": data["waiting"]})
     for pause in data["paused"]:
         _out({"paused": pause["scope"], **pause})
     for window, groups in data["windows"].items():

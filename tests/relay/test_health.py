@@ -105,7 +105,10 @@ async def test_hard_bounces_pause_the_domain_until_an_operator_resumes(
     path.write_text(f'[store]\npath = "{config.store.path}"\n')
     code, out = await asyncio.to_thread(run_cli, ["--config", str(path), "health"])
     assert code == 0
-    assert out[0]["paused"] == "domain" and out[0]["reason"] == pause["reason"]
+    assert out[0]["thresholds"]["hard_bounce_rate"] == 0.05 and out[0]["waiting"] == {why: 1}
+    assert out[1]["paused"] == "domain" and out[1]["reason"] == pause["reason"]
+    day = [r for r in out if r.get("window") == "day" and r.get("sender_domain") == "list.example"]
+    assert day[0]["hard"] == 4 and day[0]["sent"] == 20 and day[0]["hard_bounce_rate"] == 0.2
     async with sidecar(config) as client:
         resp = await client.get("/api/health", headers=ADMIN)
         assert resp.status == 200
