@@ -15,6 +15,7 @@ from relay import exits
 from relay.config import Config, ConfigError
 from relay.deliver.delivery import DeliveryService
 from relay.deliver.dsn import Notice, notice_action
+from relay.deliver.gate import Gate
 from relay.deliver.sender import Transport
 from relay.learn.ingest import BounceDoor
 from relay.learn.notify_sender import About, LateNotifier, tell_sender
@@ -71,6 +72,7 @@ class RelayApp:
             clock=self.clock,
             after_results=self._after_results,
             metrics=self.metrics,
+            gate=Gate(cfg, self.store, resolver=self._resolver, default_transport=transport),
         )
         self.acceptor = Acceptor(
             self.store,
@@ -89,6 +91,7 @@ class RelayApp:
                 self.rules,
                 self.clock,
                 LateNotifier(cfg.relay.hostname, cfg.bounces, self.acceptor.queue_local),
+                feedback_format=cfg.feedback.format,
             )
         self.handler = RelayHandler(
             cfg.relay, self.acceptor, users=self._users(), bounces=bounces, metrics=self.metrics

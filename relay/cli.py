@@ -25,6 +25,7 @@ from relay.config import (
     parse_duration,
     read_secret_file,
 )
+from relay.deliver import domaincheck, report
 from relay.history import message_view
 from relay.learn import scopes
 from relay.learn.bounce import parse_report
@@ -589,6 +590,106 @@ def _add_webhook_commands(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--since", required=True, help="ISO 8601 or Unix seconds")
 
 
+# --- deliverability: routes, shaping, warm-up, health, domain checks
+
+
+def _emit(args: argparse.Namespace, rows: Sequence[dict[str, Any]]) -> None:
+    """Rows whose columns are their keys, through the common output layer."""
+    columns = [(k, k.replace("_", " ")) for k in rows[0]] if rows else []
+    Output.for_args(args).rows(rows, columns)
+
+
+def cmd_route_test(args: argparse.Namespace) -> int:
+    """Which route mail FROM -> TO takes and why (MX looked up when a route needs it)."""
+    config = _config(args)
+    row = asyncio.run(
+        report.route_test(config, args.sender, args.recipient, campaign=args.campaign, app=args.app)
+    )
+    _emit(args, [row])
+    return 0
+
+
+def cmd_shaping_show(args: argparse.Namespace) -> int:
+    rows = with_store(args, lambda s: report.shaping_rows(_config(args), s))
+    for row in rows:
+        if not args.history:
+            row.pop("history", None)
+    _emit(args, rows)
+    return 0
+
+
+def cmd_warmup_show(args: argparse.Namespace) -> int:
+    _emit(args, with_store(args, lambda s: report.warmup_rows(_config(args), s, time.time())))
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    data = with_store(args, lambda s: report.health_report(_config(args), s, time.time()))
+    rows: list[dict[str, Any]] = [{"thresholds": data["thresholds"], "waiting": data["waiting"]}]
+    rows += [{"paused": pause["scope"], **pause} for pause in data["paused"]]
+    for window, groups in data["windows"].items():
+        for scope, by_value in groups.items():
+            rows += [{"window": window, scope: v, **c} for v, c in by_value.items()]
+    for row in rows:  # rows of different shapes: one JSON line (or table) each
+        _emit(args, [row])
+    return 0
+
+
+def cmd_health_resume(args: argparse.Namespace) -> int:
+    scope, value = ("campaign", args.campaign) if args.campaign else ("domain", args.domain)
+    if not value:
+        print("outpostctl: give --domain or --campaign", file=sys.stderr)
+        return 2
+    gone = with_store(
+        args,
+        lambda s: s.resume_sender(
+            scope, value.lower() if scope == "domain" else value, time.time()
+        ),
+    )
+    print(f"resumed: {scope} {value}" if gone else f"was not paused: {scope} {value}")
+    return 0 if gone else 1
+
+
+def cmd_domain_check(args: argparse.Namespace) -> int:
+    config = _config(args)
+    findings = asyncio.run(domaincheck.check(config, args.domain))
+    _emit(args, [f.row() for f in findings])
+    return 1 if any(f.level == "error" for f in findings) else 0
+
+
+def _deliverability_commands(top: Any, add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "test", cmd_route_test, "which route mail FROM -> TO takes, and why", "route", rows=True
+    )
+    p.add_argument("sender", metavar="FROM")
+    p.add_argument("recipient", metavar="TO")
+    p.add_argument("--campaign", default="")
+    p.add_argument("--app", default="", help="the AUTH user the app submits as")
+    p = add(
+        "show", cmd_shaping_show, "buckets: current rate and why it changed", "shaping", rows=True
+    )
+    p.add_argument("--history", action="store_true", help="also the last rate changes")
+    add(
+        "show",
+        cmd_warmup_show,
+        "today's allowance, sent and waiting per domain",
+        "warmup",
+        rows=True,
+    )
+    p = top.add_parser("health", help="rates per domain, campaign, provider; pauses")
+    p.add_argument("--config", default=argparse.SUPPRESS, help="TOML file")
+    p.set_defaults(func=cmd_health)
+    add_arguments(p)
+    sub = p.add_subparsers(dest="sub", required=False)
+    r = sub.add_parser("resume", help="resume a paused sending domain or campaign")
+    r.add_argument("--config", default=argparse.SUPPRESS, help="TOML file")
+    r.add_argument("--domain", default="")
+    r.add_argument("--campaign", default="")
+    r.set_defaults(func=cmd_health_resume)
+    p = add("check", cmd_domain_check, "SPF, DKIM, DMARC, MX, reverse DNS", "domain", rows=True)
+    p.add_argument("domain")
+
+
 # --- parser
 
 
@@ -667,6 +768,7 @@ def _parser() -> argparse.ArgumentParser:
         "--domain", required=True
     )
     _add_webhook_commands(add)
+    _deliverability_commands(top, add)
     return parser
 
 

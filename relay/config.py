@@ -9,6 +9,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +134,42 @@ def _choice(*options: str) -> Callable[[Any], str]:
     return parse
 
 
+def _choice_or_inherit(*options: str) -> Callable[[Any], str]:
+    """One of the options, or "" (take the value of [delivery])."""
+    pick = _choice(*options)
+    return lambda value: "" if value == "" else pick(value)
+
+
+def _float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    if value < 0:
+        raise ValueError("can't be negative")
+    return float(value)
+
+
+def _lower(value: Any) -> str:
+    return _str(value).strip().lower().rstrip(".")
+
+
+def _date(value: Any) -> str:
+    text = _str(value)
+    if not re.match(r"^\d{4}-\d{2}-\d{2}$", text):
+        raise ValueError(f'{text!r} is not a date like "2026-01-31"')
+    try:
+        date.fromisoformat(text)
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from None
+    return text
+
+
+def _address(value: Any) -> str:
+    try:
+        return str(ipaddress.ip_address(_str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address") from None
+
+
 def _network(value: Any) -> IPNetwork:
     try:
         return ipaddress.ip_network(_str(value), strict=False)
@@ -210,6 +247,7 @@ class DeliveryConfig:
         default="opportunistic", metadata=_key(_choice("none", "opportunistic", "required"))
     )
     dns_nameservers: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    egress_addresses: tuple[str, ...] = field(default=(), metadata=_key(_list(_address)))
     backoff: tuple[float, ...] = field(
         default=(300.0, 600.0, 1200.0, 2400.0, 3960.0), metadata=_key(_list(parse_duration))
     )
@@ -376,6 +414,93 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class RouteConfig:
+    """One [[routes]] entry: which mail it takes (every listed key must match) and where it goes.
+
+    Transport keys left empty take their value from [delivery]. `apps` matches the message's
+    AUTH user name (there is no [[apps]] section yet; an app is the user it submits as).
+    """
+
+    name: str = field(default="", metadata=_key(_str))
+    sender_domains: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    recipient_domains: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    mx_suffixes: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    campaigns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    apps: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    transport: str = field(default="", metadata=_key(_choice("mx", "smarthost", "file")))
+    smarthost: str = field(default="", metadata=_key(_str))
+    smarthost_tls: str = field(
+        default="", metadata=_key(_choice_or_inherit("none", "starttls", "tls"))
+    )
+    smarthost_username: str = field(default="", metadata=_key(_str))
+    smarthost_password_file: str = field(default="", metadata=_key(_str))
+    directory: str = field(default="", metadata=_key(_str))
+    mx_tls: str = field(
+        default="", metadata=_key(_choice_or_inherit("none", "opportunistic", "required"))
+    )
+
+
+@dataclass(frozen=True)
+class ShapingConfig:
+    """One [[shaping]] entry: a bucket of destinations (by MX host suffix or recipient domain).
+
+    A name of a built-in provider bucket (google, microsoft, yahoo, apple) overrides its limits;
+    0 means "no limit" for rates and "as in [delivery]" for connections.
+    """
+
+    name: str = field(default="", metadata=_key(_str))
+    mx_suffixes: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    domains: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    max_connections: int = field(default=0, metadata=_key(_int))
+    max_per_connection: int = field(default=0, metadata=_key(_int))
+    per_minute: float = field(default=0.0, metadata=_key(_float))
+    per_hour: float = field(default=0.0, metadata=_key(_float))
+    burst: int = field(default=0, metadata=_key(_int))
+    connect_error_delay: float = field(default=0.0, metadata=_key(parse_duration))
+    adaptive: bool = field(default=True, metadata=_key(_bool))
+    cooldown: float = field(default=300.0, metadata=_key(parse_duration))
+    min_per_minute: float = field(default=1.0, metadata=_key(_float))
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    """One [[warmup]] entry: a sending domain's daily caps, from its first day."""
+
+    domain: str = field(default="", metadata=_key(_lower))
+    start: str = field(default="", metadata=_key(_date))
+    daily_limits: tuple[int, ...] = field(default=(), metadata=_key(_list(_int)))
+    initial: int = field(default=50, metadata=_key(_int))
+    growth: float = field(default=0.0, metadata=_key(_float))
+    max_daily: int = field(default=0, metadata=_key(_int))
+    bounce_threshold: float = field(default=0.05, metadata=_key(_float))
+    complaint_threshold: float = field(default=0.003, metadata=_key(_float))
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """[health]: the rates that pause a sending domain or campaign (an operator resumes it)."""
+
+    enabled: bool = field(default=True, metadata=_key(_bool))
+    hard_bounce_rate: float = field(default=0.05, metadata=_key(_float))
+    complaint_rate: float = field(default=0.003, metadata=_key(_float))
+    min_messages: int = field(default=200, metadata=_key(_int))
+    window: float = field(default=86400.0, metadata=_key(parse_duration))
+    check_interval: float = field(default=60.0, metadata=_key(parse_duration))
+
+
+FEEDBACK_FIELDS = ("campaign", "app", "mailtype", "sender")
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    """[feedback]: the Feedback-ID header (Gmail's feedback loop) added at render."""
+
+    feedback_id: bool = field(default=True, metadata=_key(_bool))
+    # fields: {campaign} {app} {mailtype} {sender} (the From: domain); Gmail wants 2 to 4 parts
+    format: str = field(default="{campaign}:{app}:{mailtype}:{sender}", metadata=_key(_str))
+
+
+@dataclass(frozen=True)
 class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -388,6 +513,11 @@ class Config:
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     outbound: OutboundConfig = field(default_factory=OutboundConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    routes: tuple[RouteConfig, ...] = ()
+    shaping: tuple[ShapingConfig, ...] = ()
+    warmup: tuple[WarmupConfig, ...] = ()
+    health: HealthConfig = field(default_factory=HealthConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -434,6 +564,14 @@ _SECTIONS: dict[str, type[Any]] = {
     "webhooks": WebhooksConfig,
     "outbound": OutboundConfig,
     "log": LogConfig,
+    "health": HealthConfig,
+    "feedback": FeedbackConfig,
+}
+# top-level [[arrays of tables]]
+LIST_SECTIONS: dict[str, type[Any]] = {
+    "routes": RouteConfig,
+    "shaping": ShapingConfig,
+    "warmup": WarmupConfig,
 }
 
 
@@ -442,9 +580,18 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     sections: dict[str, Any] = {}
     errors: list[str] = []
     for name, table in data.items():
+        listed = LIST_SECTIONS.get(name)
+        if listed is not None:
+            if not isinstance(table, list):
+                errors.append(f"{source}: {name}: expected [[{name}]] tables")
+                continue
+            sections[name] = tuple(
+                _build(listed, item, f"{name}[{i}]", source, errors) for i, item in enumerate(table)
+            )
+            continue
         cls = _SECTIONS.get(name)
         if cls is None:
-            known = ", ".join(sorted(_SECTIONS))
+            known = ", ".join(sorted([*_SECTIONS, *LIST_SECTIONS]))
             errors.append(f"{source}: unknown section [{name}] (known sections: {known})")
             continue
         sections[name] = _build(cls, table, name, source, errors)
@@ -492,6 +639,7 @@ def _check(config: Config) -> list[str]:
         if not (key.domain and key.selector and key.key_file):
             errors.append(f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required")
     errors += _check_outbound(config)
+    errors += _check_deliverability(config)
     return errors
 
 
@@ -567,6 +715,54 @@ def url_problem(url: str, allow_private: bool) -> str:
             f"{host} is a loopback, link-local or private address (allow_private = true allows it)"
         )
     return ""
+
+
+def _check_deliverability(config: Config) -> list[str]:
+    """[[routes]], [[shaping]] and [[warmup]] entries that can't work as written."""
+    src = config.source
+    errors: list[str] = []
+    names: set[str] = set()
+    for i, r in enumerate(config.routes):
+        where = f"{src}: routes[{i}]"
+        if not r.name or not r.transport:
+            errors.append(f"{where}: name and transport are required")
+        if r.name in names or r.name == "default":
+            errors.append(f"{where}.name: {r.name!r} is used twice (or is the reserved default)")
+        names.add(r.name)
+        if r.transport == "smarthost":
+            try:
+                parse_hostport(r.smarthost, default_port=25)
+            except ValueError as exc:
+                errors.append(f"{where}.smarthost: {exc}")
+        if r.smarthost_username and not r.smarthost_password_file:
+            errors.append(f"{where}.smarthost_password_file: required with smarthost_username")
+    buckets: set[str] = set()
+    for i, b in enumerate(config.shaping):
+        if not b.name:
+            errors.append(f"{src}: shaping[{i}].name: required")
+        if b.name in buckets:
+            errors.append(f"{src}: shaping[{i}].name: {b.name!r} is used twice")
+        buckets.add(b.name)
+    domains: set[str] = set()
+    for i, w in enumerate(config.warmup):
+        where = f"{src}: warmup[{i}]"
+        if not w.domain or not w.start:
+            errors.append(f"{where}: domain and start are required")
+        if w.domain in domains:
+            errors.append(f"{where}.domain: {w.domain!r} has two schedules")
+        domains.add(w.domain)
+        if not w.daily_limits and not w.growth:
+            errors.append(f"{where}: give daily_limits or a growth factor")
+        if w.growth and w.growth < 1:
+            errors.append(f"{where}.growth: must be at least 1 (a daily multiplier)")
+    template = config.feedback.format
+    unknown = set(re.findall(r"\{([^}]*)\}", template)) - set(FEEDBACK_FIELDS)
+    if unknown or not 2 <= len(template.split(":")) <= 4:
+        errors.append(
+            f"{src}: feedback.format: {template!r}: 2 to 4 colon-separated parts, fields from"
+            f" {', '.join('{' + f + '}' for f in FEEDBACK_FIELDS)}"
+        )
+    return errors
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

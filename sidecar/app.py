@@ -13,7 +13,7 @@ from relay.learn.suppression import Rules
 from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import admin, ingest, operations, tracking, webhooks
+from sidecar import admin, deliverability, ingest, operations, tracking, webhooks
 from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
@@ -71,6 +71,7 @@ async def metrics(request: web.Request) -> web.Response:
         ),
     ):
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += await deliverability.metric_lines(request.app[STORE])
     return web.Response(
         text="\n".join(lines) + "\n",
         content_type="text/plain",
@@ -157,4 +158,10 @@ def make_app(
     )
     webhooks.add_routes(app, hooks)
     outbound.setup(app, config, lambda: app[STORE], outbound_options)  # after store_ctx
+    deliverability.add_routes(
+        app,
+        deliverability.DeliverabilityApi(
+            lambda request: request.app[CONFIG], lambda request: request.app[STORE]
+        ),
+    )
     return app

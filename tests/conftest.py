@@ -158,7 +158,7 @@ async def sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
-def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
+def make_config(tmp_path: Path, **sections: Any) -> Config:
     """A config for tests: ephemeral ports, the store and secrets in tmp_path, fast retries."""
     secrets = tmp_path / "tracking.secrets"
     if not secrets.exists():
@@ -166,7 +166,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     token = tmp_path / "admin.token"
     if not token.exists():
         token.write_text("test-admin-token\n")
-    base: dict[str, dict[str, Any]] = {
+    base: dict[str, Any] = {
         "relay": {"listen": ["127.0.0.1:0"], "hostname": "relay.test", "drain_timeout": "5s"},
         "store": {"path": str(tmp_path / "outpost.db")},
         "delivery": {
@@ -186,8 +186,12 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
             "unsubscribe": False,
         },
         "sidecar": {"listen": "127.0.0.1:0", "admin_token_file": str(token)},
+        "feedback": {"feedback_id": False},  # bytes end to end again; feedback tests set it
     }
     for name, values in sections.items():
+        if isinstance(values, list):  # [[routes]], [[shaping]], ...: tables as given
+            base[name] = values
+            continue
         base.setdefault(name, {}).update(values)
     return parse_config(base, source="test.toml")
 

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from relay.config import DeliveryConfig
+from relay.deliver.gate import Gate
 from relay.deliver.sender import Channel, DsnRequest, Transport
 from relay.learn import scopes
 from relay.learn.bounce import classify
@@ -39,7 +40,7 @@ def decide(
         return "delivered", now
     if result.cls == 5:
         return "bounced", now
-    deadline = lease.received_at + lifetime
+    deadline = lease.received_at + lifetime + lease.shaping_wait  # waits we chose don't count
     if now >= deadline:
         return "expired", now
     return "deferred", min(now + next_delay(backoff, lease.attempts + 1), deadline)
@@ -85,9 +86,11 @@ class DeliveryService:
         clock: Callable[[], float] = time.time,
         after_results: Callable[[Sequence[Outcome]], Awaitable[None]] | None = None,
         metrics: RelayMetrics | None = None,
+        gate: Gate | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics
+        self._gate = gate  # routes, shaping, warm-up, pauses (None: [delivery] alone)
         self._after_results = after_results  # suppression rules, DSNs to the sender
         self._config = config
         self._transport = transport
@@ -104,6 +107,7 @@ class DeliveryService:
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
+        self._leasing = False
 
     # --- control
 
@@ -139,6 +143,8 @@ class DeliveryService:
             for channel in channels:
                 await channel.close()
         self._idle.clear()
+        if self._gate is not None:
+            await self._gate.close()
 
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
@@ -160,7 +166,7 @@ class DeliveryService:
             got: list[Lease] = []
             if room > 0:
                 now = self._clock()
-                self._leasing = True
+                self._leasing = True  # leases in hand, not yet dispatched: not idle
                 try:
                     try:
                         got = await self._store.lease_due_deliveries(
@@ -168,7 +174,7 @@ class DeliveryService:
                         )
                     except Exception:
                         log.exception("leasing failed; retrying")
-                    for lease in await self._drop_suppressed(got):
+                    for lease in await self._admit(await self._drop_suppressed(got)):
                         self._dispatch(lease)
                 finally:
                     self._leasing = False
@@ -233,11 +239,69 @@ class DeliveryService:
         if self._metrics is not None:
             self._metrics.results(outcomes, now, self._transport.destination)
 
+    # --- deliverability hooks (relay/deliver/gate.py decides; these only ask it)
+
+    async def _admit(self, leases: list[Lease]) -> list[Lease]:
+        """Those that may go now; the gate returns the others to the queue for later."""
+        if self._gate is None or not leases:
+            return leases
+        try:
+            return await self._gate.admit(leases, self._clock())
+        except Exception:  # a DNS or store hiccup: send as before rather than stall
+            log.exception("deliverability gate failed; sending unshaped")
+            return leases
+
+    def _key(self, lease: Lease) -> str:
+        if self._gate is None:
+            return self._transport.destination(lease.domain)
+        return self._gate.destination(lease)
+
+    def _connections(self, key: str) -> int:
+        cap = self._gate.max_connections(key) if self._gate is not None else 0
+        return cap or self._config.destination_concurrency
+
+    def _per_connection(self, key: str) -> int:
+        limit = self._config.max_per_connection
+        return limit if self._gate is None else self._gate.max_per_connection(key, limit)
+
+    async def _hold_back(self, key: str, dest: _Destination) -> bool:
+        """A throttled bucket: what still waits for it goes back to the queue untried."""
+        if self._gate is None:
+            return False
+        now = self._clock()
+        until = self._gate.held_until(key, now)
+        if until <= now or not dest.pending:
+            return False
+        leases = list(dest.pending)
+        dest.pending.clear()  # before the await: no other worker may start one of them
+        why = f"shaping {self._gate.bucket_of(key)}: held after a throttling reply"
+        try:
+            await self._store.postpone([(x.delivery_id, until, why) for x in leases], now)
+        except Exception:  # keep them here and send: better than stranding them leased
+            log.exception("returning throttled deliveries failed")
+            dest.pending.extendleft(reversed(leases))
+            return False
+        for x in leases:
+            self._gate.forget(x.delivery_id)
+        return True
+
+    async def _close_idle_of_bucket(self, key: str) -> None:
+        """A capped bucket counts idle connections too: close its other destinations' idle ones
+        before opening a new one (the cap's semaphore bounds the busy ones)."""
+        assert self._gate is not None
+        if not self._gate.max_connections(key):
+            return
+        bucket = self._gate.bucket_of(key)
+        for other, pool in self._idle.items():
+            if other != key and self._gate.bucket_of(other) == bucket:
+                while pool:
+                    await pool.pop().close()
+
     def _dispatch(self, lease: Lease) -> None:
-        key = self._transport.destination(lease.domain)
+        key = self._key(lease)
         dest = self._dest.setdefault(key, _Destination(deque()))
         dest.pending.append(lease)
-        if dest.workers < min(self._config.destination_concurrency, len(dest.pending)):
+        if dest.workers < min(self._connections(key), len(dest.pending)):
             dest.workers += 1
             task = asyncio.create_task(self._work(key, dest), name=f"deliver:{key}")
             self._tasks.add(task)
@@ -246,13 +310,17 @@ class DeliveryService:
     async def _work(self, key: str, dest: _Destination) -> None:
         """One connection's worth of work for a destination, while it has pending deliveries."""
         channel: Channel | None = None
+        bucket = self._gate.connection_slot(key) if self._gate is not None else None
         try:
-            async with self._slots:
+            # the bucket's cap first: a worker waiting for it holds no slot other buckets need
+            async with bucket or contextlib.nullcontext(), self._slots:
                 while dest.pending and not self._stopping:
+                    if await self._hold_back(key, dest):
+                        break
                     if (
                         channel is None
                         or not channel.usable()
-                        or (channel.sent >= self._config.max_per_connection)
+                        or (channel.sent >= self._per_connection(key))
                     ):
                         if channel is not None:
                             await channel.close()
@@ -279,6 +347,9 @@ class DeliveryService:
             if channel.usable():
                 return channel
             await channel.close()
+        if self._gate is not None:
+            await self._close_idle_of_bucket(key)
+            return await self._gate.open(key)
         return await self._transport.open(key)
 
     async def _fail_destination(self, dest: _Destination, result: Result) -> None:
@@ -351,6 +422,14 @@ class DeliveryService:
             )
         await self._store.record_results(outcomes, now)
         self._count(outcomes, now)
+        if self._gate is not None:
+            keys = {x.delivery_id: self._gate.destination(x) for x in leases}
+            for x in leases:
+                self._gate.forget(x.delivery_id)
+            try:
+                await self._gate.learn(outcomes, keys, now)
+            except Exception:  # shaping state is advice; the results are recorded
+                log.exception("shaping could not learn from results")
         if self._after_results is not None:
             try:
                 await self._after_results(outcomes)

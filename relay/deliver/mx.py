@@ -86,3 +86,14 @@ async def resolve(
     if not hops:
         return Result(5, 550, "5.1.2", f"Host or domain name not found: no address for {domain}")
     return hops
+
+
+async def mx_hosts(resolver: dns.asyncresolver.Resolver, domain: str) -> tuple[str, ...]:
+    """The MX host names of a domain, by preference (empty when there are none or DNS fails):
+    what routes and shaping buckets match on."""
+    try:
+        answer = await resolver.resolve(domain, "MX")
+    except dns.exception.DNSException:
+        return ()
+    ranked = sorted((r.preference, r.exchange.to_text(omit_final_dot=True).lower()) for r in answer)
+    return tuple(name for _, name in ranked if name not in ("", "."))

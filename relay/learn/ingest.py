@@ -6,15 +6,20 @@ late bounce is handled the same way whichever door it came through.
 
 from __future__ import annotations
 
+import email
+import email.policy
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config import FeedbackConfig
 from relay.learn.bounce import parse_report, verp_recipient
+from relay.learn.bounce.mime import attached_original, header_value
 from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules, apply
 from relay.render import headers
+from relay.render.feedback import feedback_value, read_feedback_id
 from relay.render.tokens import TokenKind, TokenSigner
 from relay.store import Event, Store
 
@@ -45,6 +50,15 @@ def verp_delivery(
     return None
 
 
+def _original_fields(raw: bytes) -> dict[str, str]:
+    """Return-Path and Feedback-ID of the original attached to a complaint (what they match on
+    when the provider redacts the recipient)."""
+    original = attached_original(email.message_from_bytes(raw, policy=email.policy.compat32))
+    if original is None:
+        return {}
+    return {name: header_value(original, name) for name in ("Return-Path", "Feedback-ID")}
+
+
 def _header_addresses(raw: bytes) -> list[str]:
     block, _ = headers.split(raw)
     out = []
@@ -65,6 +79,7 @@ async def ingest(
     rules: Rules,
     now: float,
     notifier: LateNotifier | None = None,
+    feedback_format: str = FeedbackConfig().format,
 ) -> Ingested:
     """Parse a report and record what it says; auto-replies and delay notices record nothing.
 
@@ -99,11 +114,26 @@ async def ingest(
             }
             events.append(_event("bounced", delivery, r.recipient, details, now))
     else:
+        originals = _original_fields(raw)
+        if via_verp is None:  # the original's return path is our VERP address (Yahoo CFL)
+            returned = originals.get("Return-Path", "").strip().strip("<>")
+            found = verp_delivery([returned], signer, bounce_domain) if returned else None
+            via_verp = await store.delivery_by_id(found) if found is not None else None
+        campaign = read_feedback_id(feedback_format, originals.get("Feedback-ID", ""))
         for c in report.complaints:
             delivery = via_verp
             if delivery is None and report.original_message_id and c.recipient:
                 delivery = await store.delivery_by_message_id(
                     report.original_message_id, c.recipient
+                )
+            if delivery is None and campaign.get("campaign") and c.recipient:
+                delivery = next(  # the newest delivery to them whose Feedback-ID says so
+                    (
+                        d
+                        for d in await store.deliveries_to(c.recipient)
+                        if feedback_value(d["campaign"]) == campaign["campaign"]
+                    ),
+                    None,
                 )
             details = {
                 "source": "arf",
@@ -144,7 +174,9 @@ class BounceDoor:
         rules: Rules,
         clock: Callable[[], float],
         notifier: LateNotifier | None = None,
+        feedback_format: str = FeedbackConfig().format,
     ) -> None:
+        self._feedback_format = feedback_format
         self._store = store
         self.domain = domain.lower()
         self._signer = signer
@@ -171,6 +203,7 @@ class BounceDoor:
             rules=self._rules,
             now=self._clock(),
             notifier=self._notifier,
+            feedback_format=self._feedback_format,
         )
 
 

@@ -20,9 +20,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import cast
 
-from relay.config import BouncesConfig, Config, ConfigError, TrackingConfig
+from relay.config import BouncesConfig, Config, ConfigError, FeedbackConfig, TrackingConfig
 from relay.render import headers, mime
 from relay.render.dkim import Algorithm, DkimError, DkimSigner, load_key
+from relay.render.feedback import feedback_id
 from relay.render.rewrite import extract_links, rewrite_html
 from relay.render.textlinks import extract_text_links, rewrite_text
 from relay.render.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
@@ -77,7 +78,9 @@ class Renderer:
         dkim: DkimSigner | None = None,
         *,
         honeypot: bool = True,
+        feedback: FeedbackConfig | None = None,
     ) -> None:
+        self._feedback = feedback
         self._tracking = tracking or TrackingConfig()
         self._bounces = bounces or BouncesConfig()
         self.signer = signer  # also what the bounce door reads VERP tokens with
@@ -108,6 +111,8 @@ class Renderer:
             token = self.signer.make(Claims(TokenKind.BOUNCE, lease.delivery_id))
             mail_from = f"bounces+{token}@{self._bounces.domain}"
             personal = True
+        if self._feedback is not None and self._feedback.feedback_id and lease.kind == "mail":
+            data = self._feedback_id(data, lease)  # before DKIM, so it is signed
         signing = 0.0
         if self._dkim is not None:
             signed_at = time.perf_counter()
@@ -158,6 +163,15 @@ class Renderer:
         data = mime.transform_text_parts(data, transforms)
         return data, tuple(index)
 
+    def _feedback_id(self, data: bytes, lease: Lease) -> bytes:
+        """Gmail's Feedback-ID; an app's own is kept."""
+        assert self._feedback is not None
+        block, body = headers.split(data)
+        if headers.get(block, "Feedback-ID") is not None:
+            return data
+        value = feedback_id(self._feedback.format, lease)
+        return headers.append(block, headers.field("Feedback-ID", value)) + body
+
     def _list_unsubscribe(self, data: bytes, delivery_id: int) -> bytes:
         """RFC 2369 + RFC 8058 one-click; an app's own List-Unsubscribe is kept, not doubled."""
         block, body = headers.split(data)
@@ -201,7 +215,9 @@ def build_renderer(config: Config) -> Renderer:
         except ValueError as exc:
             raise ConfigError(f"{config.source}: dkim.keys: {exc}") from None
     t = config.tracking
-    return Renderer(t, config.bounces, build_signer(config), dkim, honeypot=t.honeypot)
+    return Renderer(
+        t, config.bounces, build_signer(config), dkim, honeypot=t.honeypot, feedback=config.feedback
+    )
 
 
 class Rendering:

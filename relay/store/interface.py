@@ -62,6 +62,55 @@ class Store(Protocol):
         """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
         ...
 
+    # --- deliverability (shaping, warm-up, health pauses)
+
+    async def postpone(self, items: Sequence[tuple[int, float, str]], now: float) -> None:
+        """Give leases (id, until, why) back untried, due at `until`: no attempt is counted and
+        the wait is not part of the queue lifetime (shaping, warm-up and pauses never expire
+        mail)."""
+        ...
+
+    async def release_waiting(self, why_prefix: str, now: float) -> int:
+        """Make deliveries we hold back for a reason starting so due now (a bucket sped up)."""
+        ...
+
+    async def take_daily(self, key: str, day: str, limit: int, n: int) -> int:
+        """Take up to n from a day's allowance of `limit` for `key`, atomically: how many."""
+        ...
+
+    async def daily_counts(self, key: str, since_day: str = "") -> dict[str, int]:
+        """day -> count of one key's allowance used, from since_day on."""
+        ...
+
+    async def save_shaping(self, states: Sequence[dict[str, Any]], now: float) -> None:
+        """Publish shaping buckets' state (each with a 'bucket' key) for other processes."""
+        ...
+
+    async def shaping_states(self) -> list[dict[str, Any]]:
+        """The shaping buckets the relay published, by name, with when it last wrote each."""
+        ...
+
+    async def pause_sender(self, scope: str, value: str, reason: str, now: float) -> bool:
+        """Stop sending mail of a domain or campaign; False when it was paused already."""
+        ...
+
+    async def resume_sender(self, scope: str, value: str, now: float) -> bool:
+        """An operator's resume: True when a pause in force was lifted."""
+        ...
+
+    async def sender_pauses(self, include_resumed: bool = False) -> list[dict[str, Any]]:
+        """Pauses in force (and, asked, lifted ones with resumed_at), oldest first."""
+        ...
+
+    async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Outcome counts in [since, until) per sending domain, campaign and recipient domain:
+        delivered, deferred, hard, soft (bounces and expiries), complaint, open_human."""
+        ...
+
+    async def count_waiting(self) -> dict[str, int]:
+        """Queued deliveries held back by us, per reason (warm-up, shaping, pause)."""
+        ...
+
     # --- events
 
     async def record_events(self, events: Sequence[Event]) -> None:
@@ -198,6 +247,10 @@ class Store(Protocol):
         self, header_message_id: str, recipient: str
     ) -> dict[str, Any] | None:
         """Find a delivery from a returned message's Message-ID and the failed recipient."""
+        ...
+
+    async def deliveries_to(self, recipient: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
         ...
 
     async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:

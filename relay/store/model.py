@@ -62,6 +62,8 @@ class Lease:
     dsn_orcpt: str = ""
     stream: str = "transactional"
     list_id: str = ""
+    auth_user: str = ""  # who submitted it (routes and health call this the app)
+    shaping_wait: float = 0.0  # seconds held back by shaping/warm-up: not part of the lifetime
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,8 @@ class SqliteStore:
             cur = await db.execute(
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
-                " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id"
+                " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id,"
+                " m.auth_user, d.shaping_wait"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
                 ids,
@@ -267,6 +268,8 @@ class SqliteStore:
                     r[16],
                     r[17],
                     r[18],
+                    r[19],
+                    float(r[20]),
                 )
                 for r in await cur.fetchall()
             ]
@@ -314,6 +317,161 @@ class SqliteStore:
             )
 
         await self._transaction(work)
+
+    async def postpone(self, items: Sequence[tuple[int, float, str]], now: float) -> None:
+        """Give leases back untried, due at a later time, with why they wait (shaping, warm-up,
+        a pause): no attempt is counted and the wait is not part of the queue lifetime."""
+        if not items:
+            return
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, next_attempt_at = ?,"
+                " shaping_wait = shaping_wait + max(? - ?, 0), waiting_for = ?"
+                " WHERE id = ? AND state = 'leased'",
+                [(until, until, now, why, delivery_id) for delivery_id, until, why in items],
+            )
+
+        await self._transaction(work)
+
+    async def release_waiting(self, why_prefix: str, now: float) -> int:
+        """Make deliveries we hold back for a reason starting so due now (a bucket sped up)."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.execute(
+                "UPDATE deliveries SET next_attempt_at = ? WHERE state = 'queued'"
+                " AND next_attempt_at > ? AND substr(waiting_for, 1, ?) = ?",
+                (now, now, len(why_prefix), why_prefix),
+            )
+            return cur.rowcount
+
+        return await self._transaction(work)
+
+    async def take_daily(self, key: str, day: str, limit: int, n: int) -> int:
+        """Take up to n from a day's allowance of `limit` for `key`, atomically: how many."""
+
+        async def work(db: aiosqlite.Connection) -> int:
+            async with db.execute(
+                "SELECT count FROM daily_counts WHERE key = ? AND day = ?", (key, day)
+            ) as cur:
+                row = await cur.fetchone()
+            used = int(row[0]) if row else 0
+            granted = max(0, min(n, limit - used))
+            if granted:
+                await db.execute(
+                    "INSERT INTO daily_counts (key, day, count) VALUES (?, ?, ?) ON CONFLICT"
+                    " (key, day) DO UPDATE SET count = count + excluded.count",
+                    (key, day, granted),
+                )
+            return granted
+
+        return await self._transaction(work)
+
+    async def daily_counts(self, key: str, since_day: str = "") -> dict[str, int]:
+        """day -> count of one key's allowance used, from since_day on."""
+        async with self._ro.execute(
+            "SELECT day, count FROM daily_counts WHERE key = ? AND day >= ? ORDER BY day",
+            (key, since_day),
+        ) as cur:
+            return {row[0]: int(row[1]) for row in await cur.fetchall()}
+
+    async def save_shaping(self, states: Sequence[dict[str, Any]], now: float) -> None:
+        """Publish shaping buckets' state (each with a 'bucket' key) for other processes."""
+        if not states:
+            return
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT INTO shaping_state (bucket, state, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (bucket) DO UPDATE SET state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                [(st["bucket"], json.dumps(st, separators=(",", ":")), now) for st in states],
+            )
+
+        await self._transaction(work)
+
+    async def shaping_states(self) -> list[dict[str, Any]]:
+        """The shaping buckets the relay published, by name, with when it last wrote each."""
+        async with self._ro.execute(
+            "SELECT state, updated_at FROM shaping_state ORDER BY bucket"
+        ) as cur:
+            return [{**json.loads(row[0]), "updated_at": row[1]} for row in await cur.fetchall()]
+
+    async def pause_sender(self, scope: str, value: str, reason: str, now: float) -> bool:
+        """Stop sending mail of a domain or campaign; False when it was paused already."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "INSERT INTO sender_pauses (scope, value, reason, paused_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (scope, value) DO UPDATE SET reason = excluded.reason,"
+                " paused_at = excluded.paused_at, resumed_at = NULL"
+                " WHERE sender_pauses.resumed_at IS NOT NULL",
+                (scope, value, reason, now),
+            )
+            return cur.rowcount == 1
+
+        return await self._transaction(work)
+
+    async def resume_sender(self, scope: str, value: str, now: float) -> bool:
+        """An operator's resume: True when a pause in force was lifted."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "UPDATE sender_pauses SET resumed_at = ? WHERE scope = ? AND value = ?"
+                " AND resumed_at IS NULL",
+                (now, scope, value),
+            )
+            return cur.rowcount > 0
+
+        return await self._transaction(work)
+
+    async def sender_pauses(self, include_resumed: bool = False) -> list[dict[str, Any]]:
+        """Pauses in force (and, asked, lifted ones with resumed_at), oldest first."""
+        where = "" if include_resumed else " WHERE resumed_at IS NULL"
+        async with self._ro.execute(
+            "SELECT scope, value, reason, paused_at, resumed_at FROM sender_pauses"
+            f"{where} ORDER BY paused_at"
+        ) as cur:
+            keys = ("scope", "value", "reason", "paused_at", "resumed_at")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:
+        """Outcome counts in [since, until) per sending domain, campaign and recipient domain:
+        delivered, deferred, hard, soft (bounces and expiries), complaint, open_human."""
+        async with self._ro.execute(
+            "SELECT lower(substr(m.mail_from, instr(m.mail_from, '@') + 1)), m.campaign,"
+            " lower(substr(e.recipient, instr(e.recipient, '@') + 1)),"
+            " sum(e.type = 'delivered'), sum(e.type = 'deferred'),"
+            " sum(e.type = 'bounced' AND json_extract(e.details, '$.bounce_type') = 'hard'),"
+            " sum(e.type = 'expired' OR (e.type = 'bounced'"
+            " AND json_extract(e.details, '$.bounce_type') IS NOT 'hard')),"
+            " sum(e.type = 'complaint'), sum(e.type = 'open' AND e.source = 'human')"
+            " FROM events e JOIN messages m ON m.id = e.message_id"
+            " WHERE e.at >= ? AND e.at < ? AND m.kind = 'mail' AND e.type IN"
+            " ('delivered', 'deferred', 'bounced', 'expired', 'complaint', 'open')"
+            " GROUP BY 1, 2, 3",
+            (since, until),
+        ) as cur:
+            keys = (
+                "sender_domain",
+                "campaign",
+                "recipient_domain",
+                "delivered",
+                "deferred",
+                "hard",
+                "soft",
+                "complaint",
+                "open_human",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def count_waiting(self) -> dict[str, int]:
+        """Queued deliveries held back by us, per reason (warm-up, shaping, pause)."""
+        async with self._ro.execute(
+            "SELECT waiting_for, count(*) FROM deliveries WHERE state = 'queued'"
+            " AND waiting_for != '' GROUP BY waiting_for"
+        ) as cur:
+            return {row[0]: int(row[1]) for row in await cur.fetchall()}
 
     async def record_links(self, message_pk: int, urls: Sequence[str]) -> None:
         """Remember the link targets of a message (the only URLs a click may redirect to)."""
@@ -498,6 +656,26 @@ class SqliteStore:
             row = await cur.fetchone()
         return None if row is None else await self.delivery_by_id(int(row[0]))
 
+    async def deliveries_to(self, recipient: str, limit: int = 50) -> list[dict[str, Any]]:
+        """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
+        async with self._ro.execute(
+            "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
+            " m.mail_from FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.recipient = ? COLLATE NOCASE ORDER BY d.id DESC LIMIT ?",
+            (recipient, limit),
+        ) as cur:
+            keys = (
+                "delivery_id",
+                "message_pk",
+                "queue_id",
+                "recipient",
+                "state",
+                "campaign",
+                "kind",
+                "mail_from",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
     async def forget_webhook(self, provider: str, event_id: str) -> None:
         """Undo remember_webhook when the events couldn't be stored (the provider retries)."""
 
@@ -659,7 +837,7 @@ class SqliteStore:
             params.append(domain.lower())
         async with self._ro.execute(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
-            " d.next_attempt_at, d.last_status, d.last_text FROM deliveries d"
+            " d.next_attempt_at, d.last_status, d.last_text, d.waiting_for FROM deliveries d"
             f" JOIN messages m ON m.id = d.message_id WHERE {' AND '.join(where)}"
             " ORDER BY d.id LIMIT ?",
             (*params, limit),
@@ -674,6 +852,7 @@ class SqliteStore:
                 "next_attempt_at",
                 "last_status",
                 "last_text",
+                "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
@@ -1260,7 +1439,7 @@ async def _write_outcomes(
     )
     await db.executemany(
         "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
-        " lease_until = NULL, last_class = ?, last_code = ?, last_status = ?,"
+        " lease_until = NULL, waiting_for = '', last_class = ?, last_code = ?, last_status = ?,"
         " last_text = ?, last_remote = ?, updated_at = ? WHERE id = ?",
         [
             (

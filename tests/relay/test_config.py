@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import (
+    LIST_SECTIONS,
     Config,
     ConfigError,
     load_config,
@@ -29,6 +30,12 @@ def test_reference_file_documents_every_key_with_its_default() -> None:
     defaults = Config()
     for section in dataclasses.fields(Config):
         if section.name == "source":
+            continue
+        if section.name in LIST_SECTIONS:  # [[name]] tables: a commented example of each key
+            text = path.read_text()
+            assert f"# [[{section.name}]]" in text, f"conf/outpost.toml lacks [[{section.name}]]"
+            for f in dataclasses.fields(LIST_SECTIONS[section.name]):
+                assert re.search(rf"^# {f.name} = ", text, re.M), f"{section.name}.{f.name}"
             continue
         documented = data.get(section.name, {})
         for f in dataclasses.fields(getattr(defaults, section.name)):

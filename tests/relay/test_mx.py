@@ -163,7 +163,8 @@ async def test_no_mx_falls_back_to_the_domains_address(
     await wait_states(relay, queue_id, {"carol@nomx.test": "delivered"})
     (attempt,) = await attempts(relay, queue_id)
     assert attempt["remote"] == f"nomx.test[127.0.0.1]:{sink.port}"
-    assert dns_server.queries[:2] == [("nomx.test", "MX"), ("nomx.test", "A")]
+    asked = list(dict.fromkeys(dns_server.queries))  # the shaping gate asks for MX first too
+    assert asked[:2] == [("nomx.test", "MX"), ("nomx.test", "A")]
 
 
 async def test_null_mx_bounces_at_once(

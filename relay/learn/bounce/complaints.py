@@ -70,8 +70,11 @@ def read_complaints(msg: Message) -> list[Complaint]:
 
 def is_jmrp(msg: Message) -> bool:
     """Microsoft JMRP and similar: the original attached, no feedback-report part."""
-    if attached_original(msg) is None:
+    original = attached_original(msg)
+    if original is None:
         return False
+    if header_value(original, "X-HmXmrOriginalRecipient"):  # JMRP's own mark, whatever the subject
+        return True
     sender = header_value(msg, "From").lower()
     subject = header_value(msg, "Subject").lower()
     if re.search(r"@(?:staff\.)?(?:hotmail|msn|live|outlook)\.com|@microsoft\.com", sender):
