@@ -687,7 +687,7 @@ _SES_SUBTYPE_REASONS = {
     "Suppressed": "suppressed",
     "General": "onhold",
     "MailboxFull": "mailboxfull",
-    "MessageTooLarge": "toolarge",
+    "MessageTooLarge": "mesgtoobig",
     "ContentRejected": "contenterror",
     "AttachmentRejected": "contenterror",
     "Undetermined": "undefined",

@@ -965,7 +965,7 @@ def test_verify_functions_take_an_injected_clock(
         ("Permanent", "General", "5.7.1", "550 5.7.1 blocked using Spamhaus", ("soft", "blocked")),
         ("Transient", "General", "", "", ("soft", "onhold")),
         ("Transient", "MailboxFull", "5.2.2", "552 5.2.2 Mailbox full", ("soft", "mailboxfull")),
-        ("Transient", "MessageTooLarge", "", "", ("soft", "toolarge")),
+        ("Transient", "MessageTooLarge", "", "", ("soft", "mesgtoobig")),
         ("Transient", "ContentRejected", "", "", ("soft", "contenterror")),
         ("Transient", "General", "5.1.1", "550 5.1.1 user unknown", ("soft", "userunknown")),
         ("Undetermined", "Undetermined", "", "", ("soft", "undefined")),

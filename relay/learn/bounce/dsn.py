@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from relay.learn.bounce.classifier import Verdict, classify, derive_status, parse_status
+from relay.learn.bounce.classifier import classify, derive_status, parse_status, settle
 from relay.learn.bounce.fields import (
     ADDR_RE,
     clean_address,
@@ -85,8 +85,7 @@ def _results_from_dsn(
                 diagnostic = (
                     reason_line(context, verdict.reason) or summary_line(report_text) or diagnostic
                 )
-        if action != "failed":
-            verdict = Verdict("soft", verdict.reason)
+        verdict = settle(verdict, action, diagnostic)
         default_class = {"failed": "5", "delayed": "4"}.get(action, "2")
         key = (recipient.lower(), action)
         if key in seen:

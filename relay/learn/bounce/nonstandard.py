@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from relay.learn.bounce.classifier import Verdict, classify, derive_status
+from relay.learn.bounce.classifier import classify, derive_status, settle
 from relay.learn.bounce.fields import clean_address
 from relay.learn.bounce.mime import header_value
 from relay.learn.bounce.mta.entry import Hit
@@ -119,8 +119,7 @@ def results_from_text(msg: Message, report_text: str, signals: Signals) -> list[
                     or summary_line(report_text, delayed)
                     or diagnostic
                 )
-        if delayed:
-            verdict = Verdict("soft", verdict.reason)
+        verdict = settle(verdict, action, diagnostic)
         results.append(
             BounceResult(
                 recipient=recipient,
