@@ -267,7 +267,7 @@ def cmd_suppression_import(args: argparse.Namespace) -> int:
 
 
 def cmd_bounce_parse(args: argparse.Namespace) -> int:
-    """One JSON object per recipient found, for auditing the parser on real reports."""
+    """One JSON object per recipient found (bounces, delays, complaints), to audit the parser."""
     status = 0
     for name in args.files:
         try:
@@ -287,6 +287,18 @@ def cmd_bounce_parse(args: argparse.Namespace) -> int:
                     "diagnostic": r.diagnostic,
                     "type": r.type,
                     "reason": r.reason,
+                }
+            )
+        for c in report.complaints:  # a complaint is Sisimai's "feedback"; it is not a bounce
+            _out(
+                {
+                    "file": name,
+                    "recipient": c.recipient,
+                    "action": "complaint",
+                    "status": "",
+                    "diagnostic": c.feedback_type,
+                    "type": "soft",
+                    "reason": "feedback",
                 }
             )
     return status

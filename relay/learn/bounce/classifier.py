@@ -21,6 +21,7 @@ from relay.learn.bounce.fields import ADDR_RE
 from relay.learn.bounce.reasons import HARD_REASONS, VAGUE_REASONS, BounceType
 from relay.learn.bounce.rules import (
     AFTER_DATA,
+    AT_RCPT,
     CODE_REASONS,
     GENERIC_RULES,
     REASON_STATUS,
@@ -53,6 +54,7 @@ def _compile(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> Compiled:
 _SPECIFIC = _compile(SPECIFIC_RULES)
 _GENERIC = _compile(GENERIC_RULES)
 _AFTER_DATA = re.compile(AFTER_DATA)
+_AT_RCPT = re.compile(AT_RCPT)
 
 
 MAX_CLASSIFY = 8_000  # characters of diagnostic text looked at by classify()
@@ -131,7 +133,7 @@ def classify(status: str | None, diagnostic: str | None, smtp_code: int | None =
 
 def _classify(status: str | None, diagnostic: str | None, smtp_code: int | None) -> Verdict:
     text = normalise((diagnostic or "")[:MAX_CLASSIFY])
-    enhanced = parse_status(status) or parse_status(text)
+    enhanced = _effective_status(status, text)
     code = smtp_code if isinstance(smtp_code, int) else None
     if code is None:
         code = parse_code(diagnostic)
@@ -154,6 +156,38 @@ def _classify(status: str | None, diagnostic: str | None, smtp_code: int | None)
         reason = "filtered"
     kind: BounceType = "hard" if reason in HARD_REASONS and not transient else "soft"
     return Verdict(kind, reason)
+
+
+def _effective_status(status: str | None, text: str) -> str | None:
+    """The status field, or the diagnostic's own status when the field says only X.0.0."""
+    reported = parse_status(status)
+    in_text = parse_status(text)
+    if reported is None:
+        return in_text
+    if reported.endswith(".0.0") and in_text is not None and in_text[0] == reported[0]:
+        return in_text
+    return reported
+
+
+def report_verdict(status: str | None, diagnostic: str | None) -> Verdict:
+    """classify() for a recipient of a bounce report, where the SMTP stage is rarely known.
+
+    A remote host's reply (a status or reply code) that words "user unknown" without an X.1.x
+    status and without a sign that the refusal came at RCPT TO is read as the site's filter
+    (``filtered``, soft), as Sisimai reads it: some sites answer so for mail their filters
+    refuse, and a mistaken hard bounce suppresses for good. An MTA's own bare wording ("Unknown
+    user", no code) stays userunknown.
+    """
+    verdict = classify(status, diagnostic)
+    if verdict.reason != "userunknown":
+        return verdict
+    text = normalise((diagnostic or "")[:MAX_CLASSIFY])
+    enhanced = _effective_status(status, text)
+    if enhanced is None and parse_code(diagnostic) is None:
+        return verdict
+    if (enhanced or "")[2:4] == "1." or _AT_RCPT.search(text):
+        return verdict
+    return Verdict("soft", "filtered")
 
 
 def _weigh(text: str, enhanced: str | None, code: int | None) -> str:

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from relay.learn.bounce.classifier import classify, derive_status, settle
+from relay.learn.bounce.classifier import derive_status, report_verdict, settle
 from relay.learn.bounce.fields import clean_address
 from relay.learn.bounce.mime import header_value
 from relay.learn.bounce.mta.entry import Hit
@@ -30,7 +30,7 @@ _BOUNCE_SUBJECT = re.compile(
     r"|delivery warning|message delivery|non remis|unzustellbar|nicht zustellbar"
 )
 _BOUNCE_SENDER = re.compile(
-    r"(?i)mailer-daemon|mailer_daemon|mail-daemon|postmaster|mdaemon|mail delivery"
+    r"(?i)mailer-daemon|mailer_daemon|mail-daemon|post_?master|mdaemon|mail delivery"
     r"|delivery subsystem|mail administrator|e500_smtp|mail system|\bimss@|mailer daemon"
     r"|delivery system"
 )
@@ -110,7 +110,7 @@ def results_from_text(msg: Message, report_text: str, signals: Signals) -> list[
             continue
         seen.add(recipient.lower())
         diagnostic = tidy(hit.diagnostic)
-        verdict = classify(None, diagnostic or None)
+        verdict = report_verdict(None, diagnostic or None)
         if verdict.reason in ("onhold", "undefined"):
             verdict = context_verdict(verdict, None, context)
             if not has_code(diagnostic):

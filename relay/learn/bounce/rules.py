@@ -710,6 +710,13 @@ CODE_REASONS: dict[int, str] = {
 # filter refusing this message, not a missing mailbox (unless the status itself says X.1.x).
 AFTER_DATA: str = r"end of data|after data|in reply to data|after end of (?:data|message)"
 
+# A report's diagnostic that says the refusal came at RCPT TO (Postfix, Exim, qmail wording, or
+# Sendmail's "<address>... reason" RCPT reply).
+AT_RCPT: str = (
+    r"rcpt to|in reply to rcpt|after rcpt|recipient address rejected|\brcpt\b|like recipient"
+    r"|recipient (?:not found|unknown|rejected|address)|xaddr >?\.{3}"
+)
+
 # Canonical subject.detail per reason, to derive a status when a report has none.
 REASON_STATUS: dict[str, str] = {
     "authfailure": "7.26",

@@ -11,7 +11,7 @@ _LABEL_RE = re.compile(
     r"(?i)^\s*\(?(?:intended recipient|original(?:ly)? addressed to|original recipient"
     r"|(?:failed |bad |invalid |unknown )?recipient(?: address)?|unknown user|user unknown"
     r"|invalid final delivery userid|undeliverable to|error-for|bad address|no such user"
-    r"|final-recipient|address)\s*:?\s*[\[<(\s]*(?:smtp:)?\s*<?(?=[^\s<>]+@)"
+    r"|final-recipient|address|rcpt to)\s*:?\s*[\[<(\s]*(?:smtp:)?\s*<?(?=[^\s<>]+@)"
 )
 
 

@@ -9,6 +9,7 @@ from relay.learn.bounce.fields import ADDR_RE
 from relay.learn.bounce.mime import header_value
 from relay.learn.bounce.mta.aol import aol_screennames
 from relay.learn.bounce.mta.entry import Hit
+from relay.learn.bounce.mta.james import james_hits
 from relay.learn.bounce.mta.labelled import detect_labelled
 from relay.learn.bounce.mta.lines import detect_line_hits
 from relay.learn.bounce.mta.listed import detect_listed
@@ -40,9 +41,10 @@ def text_hits(msg: Message, report_text: str) -> tuple[list[Hit], bool]:
     report_text = re.sub(r"(?i)\bsmtp([=:])(?=\S+@)", r"smtp\1 ", report_text)
     lines = report_text.split("\n")
     excluded = _excluded_addresses(msg)
-    hits = aol_screennames(report_text)
-    if hits:
-        return hits, True
+    for structured in (aol_screennames, james_hits):
+        hits = structured(report_text)
+        if hits:
+            return hits, True
     for detector in (detect_qmail_style, detect_labelled, detect_listed):
         hits = [h for h in detector(lines) if not _is_noise(h.address, excluded)]
         if hits:
