@@ -1,8 +1,8 @@
-"""`make bench`: SMTP, HTTP and scale benchmarks; results to JSON, a table, and markdown.
+"""`make bench`: SMTP, HTTP, scale and bounce benchmarks; results to JSON, a table, markdown.
 
     .venv/bin/python -m tests.bench.run                 # everything (about 15-25 minutes)
     .venv/bin/python -m tests.bench.run --quick         # small runs: checks the harness itself
-    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale; repeatable)
+    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale|bounce)
 
 Full runs write tests/bench/results/latest.json and latest.md (the table for the README);
 --quick runs write quick.json and quick.md instead, so they never replace real figures. A
@@ -26,8 +26,13 @@ from typing import Any
 from tests.bench import common
 from tests.bench.common import RESULTS, log
 
-SECTIONS = ("smtp", "http", "scale")
-TOOLS_FOR = {"smtp": ["smtp-source", "smtp-sink", "postfix"], "http": ["nginx", "wrk"], "scale": []}
+SECTIONS = ("smtp", "http", "scale", "bounce")
+TOOLS_FOR = {
+    "smtp": ["smtp-source", "smtp-sink", "postfix"],
+    "http": ["nginx", "wrk"],
+    "scale": [],
+    "bounce": [],
+}
 LABELS = {
     "sink": "a. smtp-sink alone (ceiling)",
     "postfix": "b. Postfix relay -> smtp-sink",
@@ -145,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
                 from tests.bench import http
 
                 data.update(http.run(args.http_seconds, keep=args.keep, profile_dir=profile_dir))
+            elif name == "bounce":
+                from tests.bench import bounce_speed
+
+                data.update(bounce_speed.run(quick=args.quick))
             elif name == "scale":
                 from tests.bench import scale
 
@@ -232,6 +241,25 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 f"{name}: p99 < 50 ms at 1M deliveries / 3M events",
                 f"p99 {_n(p99)} ms" + (" (smaller store)" if small and q else ""),
                 None if p99 is None or small else p99 < 50,
+            )
+        )
+    bounce = res.get("bounce", {})
+    rate = bounce.get("throughput", {}).get("reports_per_s")
+    out.append(
+        _target(
+            "bounce parsing >= 1000 reports/s on one core",
+            f"{_n(rate)} reports/s",
+            None if rate is None else rate >= 1000,
+        )
+    )
+    regex = bounce.get("regex", {})
+    if regex:
+        out.append(
+            _target(
+                "every bounce pattern < 100 ms on 1 MB adversarial lines",
+                f"{regex.get('within_limit')}/{regex.get('patterns')} within, worst "
+                f"{_n(regex.get('max_ms'))} ms; superlinear: {len(regex.get('superlinear', []))}",
+                regex.get("within_limit") == regex.get("patterns"),
             )
         )
     if res.get("quick"):
@@ -435,6 +463,29 @@ def render(res: dict[str, Any]) -> str:
             )
         if rows:
             parts += ["", _table(["Query", "n", "p50 ms", "p99 ms", "notes"], rows)]
+    bounce = res.get("bounce")
+    if bounce:
+        tp = bounce.get("throughput", {})
+        rx = bounce.get("regex", {})
+        parts += [
+            "",
+            f"**Bounces** ({bounce.get('date', '')[:16]}): `parse_report` over the "
+            f"{tp.get('fixtures')} fixtures of tests/data/bounces (mean {tp.get('mean_bytes')} "
+            f"bytes), one core, best of {tp.get('rounds')}: {_n(tp.get('reports_per_s'))} "
+            f"reports/s, `classify` {_n(tp.get('classify_per_s'))}/s (load average "
+            f"{tp.get('loadavg')}). Patterns on {_n(rx.get('line_bytes'))}-byte adversarial "
+            f"lines: {rx.get('within_limit')}/{rx.get('patterns')} under "
+            f"{_n(rx.get('limit_ms'))} ms, worst {_n(rx.get('max_ms'))} ms, superlinear: "
+            f"{', '.join(rx.get('superlinear', [])) or 'none'}.",
+        ]
+        if bounce.get("error"):
+            parts.append(f"\nBounce section failed: {bounce['error']}")
+        rows = [
+            [r["pattern"], _n(r["ms"], 1), _n(r["quarter_ms"], 1), r["line"]]
+            for r in rx.get("slowest", [])
+        ]
+        if rows:
+            parts += ["", _table(["Slowest patterns", "1 MB ms", "256 KB ms", "line"], rows)]
     tg = res.get("targets") or []
     if tg:
         parts += [

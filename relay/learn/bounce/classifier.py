@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from relay.learn.bounce.fastre import compile_fast
 from relay.learn.bounce.fields import ADDR_RE
 from relay.learn.bounce.reasons import HARD_REASONS, VAGUE_REASONS, BounceType
 from relay.learn.bounce.rules import (
@@ -46,15 +47,21 @@ _ENHANCED_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)
 Compiled = tuple[tuple[str, re.Pattern[str]], ...]
 
 
+def rule_pattern(alternatives: tuple[str, ...]) -> re.Pattern[str]:
+    """One rule's alternatives as one pattern; those that begin with a letter match only at the
+    start of a word, which also lets the search skip the inside of words (linear and fast)."""
+    return compile_fast("|".join(alternatives))
+
+
 def _compile(rules: tuple[tuple[str, tuple[str, ...]], ...]) -> Compiled:
-    return tuple((reason, re.compile("|".join(alternatives))) for reason, alternatives in rules)
+    return tuple((reason, rule_pattern(alternatives)) for reason, alternatives in rules)
 
 
 # Ordered: the first matching rule decides.
 _SPECIFIC = _compile(SPECIFIC_RULES)
 _GENERIC = _compile(GENERIC_RULES)
-_AFTER_DATA = re.compile(AFTER_DATA)
-_AT_RCPT = re.compile(AT_RCPT)
+_AFTER_DATA = compile_fast(AFTER_DATA)
+_AT_RCPT = compile_fast(AT_RCPT)
 
 
 MAX_CLASSIFY = 8_000  # characters of diagnostic text looked at by classify()
@@ -72,6 +79,22 @@ def _first(rules: Compiled, text: str) -> str | None:
         if pattern.search(text):
             return reason
     return None
+
+
+def _by_reason(rules: Compiled) -> dict[str, re.Pattern[str]]:
+    joined: dict[str, list[str]] = {}
+    for reason, pattern in rules:
+        joined.setdefault(reason, []).append(pattern.pattern)
+    return {reason: compile_fast("|".join(parts)) for reason, parts in joined.items()}
+
+
+_REASON_PATTERNS = _by_reason((*_SPECIFIC, *_GENERIC))
+
+
+def says_reason(text: str, reason: str) -> bool:
+    """True when a normalised text words ``reason`` (one of its rules matches)."""
+    pattern = _REASON_PATTERNS.get(reason)
+    return pattern is not None and pattern.search(text) is not None
 
 
 def text_reason(text: str) -> str | None:
@@ -230,12 +253,22 @@ def settle(verdict: Verdict, action: str, diagnostic: str) -> Verdict:
     return verdict
 
 
+def _telling_status(diagnostic: str, reason: str) -> str | None:
+    """The diagnostic's first status naming ``reason`` (a relayed reply quotes the remote's own
+    status after the relay's: '5.1.0 ... 550-5.2.2 Mailbox full'), else its first status."""
+    found = [".".join(m.groups()) for m in _ENHANCED_RE.finditer(diagnostic[:MAX_CLASSIFY])]
+    for status in found:
+        if status_reason(status) == reason:
+            return status
+    return found[0] if found else None
+
+
 def derive_status(
     status_field: str | None, diagnostic: str, verdict: Verdict, default_class: str
 ) -> str:
     """Status as reported; refined from the diagnostic when X.0.0; derived when absent."""
     reported = parse_status(status_field)
-    in_text = parse_status(diagnostic)
+    in_text = _telling_status(diagnostic, verdict.reason)
     if reported is not None:
         if reported.endswith(".0.0") and in_text and in_text[0] == reported[0]:
             return in_text

@@ -311,7 +311,6 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"rate.?limit",
             r"throttl",
             r"receiving mail (?:at|too) (?:a )?(?:rate|fast)",
-            r"unusual rate",
             r"sending rate",
             r"exceeded (?:the )?(?:hourly|daily|sending|message|recipient|max)s? "
             r"(?:limit|quota|emails)",
@@ -356,6 +355,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"dynamic(?:ally assigned)? ip|residential ip|dynamic/zombied",
             r"open (?:relay|proxy)",
             r"not currently accepting mail from your ip",
+            r"unusual rate of unsolicited mail",
             r"helo command rejected",
             r"bad helo",
             r"refused to talk to me",

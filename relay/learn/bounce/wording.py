@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import re
+from relay.learn.bounce.fastre import compile_fast
 
-BOUNCE_BODY = re.compile(
+BOUNCE_BODY = compile_fast(
     r"(?i)could not be delivered|couldn't be delivered|cannot be delivered|can't be delivered"
     r"|was not delivered|were not delivered|undeliverable|undelivered|delivery (?:has )?failed"
     r"|failed permanently|permanent (?:fatal )?error|permanent failure|unable to deliver"
@@ -22,7 +22,7 @@ BOUNCE_BODY = re.compile(
 )
 
 
-DELAY_RE = re.compile(
+DELAY_RE = compile_fast(
     r"(?i)has been delayed|has not yet been delivered|not yet been delivered|will continue (?:to )?"
     r"try|still (?:be )?(?:trying|retrying|being retried)|will (?:be )?retr(?:y|ied)"
     r"|warning (?:message )?only|do not need to resend|don't need to resend"
@@ -32,14 +32,14 @@ DELAY_RE = re.compile(
 )
 
 
-FAILURE_WORDS = re.compile(
+FAILURE_WORDS = compile_fast(
     r"(?i)unknown|not found|no such|does not exist|doesn't exist|invalid|failed|failure|error"
     r"|rejected|refused|denied|unavailable|undeliver|not deliver|could not|couldn't|unable"
     r"|disabled|inactive|suspended|quota|full|blocked|not accepting|bad|not exist|illegal"
     r"|permanent|\b5\d\d\b|\b4\d\d\b|not recogni|delayed|expired|no mailbox|too large|exceed"
     r"|did not|not a valid|not known|no longer|violation|not allowed|not permitted|looping"
 )
-INTRO_RE = re.compile(
+INTRO_RE = compile_fast(
     r"(?i)following (?:e-?mail )?(?:address|recipient|user|destination|mail ?box)"
     r"|to the following|did not reach|could not be delivered to|was not delivered to"
     r"|undeliverable to|failed to deliver to|delivery to the following|delivery has failed to"
