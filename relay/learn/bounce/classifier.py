@@ -28,6 +28,7 @@ from relay.learn.bounce.rules import (
     REASON_STATUS,
     SPECIFIC_RULES,
     STATUS_REASONS,
+    STATUS_REFINES,
     TRANSIENT_STATUS_REASONS,
     VAGUE_STATUSES,
 )
@@ -216,9 +217,11 @@ def report_verdict(status: str | None, diagnostic: str | None) -> Verdict:
 def _weigh(text: str, enhanced: str | None, code: int | None) -> str:
     """The reason, evidence taken in order: specific text, status, generic text, code."""
     specific = _first(_SPECIFIC, text) if text else None
-    if specific is not None:
-        return specific
     by_status = status_reason(enhanced) if enhanced is not None else None
+    if specific is not None:
+        if by_status in STATUS_REFINES.get(specific, ()):
+            return by_status or specific
+        return specific
     vague_status = enhanced is None or enhanced.split(".", 1)[1] in VAGUE_STATUSES
     if by_status is not None and not vague_status:
         return by_status

@@ -2,9 +2,10 @@
 
 Plain strings, tuples and dicts, no code: ``relay.learn.bounce.classifier`` compiles them once.
 Patterns are Python regular expressions matched against lower-cased diagnostics whose
-whitespace is collapsed and whose addresses and IPs are masked (" xaddr ", " xip "). Gaps are
-bounded (``[^.;]{0,40}``) and no quantifier is nested, so each pattern runs in linear time
-(tests/bench/bounce_speed.py checks every rule against 1 MB adversarial lines).
+whitespace is collapsed and whose addresses and IPs are masked (" xaddr ", " xip "). A gap
+between two words of a rule is counted in words (``_WORDS``: a few whole words of the same
+sentence, each step one unambiguous separator-then-word), never in characters, so a search
+stays linear and cheap (tests/bench/bounce_speed.py checks every rule on 1 MB adversarial lines).
 
 Order of evidence (``classifier.classify``): a SPECIFIC text (the families below, from remote
 hosts' known replies and MTAs' own wordings) beats any status; then a specific RFC 3463 status
@@ -15,6 +16,12 @@ userunknown, and "5.7.1 ... access denied" is policyviolation (5.7.1 alone: secu
 
 from __future__ import annotations
 
+# Up to N whole words between two parts of a rule, within one sentence (no . ; :), and the same
+# across dots (domains, "5.7.1"): separators and words alternate, so no position is ambiguous.
+_WORDS3 = r"(?:[^\w.;:]+\w+){0,3}?[^\w.;:]+"
+_WORDS6 = r"(?:[^\w.;:]+\w+){0,6}?[^\w.;:]+"
+_ANY10 = r"(?:[^\w;]+\w+){0,10}?[^\w;]+"
+
 # (reason, alternatives): the alternatives of a rule are joined with "|" into one pattern.
 # Ordered: the first matching rule decides.
 SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -23,8 +30,10 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             r"over ?quota",
             r"quota (?:exceeded|exceed|full|limit|violation|usage exceeded)",
-            r"(?:mail ?box|inbox|mail ?folder|maildir|account|user|recipient|disk)\b[^.;]{0,30}"
-            r"\b(?:is full|full\b|over (?:its |the )?(?:quota|limit|storage))",
+            r"(?:mail ?box|inbox|mail ?folder|maildir|account|user|recipient|disk)"
+            + _WORDS3
+            + r"(?:is full|full\b|over (?:its |the )?(?:quota|limit|storage))",
+            r"(?:mail ?box|inbox|mail ?folder|maildir|account|disk) (?:is )?full\b",
             r"exceed(?:s|ed|ing)? (?:its |the |his |her |their |your )?(?:mailbox )?"
             r"(?:storage|quota|disk)",
             r"(?:reached|hit) (?:its |the |his |her |their |your )?(?:disk |storage )?quota",
@@ -38,7 +47,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"too many (?:messages|mails|e-?mails) (?:on|in) (?:the |his |her |their |your )?"
             r"(?:server|mail ?box|inbox|account|folder)",
             r"mailbox size limit",
-            r"mail ?box\b[^.;]{0,20}\bexceed",
+            r"mail ?box" + _WORDS3 + r"exceed",
             r"mailbox would exceed",
             r"space has been used up",
             r"too much mail data",
@@ -76,8 +85,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "suspend",
         (
-            r"(?:account|mailbox|mail box|user|address|recipient|e-?mail)\b[^.;]{0,40}"
-            r"\b(?:suspended|disabled|deactivated|discontinued|inactive|frozen|locked"
+            r"(?:account|mailbox|mail box|user|address|recipient|e-?mail)"
+            + _WORDS6
+            + r"(?:suspended|disabled|deactivated|discontinued|inactive|frozen|locked"
             r"|de-activated|expired|blocked by the administrator)",
             r"\b(?:suspended|disabled|deactivated|inactive|frozen|expired) (?:account|mailbox"
             r"|user|address|recipient)",
@@ -108,7 +118,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"|rejected)",
             r"not (?:permitted|allowed|authori[sz]ed) to relay",
             r"(?:unable|cannot|can't|do not|don't|will not|won't) relay",
-            r"relaying (?:mail )?to .{0,80}(?:prohibited|denied|not allowed)",
+            r"relaying (?:mail )?to" + _ANY10 + r"(?:prohibited|denied|not allowed)",
             r"not a (?:gateway|relay)",
             r"as a relay",
             r"no relaying",
@@ -153,7 +163,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"domain of sender",
             r"envelope (?:sender|from) (?:address )?(?:rejected|refused|denied|invalid|not)",
             r"from address (?:rejected|not allowed)",
-            r"mail from .{0,40}(?:rejected|refused|denied)",
+            r"mail from" + _ANY10 + r"(?:rejected|refused|denied)",
             r"in reply to mail from command",
             r"null sender is not allowed",
             r"empty envelope senders",
@@ -204,9 +214,10 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:recipient|addressee|address|mailbox) (?:is )?unknown",
             r"no such (?:user|recipient|mailbox|account|address|person|local user)",
             r"(?:user|recipient|mailbox|mail box|address|account|addressee|destination|rcpt"
-            r"|e-?mail)\b[^.;:]{0,40}\b(?:does not|doesn't|do not|did not|not) exist",
+            r"|e-?mail)" + _WORDS6 + r"(?:does not|doesn't|do not|did not|not) exist",
             r"(?:user|recipient|mailbox|mail box|address|account|addressee|destination)\b"
-            r"[^.;]{0,40}\b(?:not found|not be found|n't be found|is unknown|not known"
+            + _WORDS6
+            + r"(?:not found|not be found|n't be found|is unknown|not known"
             r"|not recogni[sz]ed|was not found)",
             r"\b(?:does not|doesn't|dont|don't) have an? (?:[\w.-]+ )?account",
             r"not (?:a )?(?:known|valid|recogni[sz]ed) (?:user|recipient|mailbox|address|e-?mail)",
@@ -348,9 +359,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"barracudacentral",
             r"abuseat\.org",
             r"(?:\bip\b|ip address|client host|sending host|your host|your server|your network"
-            r"|sending server|mail server)\b[^.;]{0,40}\b(?:blocked|banned|rejected|listed"
+            r"|sending server|mail server)" + _WORDS6 + r"(?:blocked|banned|rejected|listed"
             r"|blacklisted|refused|not allowed)",
-            r"(?:blocked|banned|blacklisted)\b[^.;]{0,30}\b(?:ip|host|client|server|network)\b",
+            r"(?:blocked|banned|blacklisted)" + _WORDS3 + r"(?:ip|host|client|server|network)\b",
             r"banned sending ip",
             r"dynamic(?:ally assigned)? ip|residential ip|dynamic/zombied",
             r"open (?:relay|proxy)",
@@ -397,7 +408,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "failedstarttls",
         (
             r"starttls",
-            r"\btls\b[^.;]{0,30}\b(?:required|failed|failure|not (?:available|supported|offered))",
+            r"\btls" + _WORDS3 + r"(?:required|failed|failure|not (?:available|supported|offered))",
             r"(?:must|should) use tls",
             r"encryption (?:needed|required)",
             r"tls handshake",
@@ -679,6 +690,16 @@ TRANSIENT_STATUS_REASONS: dict[str, str] = {
     "7.0": "securityerror",
     "7.1": "blocked",
     "7.2": "blocked",
+}
+
+# A specific text's reason -> the status reasons that refine it (a sibling the status tells
+# apart better than the wording: "message too large" with 5.2.3 is exceedlimit).
+STATUS_REFINES: dict[str, frozenset[str]] = {
+    "mesgtoobig": frozenset({"exceedlimit"}),
+    "exceedlimit": frozenset({"mesgtoobig"}),
+    "blocked": frozenset({"requireptr", "authfailure", "badreputation"}),
+    "securityerror": frozenset({"authfailure", "failedstarttls", "requireptr"}),
+    "policyviolation": frozenset({"authfailure", "requireptr"}),
 }
 
 # Statuses that name a category rather than a cause: a generic text beats them.

@@ -36,7 +36,21 @@ def _is_noise(address: str, excluded: set[str]) -> bool:
 
 
 def text_hits(msg: Message, report_text: str) -> tuple[list[Hit], bool]:
-    """Recipients named by a non-standard bounce, and whether a structural format matched."""
+    """Recipients named by a non-standard bounce, and whether a structural format matched.
+
+    An ``X-Failed-Recipients`` header (Exim, Gmail, Google Groups) names them outright: the
+    text's hits for those addresses are kept, and the others it names are added bare.
+    """
+    hits, structural = _text_hits(msg, report_text)
+    failed = [m.group(1) for m in ADDR_RE.finditer(header_value(msg, "X-Failed-Recipients"))]
+    if not failed:
+        return hits, structural
+    named = {h.address.lower(): h for h in hits}
+    diagnostic = next((h.diagnostic for h in hits if h.diagnostic), "")
+    return [named.get(a.lower(), Hit(a, diagnostic)) for a in dict.fromkeys(failed)], True
+
+
+def _text_hits(msg: Message, report_text: str) -> tuple[list[Hit], bool]:
     report_text = report_text.replace("\r\n", "\n").replace("\r", "\n")
     report_text = re.sub(r"(?i)\bsmtp([=:])(?=\S+@)", r"smtp\1 ", report_text)
     lines = report_text.split("\n")
