@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 from email.message import Message
 
@@ -53,6 +54,7 @@ _ORIGINAL_MARKERS = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=8)  # the readers ask for the same notification's split
 def cut_original(text: str) -> tuple[str, str]:
     """Split a notification into (report text, returned original) at the first marker."""
     match = _ORIGINAL_MARKERS.search(text)
