@@ -38,7 +38,7 @@ NOT_BOUNCES = frozenset({"delivered", "vacation"})
 # Reasons introduced by Sisimai 5 -> the Sisimai 4 reasons the same reply was given before, so a
 # Sisimai 4.25 label is not counted as a disagreement with the newer, finer name.
 SAME_AS_4: dict[str, frozenset[str]] = {
-    "authfailure": frozenset({"securityerror", "policyviolation", "rejected"}),
+    "authfailure": frozenset({"securityerror", "policyviolation", "rejected", "blocked"}),
     "badreputation": frozenset({"blocked"}),
     "requireptr": frozenset({"blocked"}),
     "notcompliantrfc": frozenset({"contenterror", "securityerror"}),

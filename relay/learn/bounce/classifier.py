@@ -200,12 +200,15 @@ def report_verdict(status: str | None, diagnostic: str | None) -> Verdict:
     status and without a sign that the refusal came at RCPT TO is read as the site's filter
     (``filtered``, soft), as Sisimai reads it: some sites answer so for mail their filters
     refuse, and a mistaken hard bounce suppresses for good. An MTA's own bare wording ("Unknown
-    user", no code) stays userunknown.
+    user", no code) stays userunknown. A report of connections that timed out is ``expired``.
     """
     verdict = classify(status, diagnostic)
+    text = normalise((diagnostic or "")[:MAX_CLASSIFY])
+    if verdict.reason == "networkerror" and "timed out" in text:
+        # reported after the fact, a connection that kept timing out is a delivery given up
+        return Verdict("soft", "expired")
     if verdict.reason != "userunknown":
         return verdict
-    text = normalise((diagnostic or "")[:MAX_CLASSIFY])
     enhanced = _effective_status(status, text)
     if enhanced is None and parse_code(diagnostic) is None:
         return verdict

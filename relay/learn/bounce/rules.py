@@ -25,6 +25,88 @@ _ANY10 = r"(?:[^\w;]+\w+){0,10}?[^\w;]+"
 # (reason, alternatives): the alternatives of a rule are joined with "|" into one pattern.
 # Ordered: the first matching rule decides.
 SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    # Remote hosts' own replies (Google, Microsoft, Yahoo, Mimecast, Tencent, GoDaddy, Cox, ...)
+    # whose words would otherwise fall into another family ("sending quota" is not a mailbox's).
+    (
+        "speeding",
+        (
+            r"(?:sending|submission|relay|daily|hourly|message|recipient) (?:smtp )?(?:relay )?"
+            r"(?:limit|quota|rate) (?:exceeded|reached)",
+            r"limit exceeded for (?:user|customer|sender)",
+            r"exceeded (?:the )?(?:permitted|allowed) (?:limits|threshold)",
+            r"tenant has exceeded",
+            r"(?:sent|sending) too many (?:messages|e-?mails|mails)",
+            r"receiving mail too quickly",
+            r"(?:connection|domain|ip|sender) frequency limited",
+        ),
+    ),
+    (
+        "blocked",
+        (
+            r"ip not in whitelist",
+            r"try again later, closing connection",
+            r"helo/ehlo argument is invalid",
+            r"access denied, please try again later",
+            r"does not accept e-?mail over ipv6",
+            r"restrictdomainstoipaddresses",
+            r"suspected spam ip",
+            r"ip temporarily blacklisted",
+            r"\b(?:cxbl|cdrbl|ipbl\d{4})\b",
+        ),
+    ),
+    (
+        "policyviolation",
+        (r"content presents a potential security issue",),
+    ),
+    (
+        "rejected",
+        (
+            r"mail sending denied",
+            r"sender (?:was )?not authenticated",
+            r"sender not in allowed-senders list",
+            r"banned sender",
+            r"unregistered domains",
+            r"delivery not authori[sz]ed",
+        ),
+    ),
+    (
+        "norelaying",
+        (r"client was not authenticated",),
+    ),
+    (
+        "spamdetected",
+        (r"content filter", r"mail content denied"),
+    ),
+    (
+        "suspend",
+        (r"mailbox cannot be accessed", r"banned recipient"),
+    ),
+    (
+        "systemerror",
+        (
+            r"temporary system problem",
+            r"temporarily rejected message",
+            r"service not active",
+            r"failed to be replicated",
+            r"agent busy",
+        ),
+    ),
+    (
+        "syntaxerror",
+        (
+            r"protocol violation",
+            r"no commands allowed to pipeline",
+            r"may not be repeated",
+            r"no identity changes permitted",
+            r"unrecognized authentication type",
+            r"too many unauthenticated commands",
+            r"bad address syntax",
+        ),
+    ),
+    (
+        "expired",
+        (r"timeout - closing connection",),
+    ),
     (
         "mailboxfull",
         (
@@ -117,7 +199,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"relay(?:ing)? (?:access )?(?:denied|not permitted|prohibited|not allowed|refused"
             r"|rejected)",
             r"not (?:permitted|allowed|authori[sz]ed) to relay",
-            r"(?:unable|cannot|can't|do not|don't|will not|won't) relay",
+            r"(?:unable|cannot|can't|do not|don't|will not|won't)(?: to)? relay",
             r"relaying (?:mail )?to" + _ANY10 + r"(?:prohibited|denied|not allowed)",
             r"not a (?:gateway|relay)",
             r"as a relay",
@@ -515,6 +597,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"malformed (?:or unexpected )?name ?server reply",
             r"dns records for the destination computer could not be found",
             r"too many hops",
+            r"exceeded \d+ hops",
+            r"mail loop",
+            r"loop detected",
             r"hop count exceeded",
             r"mail forwarding loop",
             r"message looping|routing loop|forwarding loop count",
