@@ -19,6 +19,7 @@ from __future__ import annotations
 # Up to N whole words between two parts of a rule, within one sentence (no . ; :), and the same
 # across dots (domains, "5.7.1"): separators and words alternate, so no position is ambiguous.
 _WORDS3 = r"(?:[^\w.;:]+\w+){0,3}?[^\w.;:]+"
+_WORDS4 = r"(?:[^\w.;:]+\w+){0,4}?[^\w.;:]+"
 _WORDS6 = r"(?:[^\w.;:]+\w+){0,6}?[^\w.;:]+"
 _ANY10 = r"(?:[^\w;]+\w+){0,10}?[^\w;]+"
 
@@ -296,11 +297,8 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:recipient|addressee|address|mailbox) (?:is )?unknown",
             r"no such (?:user|recipient|mailbox|account|address|person|local user)",
             r"(?:user|recipient|mailbox|mail box|address|account|addressee|destination|rcpt"
-            r"|e-?mail)" + _WORDS6 + r"(?:does not|doesn't|do not|did not|not) exist",
-            r"(?:user|recipient|mailbox|mail box|address|account|addressee|destination)\b"
-            + _WORDS6
-            + r"(?:not found|not be found|n't be found|is unknown|not known"
-            r"|not recogni[sz]ed|was not found)",
+            r"|e-?mail)" + _WORDS4 + r"(?:(?:does|do|did)(?: not|n't) exist|not exist|not found"
+            r"|not be found|n't be found|is unknown|not known|not recogni[sz]ed|was not found)",
             r"\b(?:does not|doesn't|dont|don't) have an? (?:[\w.-]+ )?account",
             r"not (?:a )?(?:known|valid|recogni[sz]ed) (?:user|recipient|mailbox|address|e-?mail)",
             r"is not a (?:known user|valid mailbox|local address)",
@@ -441,7 +439,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"barracudacentral",
             r"abuseat\.org",
             r"(?:\bip\b|ip address|client host|sending host|your host|your server|your network"
-            r"|sending server|mail server)" + _WORDS6 + r"(?:blocked|banned|rejected|listed"
+            r"|sending server|mail server)" + _WORDS4 + r"(?:blocked|banned|rejected|listed"
             r"|blacklisted|refused|not allowed)",
             r"(?:blocked|banned|blacklisted)" + _WORDS3 + r"(?:ip|host|client|server|network)\b",
             r"banned sending ip",
