@@ -509,7 +509,7 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
     ),
     (None, "551 User not local; please try <x@example.org>", 551, "hard", "hasmoved"),
     (None, "550 5.7.1 Delivery not authorized, message refused", 550, "soft", "rejected"),
-    (None, "550 Administrative prohibition", 550, "soft", "policyviolation"),
+    (None, "550 Administrative prohibition", 550, "soft", "rejected"),
     (None, "550 5.7.1 Sender address rejected: Domain not found", 550, "soft", "rejected"),
     # a permanent-sounding text with a transient code stays soft
     (
