@@ -371,7 +371,7 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         "or user complaints - 4.16.55.1",
         421,
         "soft",
-        "speeding",
+        "blocked",
     ),
     (
         None,

@@ -64,6 +64,8 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"forbidden by your ip",
             r"too many spams from your ip",
             r"currently sending spam",
+            r"\[tss?0\d\]",
+            r"temporarily deferred due to (?:unexpected volume|user complaints)",
             r"\b(?:cxbl|cdrbl|ipbl\d{4})\b",
         ),
     ),
@@ -463,9 +465,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"too fast",
             r"too frequent",
             r"slow down",
-            r"\[ts0\d\]",
             r"gr[ae]ylist",
-            r"temporarily deferred due to",
         ),
     ),
     (
