@@ -71,13 +71,29 @@ def test_order_of_evidence(status: str | None, diagnostic: str | None, kind: str
         ("5.1.1", "550 No such user", "userunknown"),
         (None, "Unknown user", "userunknown"),
         (None, "553 5.3.0 <x@example.net>... Addressee unknown", "userunknown"),
+        # a relaying service's generic words around the remote reply (Amazon SES) say nothing
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.7.1 Rejected by user's filter rules'",
+            "filtered",
+        ),
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.7.1 Message rejected due to local policy'",
+            "policyviolation",
+        ),
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.1.1 <x@example.jp>... User Unknown'",
+            "userunknown",
+        ),
     ],
 )
 def test_report_verdict_reads_filters_like_sisimai(
     status: str | None, diagnostic: str, reason: str
 ) -> None:
     assert report_verdict(status, diagnostic).reason == reason
-    # replies seen during our own delivery keep the plain reading
+    # replies seen during our own delivery keep the plain reading of "user unknown"
     assert classify(status, diagnostic).reason in (reason, "userunknown")
 
 

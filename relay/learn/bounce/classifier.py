@@ -31,6 +31,7 @@ from relay.learn.bounce.rules import (
     STATUS_REFINES,
     TRANSIENT_STATUS_REASONS,
     VAGUE_STATUSES,
+    WRAPPED_REPLY,
 )
 
 
@@ -63,6 +64,7 @@ _SPECIFIC = _compile(SPECIFIC_RULES)
 _GENERIC = _compile(GENERIC_RULES)
 _AFTER_DATA = compile_fast(AFTER_DATA)
 _AT_RCPT = compile_fast(AT_RCPT)
+_WRAPPED = re.compile(WRAPPED_REPLY, re.I | re.S)
 
 
 MAX_CLASSIFY = 8_000  # characters of diagnostic text looked at by classify()
@@ -155,7 +157,22 @@ def classify(status: str | None, diagnostic: str | None, smtp_code: int | None =
         return Verdict("soft", "undefined")
 
 
+def unwrap(diagnostic: str | None) -> str | None:
+    """The remote host's reply quoted inside a relaying service's generic words, if any."""
+    if not diagnostic:
+        return diagnostic
+    match = _WRAPPED.match(diagnostic[:MAX_CLASSIFY])
+    if match is None:
+        return diagnostic
+    return f"{match.group(1)} {match.group(2).rstrip(chr(39))}"
+
+
 def _classify(status: str | None, diagnostic: str | None, smtp_code: int | None) -> Verdict:
+    wrapped = unwrap(diagnostic)
+    if wrapped is not diagnostic:
+        diagnostic = wrapped
+        if status is not None and status.strip().endswith(".0.0"):
+            status = None  # the relay's own summary; the quoted reply speaks for itself
     text = normalise((diagnostic or "")[:MAX_CLASSIFY])
     enhanced = _effective_status(status, text)
     code = smtp_code if isinstance(smtp_code, int) else None
@@ -203,6 +220,7 @@ def report_verdict(status: str | None, diagnostic: str | None) -> Verdict:
     user", no code) stays userunknown. A report of connections that timed out is ``expired``.
     """
     verdict = classify(status, diagnostic)
+    diagnostic = unwrap(diagnostic)
     text = normalise((diagnostic or "")[:MAX_CLASSIFY])
     if verdict.reason == "networkerror" and "timed out" in text:
         # reported after the fact, a connection that kept timing out is a delivery given up

@@ -871,6 +871,11 @@ CODE_REASONS: dict[int, str] = {
 # filter refusing this message, not a missing mailbox (unless the status itself says X.1.x).
 AFTER_DATA: str = r"end of data|after data|in reply to data|after end of (?:data|message)"
 
+# A relaying service's own generic words around the remote host's quoted reply (Amazon SES:
+# "5.1.0 - Unknown address error 550-'5.7.1 Message rejected by filter'"): the quoted reply,
+# group 1 its code and group 2 its text, is the diagnostic that is classified.
+WRAPPED_REPLY: str = r"^\s*[245]\.\d{1,3}\.\d{1,3} - [a-z ]{0,40}error\s+([245]\d\d)[- ]'(.+)'"
+
 # A report's diagnostic that says the refusal came at RCPT TO (Postfix, Exim, qmail wording, or
 # Sendmail's "<address>... reason" RCPT reply).
 AT_RCPT: str = (
