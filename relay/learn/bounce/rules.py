@@ -330,9 +330,11 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"mail domain mentioned in email address is unknown",
             r"account or domain may not exist",
             r"(?:name ?server|dns) error report",
-            r"553 \S+ does not exist",
         ),
     ),
+    # a rule of its own: its leading digits would otherwise make every digit a start for all of
+    # the rule above
+    ("hostunknown", (r"553 \S+ does not exist",)),
     (
         "userunknown",
         (
