@@ -135,11 +135,11 @@ def compile_fast(pattern: str, words: bool = True) -> re.Pattern[str]:
     parts = _split(body)
     found = [first_chars(part) for part in parts]
     if words:
-        parts = [
-            rf"\b(?:{p})" if f and all(c.isalpha() for c in f) else p
-            for p, f in zip(parts, found, strict=True)
-        ]
-        body = "|".join(parts)
+        # one word-start check for all the alternatives that begin with a letter
+        lettered = [p for p, f in zip(parts, found, strict=True) if f and f.isalpha()]
+        others = [p for p, f in zip(parts, found, strict=True) if not (f and f.isalpha())]
+        grouped = [rf"\b(?:{'|'.join(lettered)})"] if lettered else []
+        body = "|".join(grouped + others)
     prefix = f"(?{flags})" if flags else ""
     if not found or any(not f for f in found):
         return re.compile(prefix + body)

@@ -4,8 +4,9 @@ Plain strings, tuples and dicts, no code: ``relay.learn.bounce.classifier`` comp
 Patterns are Python regular expressions matched against lower-cased diagnostics whose
 whitespace is collapsed and whose addresses and IPs are masked (" xaddr ", " xip "). A gap
 between two words of a rule is counted in words (``_WORDS``: a few whole words of the same
-sentence, each step one unambiguous separator-then-word), never in characters, so a search
-stays linear and cheap (tests/bench/bounce_speed.py checks every rule on 1 MB adversarial lines).
+sentence, each step one unambiguous separator-then-word), never in characters, and the words
+after a gap start with a lookahead of their first letters, so a search stays linear and cheap
+(tests/bench/bounce_speed.py checks every rule on 1 MB adversarial lines).
 
 Order of evidence (``classifier.classify``): a SPECIFIC text (the families below, from remote
 hosts' known replies and MTAs' own wordings) beats any status; then a specific RFC 3463 status
@@ -20,7 +21,6 @@ from __future__ import annotations
 # across dots (domains, "5.7.1"): separators and words alternate, so no position is ambiguous.
 _WORDS3 = r"(?:[^\w.;:]+\w+){0,3}?[^\w.;:]+"
 _WORDS4 = r"(?:[^\w.;:]+\w+){0,4}?[^\w.;:]+"
-_WORDS6 = r"(?:[^\w.;:]+\w+){0,6}?[^\w.;:]+"
 _ANY10 = r"(?:[^\w;]+\w+){0,10}?[^\w;]+"
 
 # (reason, alternatives): the alternatives of a rule are joined with "|" into one pattern.
@@ -158,7 +158,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"quota (?:exceeded|exceed|full|limit|violation|usage exceeded)",
             r"(?:mail ?box|inbox|mail ?folder|maildir|account|user|recipient|disk)"
             + _WORDS3
-            + r"(?:is full|full\b|over (?:its |the )?(?:quota|limit|storage))",
+            + r"(?=[ifo])(?:is full|full\b|over (?:its |the )?(?:quota|limit|storage))",
             r"(?:mail ?box|inbox|mail ?folder|maildir|account|disk) (?:is )?full\b",
             r"exceed(?:s|ed|ing)? (?:its |the |his |her |their |your )?(?:mailbox )?"
             r"(?:storage|quota|disk)",
@@ -175,7 +175,7 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"too many (?:messages|mails|e-?mails) (?:on|in) (?:the |his |her |their |your )?"
             r"(?:server|mail ?box|inbox|account|folder)",
             r"mailbox size limit",
-            r"mail ?box" + _WORDS3 + r"exceed",
+            r"mail ?box" + _WORDS3 + r"(?=e)exceed",
             r"mailbox would exceed",
             r"space has been used up",
             r"too much mail data",
@@ -214,12 +214,13 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "suspend",
         (
             r"(?:account|mailbox|mail box|user|address|recipient|e-?mail)"
-            + _WORDS6
-            + r"(?:suspended|disabled|deactivated|discontinued|inactive|frozen|locked"
+            + _WORDS4
+            + r"(?=[sdiflbe])(?:suspended|disabled|deactivated|discontinued|inactive|frozen|locked"
             r"|de-activated|expired|blocked by the administrator)",
             r"\b(?:suspended|disabled|deactivated|inactive|frozen|expired) (?:account|mailbox"
             r"|user|address|recipient)",
             r"invalid/inactive user",
+            r"(?:tried|trying) to reach is (?:disabled|inactive|suspended)",
             r"(?:is|has been|currently) suspended",
             r"temporar(?:y|ily) locked",
             r"temporarily inactive",
@@ -345,7 +346,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"(?:recipient|addressee|address|mailbox) (?:is )?unknown",
             r"no such (?:user|recipient|mailbox|account|address|person|local user)",
             r"(?:user|recipient|mailbox|mail box|address|account|addressee|destination|rcpt"
-            r"|e-?mail)" + _WORDS4 + r"(?:(?:does|do|did)(?: not|n't) exist|not exist|not found"
+            r"|e-?mail)"
+            + _WORDS4
+            + r"(?=[dniw])(?:(?:does|do|did)(?: not|n't) exist|not exist|not found"
             r"|not be found|n't be found|is unknown|not known|not recogni[sz]ed|was not found)",
             r"\b(?:does not|doesn't|dont|don't) have an? (?:[\w.-]+ )?account",
             r"not (?:a )?(?:known|valid|recogni[sz]ed) (?:user|recipient|mailbox|address|e-?mail)",
@@ -496,9 +499,13 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"barracudacentral",
             r"abuseat\.org",
             r"(?:\bip\b|ip address|client host|sending host|your host|your server|your network"
-            r"|sending server|mail server)" + _WORDS4 + r"(?:blocked|banned|rejected|listed"
+            r"|sending server|mail server)"
+            + _WORDS4
+            + r"(?=[bnrlp])(?:blocked|banned|rejected|listed"
             r"|blacklisted|refused|not allowed)",
-            r"(?:blocked|banned|blacklisted)" + _WORDS3 + r"(?:ip|host|client|server|network)\b",
+            r"(?:blocked|banned|blacklisted)"
+            + _WORDS3
+            + r"(?=[ihcsn])(?:ip|host|client|server|network)\b",
             r"banned sending ip",
             r"dynamic(?:ally assigned)? ip|residential ip|dynamic/zombied",
             r"open (?:relay|proxy)",
@@ -545,7 +552,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
         "failedstarttls",
         (
             r"starttls",
-            r"\btls" + _WORDS3 + r"(?:required|failed|failure|not (?:available|supported|offered))",
+            r"\btls"
+            + _WORDS3
+            + r"(?=[rfn])(?:required|failed|failure|not (?:available|supported|offered))",
             r"(?:must|should) use tls",
             r"encryption (?:needed|required)",
             r"tls handshake",
