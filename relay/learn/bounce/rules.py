@@ -18,10 +18,11 @@ userunknown, and "5.7.1 ... access denied" is policyviolation (5.7.1 alone: secu
 from __future__ import annotations
 
 # Up to N whole words between two parts of a rule, within one sentence (no . ; :), and the same
-# across dots (domains, "5.7.1"): separators and words alternate, so no position is ambiguous.
-_WORDS3 = r"(?:[^\w.;:]+\w+){0,3}?[^\w.;:]+"
-_WORDS4 = r"(?:[^\w.;:]+\w+){0,4}?[^\w.;:]+"
-_ANY10 = r"(?:[^\w;]+\w+){0,10}?[^\w;]+"
+# across dots (domains, "5.7.1"): separators and words alternate, so no position is ambiguous
+# and each is taken whole (possessive: nothing to backtrack into).
+_WORDS3 = r"(?:[^\w.;:]++\w++){0,3}?[^\w.;:]++"
+_WORDS4 = r"(?:[^\w.;:]++\w++){0,4}?[^\w.;:]++"
+_ANY10 = r"(?:[^\w;]++\w++){0,10}?[^\w;]++"
 
 # (reason, alternatives): the alternatives of a rule are joined with "|" into one pattern.
 # Ordered: the first matching rule decides.
