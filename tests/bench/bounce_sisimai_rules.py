@@ -6,7 +6,7 @@ copied into Outpost) and scores ``classify(status, text)`` against the reason Si
 - ``Sisimai/Reason/*.pm``: each reason's list of decisive phrases, classified as "550 <phrase>";
 - ``Sisimai/Rhost/{GoogleApps,ExchangeOnline}.pm``: the providers' replies (code, status, text).
 
-    .venv/bin/python -m tests.bench.bounce_sisimai_rules [-v] [--root /usr/share/perl5/Sisimai]
+    .venv/bin/python -m tests.bench.bounce_sisimai_rules [-v] [--root DIR_OF_Sisimai.pm/Sisimai]
 
 Reasons Sisimai 4 lacks are compared as in ``bounce_sisimai.SAME_AS_4``.
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 from pathlib import Path
 
 from relay.learn.bounce import classify
@@ -78,11 +79,26 @@ def score(name: str, cases: list[tuple[str, str | None, str]], verbose: bool) ->
         print("\n".join(misses))
 
 
+def installed_root() -> Path:
+    """Where Perl finds Sisimai's modules (Sisimai.pm's directory + "Sisimai")."""
+    try:
+        done = subprocess.run(
+            ["perl", "-MSisimai", "-e", 'print $INC{"Sisimai.pm"}'],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return Path("Sisimai")
+    return Path(done.stdout.strip()).with_suffix("")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("/usr/share/perl5/Sisimai"))
+    parser.add_argument("--root", type=Path, default=None, help="Sisimai's module directory")
     parser.add_argument("-v", "--verbose", action="store_true", help="list disagreements")
     args = parser.parse_args(argv)
+    args.root = args.root or installed_root()
     if not (args.root / "Reason").is_dir():
         print(f"{args.root}: no Sisimai modules (apt-get install libsisimai-perl)")
         return 2
