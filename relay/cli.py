@@ -368,7 +368,7 @@ BOUNCE_COLUMNS = (
 
 
 def cmd_bounce_parse(args: argparse.Namespace) -> int:
-    """One JSON object per recipient found, for auditing the parser on real reports."""
+    """One JSON object per recipient found (bounces, delays, complaints), to audit the parser."""
     status = 0
     rows = []
     for name in args.files:
@@ -390,6 +390,18 @@ def cmd_bounce_parse(args: argparse.Namespace) -> int:
                 "reason": r.reason,
             }
             for r in report.results
+        ]
+        rows += [  # a complaint is Sisimai's "feedback"; it is not a bounce
+            {
+                "file": name,
+                "recipient": c.recipient,
+                "action": "complaint",
+                "status": "",
+                "diagnostic": c.feedback_type,
+                "type": "soft",
+                "reason": "feedback",
+            }
+            for c in report.complaints
         ]
     Output.for_args(args).rows(rows, BOUNCE_COLUMNS, empty="No recipients found")
     return status

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from relay.learn.bounce import classify
+from relay.learn.bounce.reasons import is_hard
 from relay.store import Event
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets, rsa_public_keys
 from sidecar.webhooks.mapping import (
@@ -126,7 +127,7 @@ _SES_SUBTYPE_REASONS = {
     "Suppressed": "suppressed",
     "General": "onhold",
     "MailboxFull": "mailboxfull",
-    "MessageTooLarge": "toolarge",
+    "MessageTooLarge": "mesgtoobig",
     "ContentRejected": "contenterror",
     "AttachmentRejected": "contenterror",
     "Undetermined": "undefined",
@@ -140,10 +141,10 @@ def ses_bounce_verdict(
     """(hard|soft, reason) for one SES bounced recipient.
 
     - Permanent/NoEmail: hard (the address does not exist).
-    - Permanent/Suppressed: hard (SES's global list: a recent history of hard bounces).
-    - Permanent/General: hard, unless the recipient's diagnostic positively names a cause that is
-      not about the address (blocked, spam, policy, mailbox full, ...): then soft, as relay.bounce
-      would say for the same reply.
+    - Permanent/Suppressed: soft, reason suppressed (SES refused to try: its list says nothing
+      about the address that we can check; the soft-bounce rule decides, like Sisimai's reading).
+    - Permanent/General: what the recipient's diagnostic says; hard only for a reason that means
+      the address can't receive (relay.learn.bounce's hard set), else soft.
     - Transient/*: soft.
     - Undetermined (or anything else): whatever classify() makes of status and diagnostic.
     (Permanent/OnAccountSuppressionList is not a bounce at all: see ses_events, it is 'dropped'.)
@@ -154,11 +155,10 @@ def ses_bounce_verdict(
     if bounce_type == "Permanent":
         if sub_type == "NoEmail":
             return "hard", "userunknown"
-        if sub_type == "Suppressed":
-            return "hard", "suppressed"
-        if specific and verdict.type == "soft":
-            return "soft", verdict.reason
-        return "hard", verdict.reason if specific else fallback
+        if sub_type == "Suppressed":  # SES never tried: its status code is its own
+            return "soft", "suppressed"
+        reason = verdict.reason if specific else fallback
+        return ("hard" if is_hard(reason) else "soft"), reason
     if bounce_type == "Transient":
         return "soft", verdict.reason if specific else fallback
     return verdict.type, verdict.reason if specific else fallback

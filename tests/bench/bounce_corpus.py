@@ -37,7 +37,7 @@ from relay.learn.bounce import Report, parse_report  # noqa: E402
 BP_TYPES: dict[str, str] = {
     "user_unknown": "hard",
     "domain_error": "hard",
-    "user_disabled": "hard",
+    "user_disabled": "soft",
     "over_quota": "soft",
     "spam": "soft",
     "message_too_large": "soft",
@@ -45,12 +45,12 @@ BP_TYPES: dict[str, str] = {
 }
 # BounceParser std_reason -> Outpost reasons counted as the same category.
 BP_REASONS: dict[str, set[str]] = {
-    "user_unknown": {"userunknown", "moved", "suspended"},
+    "user_unknown": {"userunknown", "hasmoved", "suspend", "filtered"},
     "domain_error": {"hostunknown", "notaccept"},
-    "user_disabled": {"suspended", "userunknown", "moved"},
+    "user_disabled": {"suspend", "userunknown", "hasmoved", "filtered"},
     "over_quota": {"mailboxfull"},
-    "spam": {"spamdetected", "blocked", "filtered"},
-    "message_too_large": {"toolarge"},
+    "spam": {"spamdetected", "blocked", "filtered", "badreputation", "policyviolation"},
+    "message_too_large": {"mesgtoobig", "exceedlimit"},
 }
 
 # flufl rows with [] that only say "this one detector finds nothing here" (the message is a real

@@ -1,8 +1,8 @@
-"""`make bench`: SMTP, HTTP and scale benchmarks; results to JSON, a table, and markdown.
+"""`make bench`: SMTP, HTTP, scale and bounce benchmarks; results to JSON, a table, markdown.
 
     .venv/bin/python -m tests.bench.run                 # everything (about 15-25 minutes)
     .venv/bin/python -m tests.bench.run --quick         # small runs: checks the harness itself
-    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale; repeatable)
+    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale|bounce)
 
 Full runs write tests/bench/results/latest.json and latest.md (the table for the README);
 --quick runs write quick.json and quick.md instead, so they never replace real figures. A
@@ -26,12 +26,13 @@ from typing import Any
 from tests.bench import common
 from tests.bench.common import RESULTS, log
 
-SECTIONS = ("smtp", "http", "scale", "outbound")
+SECTIONS = ("smtp", "http", "scale", "outbound", "bounce")
 TOOLS_FOR = {
     "smtp": ["smtp-source", "smtp-sink", "postfix"],
     "http": ["nginx", "wrk"],
     "scale": [],
     "outbound": ["smtp-source", "smtp-sink", "nats-server"],
+    "bounce": [],
 }
 LABELS = {
     "sink": "a. smtp-sink alone (ceiling)",
@@ -161,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                         repeat=args.repeat,
                     )
                 )
+            elif name == "bounce":
+                from tests.bench import bounce_speed
+
+                data.update(bounce_speed.run(quick=args.quick))
             elif name == "scale":
                 from tests.bench import scale
 
@@ -261,6 +266,26 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             None if on_off is None else on_off >= 0.95,
         )
     )
+    bounce = res.get("bounce", {})
+    rate = bounce.get("throughput", {}).get("reports_per_cpu_s")
+    out.append(
+        _target(
+            "bounce parsing >= 1000 reports/s on one core",
+            f"{_n(rate)} reports per CPU second "
+            f"({_n(bounce.get('throughput', {}).get('reports_per_s'))}/s wall clock)",
+            None if rate is None else rate >= 1000,
+        )
+    )
+    regex = bounce.get("regex", {})
+    if regex:
+        out.append(
+            _target(
+                "every bounce pattern < 100 ms on 1 MB adversarial lines",
+                f"{regex.get('within_limit')}/{regex.get('patterns')} within, worst "
+                f"{_n(regex.get('max_ms'))} ms; superlinear: {len(regex.get('superlinear', []))}",
+                regex.get("within_limit") == regex.get("patterns"),
+            )
+        )
     if res.get("quick"):
         for t in out:
             if t["status"] != "n/a":
@@ -502,6 +527,30 @@ def render(res: dict[str, Any]) -> str:
                 "",
                 _table(["Endpoints", "relay msg/s e2e", "lag p50 ms", "lag p99 ms"], rows),
             ]
+    bounce = res.get("bounce")
+    if bounce:
+        tp = bounce.get("throughput", {})
+        rx = bounce.get("regex", {})
+        parts += [
+            "",
+            f"**Bounces** ({bounce.get('date', '')[:16]}): `parse_report` over the "
+            f"{tp.get('fixtures')} fixtures of tests/data/bounces (mean {tp.get('mean_bytes')} "
+            f"bytes), one core, best of {tp.get('rounds')}: {_n(tp.get('reports_per_cpu_s'))} "
+            f"reports per CPU second ({_n(tp.get('reports_per_s'))}/s wall clock), "
+            f"`classify` {_n(tp.get('classify_per_s'))}/s (load average {tp.get('loadavg')}). "
+            f"CPU ms per search of patterns on {_n(rx.get('line_bytes'))}-byte adversarial "
+            f"lines: {rx.get('within_limit')}/{rx.get('patterns')} under "
+            f"{_n(rx.get('limit_ms'))} ms, worst {_n(rx.get('max_ms'))} ms, superlinear: "
+            f"{', '.join(rx.get('superlinear', [])) or 'none'}.",
+        ]
+        if bounce.get("error"):
+            parts.append(f"\nBounce section failed: {bounce['error']}")
+        rows = [
+            [r["pattern"], _n(r["ms"], 1), _n(r["quarter_ms"], 1), r["line"]]
+            for r in rx.get("slowest", [])
+        ]
+        if rows:
+            parts += ["", _table(["Slowest patterns", "1 MB ms", "256 KB ms", "line"], rows)]
     tg = res.get("targets") or []
     if tg:
         parts += [

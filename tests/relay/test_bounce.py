@@ -78,8 +78,7 @@ def test_fixture_results_are_consistent(name: str) -> None:
                 "userunknown",
                 "hostunknown",
                 "notaccept",
-                "moved",
-                "suspended",
+                "hasmoved",
             }
         if "@" in result.recipient:
             domain = result.recipient.rsplit("@", 1)[1]
@@ -372,14 +371,14 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         "or user complaints - 4.16.55.1",
         421,
         "soft",
-        "ratelimited",
+        "blocked",
     ),
     (
         None,
         "421-4.7.0 Try again later, closing connection. (rate limited)",
         421,
         "soft",
-        "ratelimited",
+        "blocked",
     ),
     (
         None,
@@ -435,7 +434,7 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         "authentication checks (SPF or DKIM).",
         550,
         "soft",
-        "securityerror",
+        "authfailure",
     ),
     (
         None,
@@ -448,25 +447,31 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         None,
         "550 5.2.1 The email account that you tried to reach is disabled.",
         550,
-        "hard",
-        "suspended",
+        "soft",
+        "suspend",
     ),
     (
         None,
         "554 delivery error: dd Sorry your message to x@yahoo.com cannot be delivered. This "
         "account has been disabled or discontinued [#102]. - mta1.mail.yahoo.com",
         554,
-        "hard",
-        "suspended",
+        "soft",
+        "suspend",
     ),
     (
         None,
         "550 [SUSPEND] Mailbox currently suspended - Please contact correspondent directly",
         550,
         "soft",
-        "suspended",
+        "suspend",
     ),
-    ("5.3.4", "552 5.3.4 Message size exceeds fixed maximum message size", 552, "soft", "toolarge"),
+    (
+        "5.3.4",
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+        552,
+        "soft",
+        "mesgtoobig",
+    ),
     (None, "554 5.7.1 <x@example.com>: Relay access denied", 554, "soft", "norelaying"),
     (None, "550 5.7.606 Access denied, banned sending IP [192.0.2.1]", 550, "soft", "blocked"),
     (
@@ -493,8 +498,8 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         "networkerror",
     ),
     ("5.4.7", "delivery time expired", None, "soft", "expired"),
-    (None, "451 4.7.1 Greylisting in action, please come back later", 451, "soft", "ratelimited"),
-    (None, "554 5.6.0 Message rejected: virus found in attachment", 554, "soft", "contenterror"),
+    (None, "451 4.7.1 Greylisting in action, please come back later", 451, "soft", "speeding"),
+    (None, "554 5.6.0 Message rejected: virus found in attachment", 554, "soft", "virusdetected"),
     (
         None,
         "553 sorry, that domain isn't in my list of allowed rcpthosts (#5.7.1)",
@@ -502,10 +507,10 @@ CLASSIFY_CASES: list[tuple[str | None, str | None, int | None, str, str]] = [
         "soft",
         "norelaying",
     ),
-    (None, "551 User not local; please try <x@example.org>", 551, "hard", "moved"),
-    (None, "550 5.7.1 Delivery not authorized, message refused", 550, "soft", "policy"),
-    (None, "550 Administrative prohibition", 550, "soft", "policy"),
-    (None, "550 5.7.1 Sender address rejected: Domain not found", 550, "soft", "policy"),
+    (None, "551 User not local; please try <x@example.org>", 551, "hard", "hasmoved"),
+    (None, "550 5.7.1 Delivery not authorized, message refused", 550, "soft", "rejected"),
+    (None, "550 Administrative prohibition", 550, "soft", "rejected"),
+    (None, "550 5.7.1 Sender address rejected: Domain not found", 550, "soft", "rejected"),
     # a permanent-sounding text with a transient code stays soft
     (
         "4.1.1",

@@ -8,7 +8,15 @@ from pathlib import Path
 
 import relay.learn.bounce
 from relay.learn.bounce import REASONS
-from relay.learn.bounce.rules import CODE_REASONS, REASON_STATUS, STATUS_REASONS, TEXT_RULES
+from relay.learn.bounce.reasons import HARD_REASONS, RENAMED
+from relay.learn.bounce.rules import (
+    CODE_REASONS,
+    GENERIC_RULES,
+    REASON_STATUS,
+    SPECIFIC_RULES,
+    STATUS_REASONS,
+    TRANSIENT_STATUS_REASONS,
+)
 
 PACKAGE = Path(relay.learn.bounce.__file__).parent
 NAME = "relay.learn.bounce"
@@ -81,13 +89,27 @@ def test_the_face_exports_exactly_what_callers_use() -> None:
 
 
 def test_rules_are_plain_data_naming_known_reasons() -> None:
-    assert TEXT_RULES
-    for reason, alternatives in TEXT_RULES:
+    assert SPECIFIC_RULES and GENERIC_RULES
+    for reason, alternatives in (*SPECIFIC_RULES, *GENERIC_RULES):
         assert reason in REASONS
         assert alternatives and all(isinstance(a, str) for a in alternatives)
         re.compile("|".join(alternatives))
     assert set(STATUS_REASONS.values()) <= set(REASONS)
+    assert set(TRANSIENT_STATUS_REASONS.values()) <= set(REASONS)
     assert set(CODE_REASONS.values()) <= set(REASONS)
     assert set(REASON_STATUS) == set(REASONS)
     for detail in [*STATUS_REASONS, *REASON_STATUS.values()]:
         assert re.fullmatch(r"\d{1,3}\.\d{1,3}", detail), detail
+
+
+def test_vocabulary_is_sisimais_and_renames_land_in_it() -> None:
+    assert set(REASONS) == set(
+        "authfailure badreputation blocked contenterror delivered exceedlimit expired "
+        "failedstarttls feedback filtered hasmoved hostunknown mailboxfull mailererror "
+        "mesgtoobig networkerror norelaying notaccept notcompliantrfc onhold policyviolation "
+        "rejected requireptr securityerror spamdetected speeding suppressed suspend syntaxerror "
+        "systemerror systemfull toomanyconn undefined userunknown vacation virusdetected".split()
+    )
+    assert HARD_REASONS == {"userunknown", "hostunknown", "hasmoved", "notaccept"}
+    assert set(RENAMED.values()) <= set(REASONS)
+    assert not set(RENAMED) & set(REASONS)

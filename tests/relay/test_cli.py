@@ -193,6 +193,21 @@ def test_bounce_parse_prints_one_object_per_recipient(capsys: pytest.CaptureFixt
     assert "does not exist" in json.loads(line)["diagnostic"]
 
 
+def test_bounce_parse_prints_complaints_as_feedback(capsys: pytest.CaptureFixture[str]):
+    name = str(BOUNCES / "outpost-arf-abuse.eml")
+    assert main(["bounce", "parse", name]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line) == {
+        "file": name,
+        "recipient": "reader@yahoo.com",
+        "action": "complaint",
+        "status": "",
+        "diagnostic": "abuse",
+        "type": "soft",
+        "reason": "feedback",
+    }
+
+
 def test_dkim_keygen_and_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
     key = tmp_path / "k.pem"
     code, out, _ = run(

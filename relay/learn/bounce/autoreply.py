@@ -8,7 +8,7 @@ from email.message import Message
 from relay.learn.bounce.mime import header_value
 
 _AUTOREPLY_SUBJECT = re.compile(
-    r"(?i)^\s*(?:(?:re|aw|fw|fwd)\s*:\s*)?(?:auto(?:matic)?[ _-]?(?:reply|response|respuesta"
+    r"(?i)^\s*+(?:(?:re|aw|fw|fwd)\s*:\s*)?(?:auto(?:matic)?[ _-]?(?:reply|response|respuesta"
     r"|antwort|risposta|r[ée]ponse|answer|responder)|auto:|out of (?:the )?office|ooo\b|away from"
     r"|on vacation|vacation|abwesenheit|r[ée]ponse automatique|respuesta autom[aá]tica"
     r"|fuera de la oficina|absence|absent|autoreply|autoresponse|i am away|i'm away"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from relay.learn.bounce.classifier import Verdict, classify, derive_status, parse_status
+from relay.learn.bounce.classifier import derive_status, parse_status, report_verdict, settle
 from relay.learn.bounce.fields import (
     ADDR_RE,
     clean_address,
@@ -77,7 +77,7 @@ def _results_from_dsn(
         status_class = (parse_status(status_field) or parse_status(diagnostic) or "")[:1]
         if action not in ("failed", "delayed", "delivered", "relayed", "expanded"):
             action = {"5": "failed", "4": "delayed", "2": "delivered"}.get(status_class, "failed")
-        verdict = classify(status_field or None, diagnostic or None)
+        verdict = report_verdict(status_field or None, diagnostic or None)
         if verdict.reason in ("onhold", "undefined") and action == "failed":
             context = f"{report_text}\n{subject}"
             verdict = context_verdict(verdict, status_field, context)
@@ -85,8 +85,7 @@ def _results_from_dsn(
                 diagnostic = (
                     reason_line(context, verdict.reason) or summary_line(report_text) or diagnostic
                 )
-        if action != "failed":
-            verdict = Verdict("soft", verdict.reason)
+        verdict = settle(verdict, action, diagnostic)
         default_class = {"failed": "5", "delayed": "4"}.get(action, "2")
         key = (recipient.lower(), action)
         if key in seen:

@@ -128,6 +128,10 @@ def first_text(msg: Message) -> str:
         ctype = content_type(part)
         if part.is_multipart() or ctype in DSN_PARTS:
             continue
+        if ctype.startswith("multipart/") and part is not msg:
+            # a multipart whose boundary was lost (e.g. folded onto a line of its own, as
+            # Apache James writes it): its raw text is the notification
+            return part_text(part)
         disposition = header_value(part, "Content-Disposition").lower()
         if "attachment" in disposition and ctype != "text/plain":
             continue

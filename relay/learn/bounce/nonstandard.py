@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from relay.learn.bounce.classifier import Verdict, classify, derive_status
+from relay.learn.bounce.classifier import derive_status, report_verdict, settle
+from relay.learn.bounce.fastre import compile_fast
 from relay.learn.bounce.fields import clean_address
 from relay.learn.bounce.mime import header_value
 from relay.learn.bounce.mta.entry import Hit
@@ -21,7 +22,7 @@ from relay.learn.bounce.notification import (
 from relay.learn.bounce.report import BounceResult
 from relay.learn.bounce.wording import BOUNCE_BODY, DELAY_RE
 
-_BOUNCE_SUBJECT = re.compile(
+_BOUNCE_SUBJECT = compile_fast(
     r"(?i)undeliver|returned mail|returning message|delivery fail|failure notice|\bfail"
     r"|delivery (?:status )?notification|delivery problem|mail delivery|non-?delivery"
     r"|mail system error|could not be delivered|not delivered|delivery report|mail error"
@@ -29,14 +30,14 @@ _BOUNCE_SUBJECT = re.compile(
     r"|\bndr\b|processing error|message delayed|delayed mail|delivery delayed|warning: message"
     r"|delivery warning|message delivery|non remis|unzustellbar|nicht zustellbar"
 )
-_BOUNCE_SENDER = re.compile(
-    r"(?i)mailer-daemon|mailer_daemon|mail-daemon|postmaster|mdaemon|mail delivery"
+_BOUNCE_SENDER = compile_fast(
+    r"(?i)mailer-daemon|mailer_daemon|mail-daemon|post_?master|mdaemon|mail delivery"
     r"|delivery subsystem|mail administrator|e500_smtp|mail system|\bimss@|mailer daemon"
     r"|delivery system"
 )
 
 
-_STRONG_BODY = re.compile(
+_STRONG_BODY = compile_fast(
     r"(?i)qmail-send program|created automatically by mail delivery software"
     r"|following addresses had (?:permanent|transient)|delivery to the following recipient"
     r"|unable to deliver message to the following|did not reach the following"
@@ -46,8 +47,8 @@ _STRONG_BODY = re.compile(
 )
 
 
-_PERMANENT_RE = re.compile(
-    r"(?i)permanent|given up|gave up|failed permanently|(?<!non-)fatal error"
+_PERMANENT_RE = compile_fast(
+    r"(?i)permanent|given up|gave up|failed permanently|f(?<!non-f)atal error"
 )
 
 
@@ -110,7 +111,7 @@ def results_from_text(msg: Message, report_text: str, signals: Signals) -> list[
             continue
         seen.add(recipient.lower())
         diagnostic = tidy(hit.diagnostic)
-        verdict = classify(None, diagnostic or None)
+        verdict = report_verdict(None, diagnostic or None)
         if verdict.reason in ("onhold", "undefined"):
             verdict = context_verdict(verdict, None, context)
             if not has_code(diagnostic):
@@ -119,8 +120,7 @@ def results_from_text(msg: Message, report_text: str, signals: Signals) -> list[
                     or summary_line(report_text, delayed)
                     or diagnostic
                 )
-        if delayed:
-            verdict = Verdict("soft", verdict.reason)
+        verdict = settle(verdict, action, diagnostic)
         results.append(
             BounceResult(
                 recipient=recipient,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import email
 import email.policy
+import functools
 import re
 from email.message import Message
 
-from relay.learn.bounce.classifier import MAX_CLASSIFY, Verdict, classify, normalise, text_reason
+from relay.learn.bounce.classifier import MAX_CLASSIFY, Verdict, classify, normalise, says_reason
 from relay.learn.bounce.mime import (
     ORIGINAL_PARTS,
     content_type,
@@ -21,7 +22,7 @@ _KEEP_HEADERS = ("Message-ID", "X-Outpost-Queue-Id", "From", "To", "Subject")
 
 
 _ORIGINAL_MARKERS = re.compile(
-    r"(?im)^[ \t|]*(?:"
+    r"(?im)^[ \t|]*+(?:"
     r"-+ ?below this line is a copy of the message"
     r"|-* ?original message (?:follows|as received)"
     r"|-+ ?this is a copy of (?:the|your) message"
@@ -53,6 +54,7 @@ _ORIGINAL_MARKERS = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=8)  # the readers ask for the same notification's split
 def cut_original(text: str) -> tuple[str, str]:
     """Split a notification into (report text, returned original) at the first marker."""
     match = _ORIGINAL_MARKERS.search(text)
@@ -113,9 +115,13 @@ def _pick_headers(inner: Message) -> dict[str, str]:
     return found
 
 
+_MAX_CONTEXT = 4_000  # characters of a whole notification classified when a recipient's own
+# lines say nothing specific: the reason is worded near the top when it is worded at all
+
+
 def context_verdict(verdict: Verdict, status: str | None, context: str) -> Verdict:
     """When the recipient's own lines say nothing specific, classify the whole notification."""
-    fallback = classify(status or None, " ".join(context[:MAX_CLASSIFY].split()))
+    fallback = classify(status or None, " ".join(context[:_MAX_CONTEXT].split()))
     if fallback.reason in ("onhold", "undefined"):
         return verdict
     return fallback
@@ -154,11 +160,11 @@ def tidy(diagnostic: str) -> str:
 
 
 def reason_line(text: str, reason: str) -> str:
-    """The first line of ``text`` that on its own yields ``reason``."""
+    """The first line of ``text`` that words ``reason``."""
     if reason in ("onhold", "undefined"):
         return ""
     for line in text[:MAX_CLASSIFY].splitlines():
-        if line.strip() and text_reason(normalise(line)) == reason:
+        if line.strip() and says_reason(normalise(line), reason):
             return " ".join(line.split())
     return ""
 

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-import re
+from relay.learn.bounce.fastre import compile_fast
 
-BOUNCE_BODY = re.compile(
-    r"(?i)could not be delivered|couldn't be delivered|cannot be delivered|can't be delivered"
-    r"|was not delivered|were not delivered|undeliverable|undelivered|delivery (?:has )?failed"
+BOUNCE_BODY = compile_fast(
+    r"(?i)(?:could|can)(?:n't| ?not) (?:be delivered|be reached|deliver)|can't be delivered"
+    r"|(?:was|were) not delivered|undeliverable|undelivered|delivery (?:has )?failed"
     r"|failed permanently|permanent (?:fatal )?error|permanent failure|unable to deliver"
-    r"|wasn't able to deliver|was not able to deliver|not able to deliver|did not reach"
-    r"|could not deliver|couldn't deliver|delivery to the following|qmail-send program"
+    r"|(?:wasn't|was not) able to deliver|did not reach"
+    r"|delivery to the following|qmail-send program"
     r"|created automatically by mail delivery software|following addresses had"
     r"|failed recipient|address(?:es)? failed|failed address|delivery failure|returned mail"
     r"|user unknown|unknown user|no such user|error during delivery|delivery problem"
-    r"|has been delayed|not yet been delivered|will continue (?:to )?try|still (?:be )?trying"
+    r"|has been delayed|will continue (?:to )?try|still (?:be )?trying"
     r"|delivery (?:is )?delayed|delivery status notification|mailbox unavailable"
-    r"|does not exist|doesn't exist|not accepting mail|invalid final delivery|user not found"
-    r"|unknown recipient|host unknown|mail delivery failed|not be delivered|was rejected"
-    r"|not accepted|not a valid (?:user|recipient|address|mailbox)|delivery attempts"
-    r"|could not be reached|error was detected|mailbox exceeds|over quota|delivery problems"
+    r"|does not exist|doesn't exist|invalid final delivery|user not found"
+    r"|unknown recipient|host unknown|mail delivery failed|was rejected"
+    r"|not (?:able to deliver|yet been delivered|accepting mail|be delivered|accepted"
+    r"|a valid (?:user|recipient|address|mailbox))|delivery attempts"
+    r"|error was detected|mailbox exceeds|over quota|delivery problems"
 )
 
 
-DELAY_RE = re.compile(
+DELAY_RE = compile_fast(
     r"(?i)has been delayed|has not yet been delivered|not yet been delivered|will continue (?:to )?"
     r"try|still (?:be )?(?:trying|retrying|being retried)|will (?:be )?retr(?:y|ied)"
     r"|warning (?:message )?only|do not need to resend|don't need to resend"
@@ -32,14 +33,15 @@ DELAY_RE = re.compile(
 )
 
 
-FAILURE_WORDS = re.compile(
-    r"(?i)unknown|not found|no such|does not exist|doesn't exist|invalid|failed|failure|error"
-    r"|rejected|refused|denied|unavailable|undeliver|not deliver|could not|couldn't|unable"
-    r"|disabled|inactive|suspended|quota|full|blocked|not accepting|bad|not exist|illegal"
-    r"|permanent|\b5\d\d\b|\b4\d\d\b|not recogni|delayed|expired|no mailbox|too large|exceed"
-    r"|did not|not a valid|not known|no longer|violation|not allowed|not permitted|looping"
+FAILURE_WORDS = compile_fast(
+    r"(?i)unknown|no such|does not exist|doesn't exist|invalid|failed|failure|error"
+    r"|rejected|refused|denied|unavailable|undeliver|could not|couldn't|unable"
+    r"|disabled|inactive|suspended|quota|full|blocked|bad|illegal"
+    r"|permanent|\b5\d\d\b|\b4\d\d\b|delayed|expired|no mailbox|too large|exceed"
+    r"|did not|no longer|violation|looping"
+    r"|not (?:found|deliver|accepting|exist|recogni|a valid|known|allowed|permitted)"
 )
-INTRO_RE = re.compile(
+INTRO_RE = compile_fast(
     r"(?i)following (?:e-?mail )?(?:address|recipient|user|destination|mail ?box)"
     r"|to the following|did not reach|could not be delivered to|was not delivered to"
     r"|undeliverable to|failed to deliver to|delivery to the following|delivery has failed to"

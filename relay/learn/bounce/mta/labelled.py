@@ -8,10 +8,10 @@ from relay.learn.bounce.fields import ADDR_RE
 from relay.learn.bounce.mta.entry import Hit, continuation
 
 _LABEL_RE = re.compile(
-    r"(?i)^\s*\(?(?:intended recipient|original(?:ly)? addressed to|original recipient"
+    r"(?i)^\s*+\(?(?:intended recipient|original(?:ly)? addressed to|original recipient"
     r"|(?:failed |bad |invalid |unknown )?recipient(?: address)?|unknown user|user unknown"
     r"|invalid final delivery userid|undeliverable to|error-for|bad address|no such user"
-    r"|final-recipient|address)\s*:?\s*[\[<(\s]*(?:smtp:)?\s*<?(?=[^\s<>]+@)"
+    r"|final-recipient|address|rcpt to)\s*:?\s*[\[<(\s]*(?:smtp:)?\s*<?(?=[^\s<>]+@)"
 )
 
 

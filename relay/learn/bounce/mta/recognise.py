@@ -9,6 +9,7 @@ from relay.learn.bounce.fields import ADDR_RE
 from relay.learn.bounce.mime import header_value
 from relay.learn.bounce.mta.aol import aol_screennames
 from relay.learn.bounce.mta.entry import Hit
+from relay.learn.bounce.mta.james import james_hits
 from relay.learn.bounce.mta.labelled import detect_labelled
 from relay.learn.bounce.mta.lines import detect_line_hits
 from relay.learn.bounce.mta.listed import detect_listed
@@ -35,14 +36,29 @@ def _is_noise(address: str, excluded: set[str]) -> bool:
 
 
 def text_hits(msg: Message, report_text: str) -> tuple[list[Hit], bool]:
-    """Recipients named by a non-standard bounce, and whether a structural format matched."""
+    """Recipients named by a non-standard bounce, and whether a structural format matched.
+
+    An ``X-Failed-Recipients`` header (Exim, Gmail, Google Groups) names them outright: the
+    text's hits for those addresses are kept, and the others it names are added bare.
+    """
+    hits, structural = _text_hits(msg, report_text)
+    failed = [m.group(1) for m in ADDR_RE.finditer(header_value(msg, "X-Failed-Recipients"))]
+    if not failed:
+        return hits, structural
+    named = {h.address.lower(): h for h in hits}
+    diagnostic = next((h.diagnostic for h in hits if h.diagnostic), "")
+    return [named.get(a.lower(), Hit(a, diagnostic)) for a in dict.fromkeys(failed)], True
+
+
+def _text_hits(msg: Message, report_text: str) -> tuple[list[Hit], bool]:
     report_text = report_text.replace("\r\n", "\n").replace("\r", "\n")
     report_text = re.sub(r"(?i)\bsmtp([=:])(?=\S+@)", r"smtp\1 ", report_text)
     lines = report_text.split("\n")
     excluded = _excluded_addresses(msg)
-    hits = aol_screennames(report_text)
-    if hits:
-        return hits, True
+    for structured in (aol_screennames, james_hits):
+        hits = structured(report_text)
+        if hits:
+            return hits, True
     for detector in (detect_qmail_style, detect_labelled, detect_listed):
         hits = [h for h in detector(lines) if not _is_noise(h.address, excluded)]
         if hits:

@@ -1,0 +1,170 @@
+"""Order of evidence, report-only readings, recipients from headers, and fast compiled patterns."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from relay.learn.bounce import classify, parse_report
+from relay.learn.bounce.classifier import report_verdict, rule_pattern
+from relay.learn.bounce.fastre import compile_fast, first_chars
+from relay.learn.bounce.rules import GENERIC_RULES, SPECIFIC_RULES
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "kind", "reason"),
+    [
+        # a specific text beats the status
+        ("5.1.1", "550 5.1.1 <x@example.jp>... Mailbox is full", "soft", "mailboxfull"),
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.2.2 <x@example.jp>... Mailbox Full'",
+            "soft",
+            "mailboxfull",
+        ),
+        # a status naming a cause beats a generic text
+        ("5.1.1", "550 5.1.1 Access denied", "hard", "userunknown"),
+        # a generic text beats a status naming only a category
+        ("5.7.1", "550 5.7.1 Access denied", "soft", "policyviolation"),
+        ("5.7.1", "550 5.7.1 Service unavailable", "soft", "systemerror"),
+        # a status alone
+        ("5.7.1", None, "soft", "securityerror"),
+        ("4.7.1", None, "soft", "blocked"),
+        ("5.2.3", None, "soft", "exceedlimit"),
+        ("5.7.25", None, "soft", "requireptr"),
+        # the status refines a sibling wording
+        ("5.2.3", "552 5.2.3 message too large for this recipient", "soft", "exceedlimit"),
+        ("5.3.4", "552 5.3.4 message too large", "soft", "mesgtoobig"),
+        # X.0.0 in the field, the real status in the reply
+        ("5.0.0", "550 5.1.1 unknown", "hard", "userunknown"),
+        # a transient code never makes a hard verdict
+        ("4.1.1", "450 4.1.1 User unknown", "soft", "userunknown"),
+        # NXDOMAIN is hostunknown, a resolver that could not answer is network trouble
+        (
+            "5.4.4",
+            "Host or domain name not found. Name service error: Host not found",
+            "hard",
+            "hostunknown",
+        ),
+        (
+            None,
+            "Name service error for domain x.example: Host not found, try again",
+            "soft",
+            "networkerror",
+        ),
+    ],
+)
+def test_order_of_evidence(status: str | None, diagnostic: str | None, kind: str, reason: str):
+    verdict = classify(status, diagnostic)
+    assert (verdict.type, verdict.reason) == (kind, reason)
+
+
+@pytest.mark.parametrize(
+    ("status", "diagnostic", "reason"),
+    [
+        # a remote reply wording "user unknown" with no X.1.x status and no RCPT stage
+        (None, "550 - Requested action not taken: no such user here", "filtered"),
+        ("5.0.0", "550 User unknown (in reply to end of DATA command)", "filtered"),
+        # ... but at RCPT, with an X.1.x status, or as an MTA's own bare wording it stays
+        (None, "550 No such user (in reply to RCPT TO command)", "userunknown"),
+        ("5.1.1", "550 No such user", "userunknown"),
+        (None, "Unknown user", "userunknown"),
+        (None, "553 5.3.0 <x@example.net>... Addressee unknown", "userunknown"),
+        # a relaying service's generic words around the remote reply (Amazon SES) say nothing
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.7.1 Rejected by user's filter rules'",
+            "filtered",
+        ),
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.7.1 Message rejected due to local policy'",
+            "policyviolation",
+        ),
+        (
+            "5.0.0",
+            "5.1.0 - Unknown address error 550-'5.1.1 <x@example.jp>... User Unknown'",
+            "userunknown",
+        ),
+    ],
+)
+def test_report_verdict_reads_filters_like_sisimai(
+    status: str | None, diagnostic: str, reason: str
+) -> None:
+    assert report_verdict(status, diagnostic).reason == reason
+    # replies seen during our own delivery keep the plain reading of "user unknown"
+    assert classify(status, diagnostic).reason in (reason, "userunknown")
+
+
+def test_x_failed_recipients_names_the_recipients() -> None:
+    raw = (
+        b"From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\r\n"
+        b"To: news@example.com\r\n"
+        b"Subject: Delivery Status Notification (Failure)\r\n"
+        b"X-Failed-Recipients: group@googlegroups.example\r\n"
+        b"Auto-Submitted: auto-replied\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        b"news@example.com\r\n\r\nThe group you tried to contact may not exist.\r\n"
+    )
+    report = parse_report(raw)
+    assert report.kind == "bounce"
+    assert [r.recipient for r in report.results] == ["group@googlegroups.example"]
+
+
+def test_recipient_from_the_returned_original_never_the_sender() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.org\r\n"
+        b"To: news@example.com\r\n"
+        b"Subject: Returned mail: see transcript for details\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+        b"The message could not be delivered: permanent failure.\r\n\r\n"
+        b"----- Original message -----\r\n\r\n"
+        b"From: news@example.com\r\n"
+        b"To: Reader <reader@example.org>\r\n"
+        b"Subject: May news\r\n\r\nbody\r\n"
+    )
+    report = parse_report(raw)
+    assert report.kind == "bounce"
+    assert [r.recipient for r in report.results] == ["reader@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("alternative", "chars"),
+    [
+        ("user unknown", "u"),
+        (r"\bdd this user", "d"),
+        (r"(?:mail ?box|inbox) full", "mi"),
+        (r"[45]\d\d", "45"),
+        (r"\[ts0\d\]", "["),
+        (r"x?yz", None),
+        (r"(?:ab)?c", None),
+        (r"[^a]b", None),
+        (r"\s+x", None),
+    ],
+)
+def test_first_chars(alternative: str, chars: str | None) -> None:
+    found = first_chars(alternative)
+    assert (set(found) if found is not None else None) == (set(chars) if chars else None)
+
+
+def test_fast_patterns_find_what_plain_ones_find() -> None:
+    samples = [
+        "550 5.1.1 user unknown",
+        "mailbox is full",
+        "the mailbox of xaddr is over quota",
+        "relaying to xaddr is prohibited",
+        "blocked using zen.spamhaus.org",
+        "quota exceeded for user",
+        "  host not found, try again",
+        "[ts01] messages from xip temporarily deferred",
+        "uSer UnKnown",  # rules see lower-cased text; the (?i) readers any case
+    ]
+    for _, alternatives in (*SPECIFIC_RULES, *GENERIC_RULES):
+        fast = rule_pattern(alternatives)
+        assert fast.pattern.startswith("(?=[")
+        plain = re.compile("|".join(rf"\b(?:{a})" if a[:1].isalpha() else a for a in alternatives))
+        for text in samples:
+            assert bool(fast.search(text)) == bool(plain.search(text)), (fast.pattern, text)
+    insensitive = compile_fast(r"(?i)user unknown|no such user")
+    assert insensitive.search("550 USER UNKNOWN") and not insensitive.search("xuser unknown")
