@@ -12,6 +12,7 @@ from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner
 from relay.store import Store
 from sidecar.admin import authorized, json_error
+from sidecar.body import TooLarge, read_body
 
 MAX_REPORT = 10 * 1024 * 1024
 
@@ -42,10 +43,9 @@ class IngestEndpoint:
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="outpost-ingest"'},
             )
-        if request.content_length is not None and request.content_length > MAX_REPORT:
-            return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
-        raw = await request.content.read(MAX_REPORT + 1)
-        if len(raw) > MAX_REPORT:
+        try:
+            raw = await read_body(request, MAX_REPORT)
+        except TooLarge:
             return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
         if not raw.strip():
             return json_error(400, "the body must be the raw report message")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from relay.store import Event, Store
+from sidecar.body import TooLarge, read_body
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
 from sidecar.webhooks.mailgun import read_mailgun
@@ -117,18 +118,10 @@ class WebhookHandler:
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The raw body, read once (signatures are over these bytes), at most max_body_size."""
-        limit = self._config.max_body_size
-        too_large = Refusal(413, {"error": "too large", "limit": limit})
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_body(request, self._config.max_body_size)
+        except TooLarge as exc:
+            raise Refusal(413, {"error": "too large", "limit": exc.limit}) from None
 
     async def _ingest(self, provider: str, items: Sequence[Item], now: float) -> web.Response:
         """Dedup each provider event, record the new ones' events, apply suppressions."""
