@@ -19,6 +19,7 @@ BARE_NEWLINE = "554 5.5.2 Error: bare <CR> or <LF> in message content"
 NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
+BAD_HELO = "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
 
 
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:
@@ -66,6 +67,14 @@ def check_address(address: str, *, smtputf8: bool, sender: bool) -> str | None:
     except EmailNotValidError as exc:
         reason = str(exc).rstrip(".")
         return f"553 {subject} <{address}>: {role} address rejected: bad address syntax ({reason})"
+    return None
+
+
+def check_helo(name: str) -> str | None:
+    """HELO/EHLO argument: a name with a control character (a bare CR makes extra header lines
+    in the Received field at the next hop) or an undecodable byte is refused, not repaired."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in name):
+        return BAD_HELO
     return None
 
 

@@ -87,11 +87,23 @@ class RelayHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        refusal = policy.check_helo(hostname)
+        if refusal:
+            return [refusal]  # the session stays as it was: no HELO name, no extensions used
         session.host_name = hostname
         # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH; it pipelines but says nothing.
         last = responses.pop()  # "250 HELP"
         responses = [r for r in responses if r.strip() != "250-AUTH"]  # no mechanism offered
         return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", last]
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        refusal = policy.check_helo(hostname)
+        if refusal:
+            return refusal
+        session.host_name = hostname
+        return f"250 {self.config.hostname}"
 
     async def handle_MAIL(
         self,

@@ -286,3 +286,26 @@ async def test_drain_answers_421_and_finishes_open_transaction(
     assert (await busy.data(MSG)).startswith("250 2.0.0 Ok: queued as ")
     await drain
     assert await queued_count(relay) == 1
+
+
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+@pytest.mark.parametrize(
+    "name",
+    [b"foo\rBcc: injected@evil.example\rX-Injected: yes", b"foo\x00bar", b"foo\tbar", b"a\x7fb"],
+)
+async def test_helo_with_control_characters_is_refused(
+    tmp_path: Path, sink: Sink, start_relay, verb: str, name: bytes
+) -> None:
+    relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink)))
+    client, _ = await RawClient.connect(relay.host, relay.port)
+    reply = await client.cmd(verb.encode() + b" " + name)
+    assert reply == "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "503 5.5.1 Error: send HELO first"
+    # the session goes on: a proper greeting, then the message, whose trace names that greeting
+    assert (await client.cmd(f"{verb} client.test")).startswith("250")
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    assert (await client.data(MSG)).startswith("250 2.0.0 Ok: queued as ")
+    (got,) = await sink.wait_for(1)
+    assert got.data.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test")
+    assert b"injected" not in got.data
