@@ -162,6 +162,8 @@ class RelayConfig:
     timeout: float = field(default=300.0, metadata=_key(parse_duration))
     drain_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     reject_suppressed: bool = field(default=False, metadata=_key(_bool))
+    max_connections: int = field(default=200, metadata=_key(_int))
+    max_connections_per_ip: int = field(default=20, metadata=_key(_int))
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,8 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: relay.listen_tls: needs relay.tls_cert_file and tls_key_file")
     if config.relay.max_recipients < 1:
         raise ConfigError(f"{src}: relay.max_recipients: must be at least 1")
+    if config.relay.max_connections < 1 or config.relay.max_connections_per_ip < 1:
+        raise ConfigError(f"{src}: relay.max_connections: must be at least 1 (both limits)")
     if d.concurrency < 1 or d.destination_concurrency < 1:
         raise ConfigError(f"{src}: delivery.concurrency: must be at least 1")
     base = config.tracking.base_url

@@ -20,6 +20,9 @@ NUL_CHARACTER = "554 5.6.0 Error: NUL character in message content"
 SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission channel"
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
 BAD_HELO = "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections"
+TOO_MANY_FROM = "421 4.7.0 {host} Error: too many connections from {addr}"
+COMMAND_TOO_LONG = "421 4.7.0 {host} Error: command line too long, closing connection"
 
 
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:

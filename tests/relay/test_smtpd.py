@@ -309,3 +309,66 @@ async def test_helo_with_control_characters_is_refused(
     (got,) = await sink.wait_for(1)
     assert got.data.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test")
     assert b"injected" not in got.data
+
+
+async def test_an_endless_command_line_closes_the_session(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client, _ = await RawClient.connect(relay.host, relay.port)
+    client.writer.write(b"EHLO " + b"x" * (1 << 20))  # 1 MB, no CRLF
+    reply = await client.reply()
+    assert reply == "421 4.7.0 relay.test Error: command line too long, closing connection"
+    assert await client.closed_by_server()
+
+
+async def test_command_lines_are_held_to_rfc_5321_sizes(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink)))
+    client = await session(relay)
+    assert await client.cmd("NOOP " + "x" * 600) == "500 5.5.2 Error: command line too long"
+    for _ in range(50):  # aiosmtpd let each EHLO raise MAIL's limit by 36 bytes
+        assert (await client.cmd("EHLO client.test")).startswith("250-relay.test")
+    long_mail = "MAIL FROM:<app@example.com> SIZE=100 " + "X" * 600
+    assert await client.cmd(long_mail) == "500 5.5.2 Error: command line too long"
+    # the session goes on, and DATA still takes lines of any length up to the size limit
+    assert await client.cmd("MAIL FROM:<app@example.com> SIZE=100") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    line = b"y" * 60_000  # the sink takes up to 64 KiB
+    body = b"From: a@example.com\r\nSubject: t\r\n\r\n" + line + b"\r\n.\r\n"
+    assert (await client.data(body)).startswith("250 2.0.0 Ok: queued as ")
+    (got,) = await sink.wait_for(1)
+    assert line in got.data
+
+
+async def test_connection_limits(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(
+        make_config(tmp_path, relay={"max_connections": 4, "max_connections_per_ip": 2})
+    )
+    # loopback is in allowed_networks: our own apps are held only to the overall limit
+    apps = [await session(relay) for _ in range(4)]
+    client, greeting = await RawClient.connect(relay.host, relay.port)
+    assert greeting == "421 4.7.0 relay.test Error: too many connections"
+    assert await client.closed_by_server()
+    await apps.pop().close()
+    assert relay.app.handler is not None
+    async with asyncio.timeout(5):
+        while relay.app.handler.peers.total() > 3:
+            await asyncio.sleep(0.01)
+    apps.append(await session(relay))  # a place is free again
+    for app in apps:
+        await app.close()
+
+
+async def test_connection_limit_per_address(tmp_path: Path, start_relay) -> None:
+    config = make_config(
+        tmp_path, relay={"allowed_networks": ["10.9.0.0/16"], "max_connections_per_ip": 2}
+    )
+    relay = await start_relay(config)
+    first = [await session(relay) for _ in range(2)]
+    client, greeting = await RawClient.connect(relay.host, relay.port)
+    assert greeting == "421 4.7.0 relay.test Error: too many connections from 127.0.0.1"
+    assert await client.closed_by_server()
+    # the sessions already open are untouched
+    assert await first[0].cmd("NOOP") == "250 2.0.0 Ok"
+    for c in first:
+        await c.close()
