@@ -22,6 +22,7 @@ STORE_FAILED = "451 4.3.0 Error: queue file write error"
 BAD_HELO = "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
 TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections"
 TOO_MANY_FROM = "421 4.7.0 {host} Error: too many connections from {addr}"
+AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
 COMMAND_TOO_LONG = "421 4.7.0 {host} Error: command line too long, closing connection"
 
 

@@ -15,7 +15,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 from relay.config import RelayConfig
 from relay.learn.ingest import BounceDoor
 from relay.receive import policy
-from relay.receive.auth import UserFile
+from relay.receive.auth import UserFile, Verifier
 from relay.receive.pipeline import Acceptor, Rejected, Submission
 
 log = logging.getLogger("outpost.smtpd")
@@ -153,6 +153,7 @@ class RelayHandler:
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
     peers: collections.Counter[str] = field(default_factory=collections.Counter)
+    verifier: Verifier = field(default_factory=Verifier)
 
     def admit(self, host: str) -> str | None:
         """Count a new session in, or the 421 it gets: over max_connections in all, or over
@@ -300,19 +301,41 @@ class RelayHandler:
             return policy.STORE_FAILED
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        """AUTH PLAIN/LOGIN against the users file (argon2/scrypt hashes)."""
-        if self.users is None or not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
+    # aiosmtpd uses a handler's auth_<MECHANISM> in place of its own: these let the built-in
+    # ones read the exchange (capture_credentials stands in for the authenticator), then
+    # check the password off the event loop.
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, "PLAIN", args)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, "LOGIN", args)
+
+    async def _auth(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
+        if server.envelope is not None and server.envelope.mail_from:
+            await server.push(policy.AUTH_IN_TRANSACTION)  # RFC 4954 4
+            return AuthResult(success=False, handled=True)
+        builtin = server.auth_PLAIN if mechanism == "PLAIN" else server.auth_LOGIN
+        exchanged = await builtin(None, args)
+        data = exchanged.auth_data
+        users = self.users
+        if users is None or not isinstance(data, LoginPassword):
+            return exchanged  # the client gave up, or sent something undecodable (answered)
+        assert server.session is not None
+        peer = _peer_host(server.session)
         user = data.login.decode("utf-8", "replace")
-        ok = self.users.verify(user, data.password.decode("utf-8", "replace"))
+        ok = await self.verifier.verify(users, peer, user, data.password.decode("utf-8", "replace"))
         if not ok:
-            log.warning(
-                "auth failed client=%s user=%r mechanism=%s", _peer_host(session), user, mechanism
-            )
+            log.warning("auth failed client=%s user=%r mechanism=%s", peer, user, mechanism)
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+def capture_credentials(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    """The authenticator aiosmtpd's built-in mechanisms call: it only hands the credentials
+    back to RelayHandler._auth, which checks them without blocking the loop."""
+    return AuthResult(success=False, handled=False, auth_data=data)
 
 
 def _peer_host(session: Session) -> str:
@@ -356,7 +379,7 @@ class Listeners:
             timeout=self._config.timeout,
             auth_required=False,
             auth_require_tls=True,
-            authenticator=self._handler.authenticate if self._handler.users else None,
+            authenticator=capture_credentials if self._handler.users else None,
             # without a users file there is nobody to authenticate: don't offer AUTH at all
             auth_exclude_mechanism=None if self._handler.users else ["LOGIN", "PLAIN"],
             command_call_limit={"*": 1_000_000, "AUTH": 10},

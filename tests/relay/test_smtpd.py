@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import pytest
 
-from relay.receive.auth import hash_password
+from relay.receive.auth import hash_password, hash_scrypt
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
@@ -372,3 +373,88 @@ async def test_connection_limit_per_address(tmp_path: Path, start_relay) -> None
     assert await first[0].cmd("NOOP") == "250 2.0.0 Ok"
     for c in first:
         await c.close()
+
+
+def users_file(tmp_path: Path, line: str) -> Path:
+    users = tmp_path / "users"
+    users.write_text(line + "\n")
+    return users
+
+
+def plain(user: str, password: str) -> str:
+    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def test_auth_is_checked_off_the_event_loop(tmp_path: Path, start_relay) -> None:
+    # a deliberately slow hash (scrypt with N = 2**16): while it is checked, every
+    # other session is served
+    users = users_file(tmp_path, f"app:{hash_scrypt('s3cret', ln=16)}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    authing, other = await session(relay), await session(relay)
+    authing.writer.write(plain("app", "wrong").encode() + b"\r\n")
+    await authing.writer.drain()
+    await asyncio.sleep(0.05)  # the check has started
+    assert await other.cmd("NOOP") == "250 2.0.0 Ok"
+    with pytest.raises(TimeoutError):  # the NOOP came back while the check still ran
+        await authing.reply(timeout=0.01)
+    assert (await authing.reply()).startswith("535 5.7.8")
+    await authing.close()
+    await other.close()
+
+
+def test_unknown_users_cost_the_same_check(tmp_path: Path) -> None:
+    from argon2 import extract_parameters
+
+    from relay.receive.auth import UserFile
+
+    hashed = hash_password("s3cret")
+    users = UserFile.load(str(users_file(tmp_path, f"app:{hashed}")))
+    assert extract_parameters(users._dummy) == extract_parameters(hashed)
+    assert users.verify("nobody", "s3cret") is False
+    assert users.verify("app", "s3cret") is True
+    scrypt_users = UserFile.load(str(users_file(tmp_path, f"app:{hash_scrypt('x', ln=12)}")))
+    assert scrypt_users._dummy.startswith("$scrypt$ln=12,r=8,p=1$")
+
+
+def test_failure_delay_grows_per_address_and_resets() -> None:
+    from relay.receive.auth import FailureDelay
+
+    now = [0.0]
+    delays = FailureDelay(base=1.0, cap=4.0, forget=60.0, clock=lambda: now[0])
+    assert [delays.failed("192.0.2.1") for _ in range(5)] == [0.0, 1.0, 2.0, 4.0, 4.0]
+    assert delays.failed("192.0.2.2") == 0.0  # another address is not slowed
+    delays.succeeded("192.0.2.1")
+    assert delays.failed("192.0.2.1") == 0.0
+    assert delays.failed("192.0.2.1") == 1.0
+    now[0] = 61.0
+    assert delays.failed("192.0.2.1") == 0.0  # a minute of quiet: forgotten
+
+
+async def test_repeated_auth_failures_are_slowed(tmp_path: Path, start_relay) -> None:
+    users = users_file(tmp_path, f"app:{hash_password('s3cret')}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    assert relay.app.handler is not None
+    relay.app.handler.verifier.delays.base = 0.3
+    client = await session(relay)
+    loop = asyncio.get_running_loop()
+    took = []
+    for _ in range(3):
+        start = loop.time()
+        assert (await client.cmd(plain("app", "wrong"))).startswith("535 5.7.8")
+        took.append(loop.time() - start)
+    assert took[1] >= 0.3 and took[2] >= 0.6
+    assert (await client.cmd(plain("app", "s3cret"))).startswith("235 2.7.0")
+    await client.close()
+
+
+async def test_auth_during_a_mail_transaction_is_503(tmp_path: Path, start_relay) -> None:
+    users = users_file(tmp_path, f"app:{hash_password('s3cret')}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert (
+        await client.cmd(plain("app", "s3cret")) == "503 5.5.1 Error: MAIL transaction in progress"
+    )
+    assert await client.cmd("RSET") == "250 2.0.0 Ok"
+    assert (await client.cmd(plain("app", "s3cret"))).startswith("235 2.7.0")
+    await client.close()
