@@ -7,9 +7,10 @@ entities, the doctype and ``/>`` stay exactly as the sender wrote them.
 
 What is rewritten: the first ``href`` of ``<a>`` and ``<area>`` when, entity-decoded and trimmed, it
 starts with ``http://`` or ``https://``; only its value changes, written with the same quote
-character as before (or none, escaped for an unquoted value). Everything else is left alone: other schemes, anchors,
-relative URLs and template placeholders, other attributes (``data-href``, ``src``), the content of
-``<script>``, ``<style>``, ``<textarea>``, ``<title>`` (and the other raw-text elements), CDATA.
+character as before (or none, escaped for an unquoted value). Everything else is left alone:
+other schemes, anchors, relative URLs and template placeholders, other attributes (``data-href``,
+``src``), the content of ``<script>``, ``<style>``, ``<textarea>``, ``<title>`` (and the other
+raw-text elements), CDATA.
 A link with a ``data-notrack`` attribute keeps its href, is not counted as a link, and loses the
 attribute when links are being rewritten.
 
@@ -252,10 +253,10 @@ class _Scanner:
             return
         replacement = self.replacements.get((index, group))
         if replacement is None:
-            url = self.urls.get(index)
-            if url is None:
-                url = self.urls[index] = self.click_url(index)
-            replacement = self.replacements[(index, group)] = _quoted_like(url, group)
+            target = self.urls.get(index)
+            if target is None:
+                target = self.urls[index] = self.click_url(index)
+            replacement = self.replacements[(index, group)] = _quoted_like(target, group)
         value_start, value_end = href.span(group)
         if group != "uq":  # the quotes are rewritten too: the same character again
             value_start, value_end = value_start - 1, value_end + 1
