@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -29,6 +30,12 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 _SIZE_UNITS["gib"] = 2**30
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only (and at least one): str.isdigit() also says yes to '²', which int()
+    and float() refuse."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_duration(value: Any) -> float:
     """'5m' -> 300.0 seconds; bare numbers are seconds."""
     if isinstance(value, bool):
@@ -36,6 +43,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration can't be negative")
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite duration")
         return float(value)
     m = _DURATION.match(str(value))
     if not m:
@@ -78,7 +87,7 @@ def parse_hostport(value: Any, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} needs a port (host:port)")
         return host, default_port
-    if not port.isdigit() or not 0 <= int(port) < 65536:
+    if not is_digits(port) or not 0 <= int(port) < 65536:
         raise ValueError(f"{text!r}: port must be 0-65535 (0: any free port)")
     return host, int(port)
 

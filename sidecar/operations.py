@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.config import parse_duration
+from relay.config import is_digits, parse_duration
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
@@ -21,7 +21,7 @@ def _int(request: web.Request, name: str, default: int, most: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) > most:
+    if not is_digits(raw) or int(raw) > most:
         raise ApiError(400, f"{name} must be a whole number from 0 to {most}")
     return int(raw)
 
@@ -29,7 +29,7 @@ def _int(request: web.Request, name: str, default: int, most: int) -> int:
 async def _json(request: web.Request) -> dict[str, Any]:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past Python's stack
         raise ApiError(400, "the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")

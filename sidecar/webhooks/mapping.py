@@ -13,10 +13,12 @@ them ``message_pk``/``delivery_id`` are None; the provider's Message-ID is kept 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config import is_digits
 from relay.learn.bounce import classify
 from relay.store import Event
 from sidecar.webhooks.signatures import parse_time
@@ -51,18 +53,19 @@ def address_of(value: Any) -> str:
 
 
 def unix_of(value: Any, default: float) -> float:
-    """Unix seconds (a number, numeric text or ISO 8601); ``default`` when unreadable."""
+    """Unix seconds (a number, numeric text or ISO 8601); ``default`` when unreadable or not
+    a finite number (10**400, "nan", "inf")."""
     if isinstance(value, bool):
         return default
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    seconds: float | None = None
+    if isinstance(value, int | float | str):
         try:
-            return float(value)
+            seconds = float(value)
+        except OverflowError:
+            seconds = None
         except ValueError:
-            parsed = parse_time(value)
-            return default if parsed is None else parsed
-    return default
+            seconds = parse_time(value) if isinstance(value, str) else None
+    return seconds if seconds is not None and math.isfinite(seconds) else default
 
 
 def whole_of(value: Any) -> int | None:
@@ -73,7 +76,7 @@ def whole_of(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_digits(value.strip()):
         return int(value.strip()) or None
     return None
 
@@ -94,7 +97,7 @@ def code_of(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_digits(value.strip()):
         return int(value.strip())
     return None
 
