@@ -254,6 +254,7 @@ class SidecarConfig:
     listen: tuple[str, int] = field(default=("127.0.0.1", 8025), metadata=_key(_listen))
     admin_token_file: str = field(default="conf/admin.token", metadata=_key(_str))
     ingest_token_file: str = field(default="", metadata=_key(_str))
+    request_header_timeout: float = field(default=10.0, metadata=_key(parse_duration))
 
 
 @dataclass(frozen=True)

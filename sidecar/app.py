@@ -75,6 +75,19 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+def make_runner(config: Config, app: web.Application) -> web.AppRunner:
+    """The runner the service listens with.
+
+    aiohttp has no timeout of its own for a request head that never ends: a connection that
+    trickles header bytes stayed open for the whole keep-alive time (75 s), so a few hundred of
+    them held sockets and memory. Its keep-alive timer runs from the connection's start (and from
+    each answer) until a request head is complete, so ``sidecar.request_header_timeout`` is
+    that timer: a whole request head within it, or the connection is closed.
+    """
+    timeout = config.sidecar.request_header_timeout
+    return web.AppRunner(app, access_log=None, handle_signals=False, keepalive_timeout=timeout)
+
+
 def make_app(
     config: Config, *, tracker_options: Mapping[str, Any] | None = None
 ) -> web.Application:

@@ -15,6 +15,8 @@ from relay.store import NewMessage, Store
 log = logging.getLogger("outpost.accept")
 
 TRACK_MODES = ("all", "opens", "clicks", "none")
+MAX_CAMPAIGN = 200  # characters
+MAX_TAGS = 50  # tags per message, each at most MAX_CAMPAIGN characters
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 
 
@@ -63,8 +65,16 @@ def read_controls(values: Mapping[str, str]) -> Controls:
     track = values.get("x-outpost-track", "all").strip().lower()
     if track not in TRACK_MODES:
         raise Rejected(f"550 5.6.0 Error: X-Outpost-Track must be one of {', '.join(TRACK_MODES)}")
-    if len(campaign) > 200:
-        raise Rejected("550 5.6.0 Error: X-Outpost-Campaign is longer than 200 characters")
+    if len(campaign) > MAX_CAMPAIGN:
+        raise Rejected(
+            f"550 5.6.0 Error: X-Outpost-Campaign is longer than {MAX_CAMPAIGN} characters"
+        )
+    if len(tags) > MAX_TAGS:
+        raise Rejected(f"550 5.6.0 Error: X-Outpost-Tags holds more than {MAX_TAGS} tags")
+    if any(len(t) > MAX_CAMPAIGN for t in tags):
+        raise Rejected(
+            f"550 5.6.0 Error: an X-Outpost-Tags tag is longer than {MAX_CAMPAIGN} characters"
+        )
     return Controls(campaign, tags, track)
 
 

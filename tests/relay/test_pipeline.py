@@ -45,3 +45,19 @@ def test_trace_word() -> None:
     assert trace_word("mx.example.org") == "mx.example.org"
     assert trace_word("a b\rc") == "a?b?c"
     assert trace_word("é") == "?" and trace_word("é", ascii_only=False) == "é"
+
+
+def test_control_headers_are_bounded() -> None:
+    from relay.receive.pipeline import Rejected, read_controls
+
+    assert (
+        read_controls({"x-outpost-tags": ", ".join(f"t{i}" for i in range(50))}).tags[-1] == "t49"
+    )
+    with pytest.raises(Rejected) as many:
+        read_controls({"x-outpost-tags": ",".join("t" * 80_000)})
+    assert many.value.args[0] == "550 5.6.0 Error: X-Outpost-Tags holds more than 50 tags"
+    with pytest.raises(Rejected) as long:
+        read_controls({"x-outpost-tags": "ok, " + "t" * 201})
+    assert long.value.args[0] == (
+        "550 5.6.0 Error: an X-Outpost-Tags tag is longer than 200 characters"
+    )

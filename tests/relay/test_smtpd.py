@@ -458,3 +458,14 @@ async def test_auth_during_a_mail_transaction_is_503(tmp_path: Path, start_relay
     assert await client.cmd("RSET") == "250 2.0.0 Ok"
     assert (await client.cmd(plain("app", "s3cret"))).startswith("235 2.7.0")
     await client.close()
+
+
+async def test_too_many_tags_refused_and_nothing_queued(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    tags = b"X-Outpost-Tags: " + b",".join(b"t%d" % i for i in range(80_000)) + b"\r\n"
+    reply = await client.data(tags + MSG)
+    assert reply == "550 5.6.0 Error: X-Outpost-Tags holds more than 50 tags"
+    assert await queued_count(relay) == 0

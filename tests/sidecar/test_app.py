@@ -4,6 +4,7 @@ level. A route added later is covered without touching this file."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from sidecar.app import make_app
+from sidecar.app import make_app, make_runner
 from sidecar.webhooks import SENDGRID_SIGNATURE_HEADER, SENDGRID_TIMESTAMP_HEADER
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, seed, sidecar
@@ -152,3 +153,38 @@ async def test_malformed_input_never_answers_500(
     errors = [r.getMessage()[:200] for r in caplog.records if r.levelno >= logging.ERROR]
     assert failures == []
     assert errors == []
+
+
+async def test_half_sent_request_heads_are_closed(tmp_path: Path) -> None:
+    config = make_config(tmp_path, sidecar={"request_header_timeout": "500ms"})
+    runner = make_runner(config, make_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(200)]
+        for _, writer in conns:
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        trickle = conns[0][1]
+
+        async def closed(reader: asyncio.StreamReader) -> bool:
+            return await reader.read() == b""
+
+        async def slowloris() -> None:  # a byte now and then doesn't keep it open either
+            while not trickle.is_closing():
+                trickle.write(b"X")
+                await asyncio.sleep(0.1)
+
+        sender = asyncio.create_task(slowloris())
+        async with asyncio.timeout(5):
+            assert all(await asyncio.gather(*(closed(r) for r, _ in conns)))
+        sender.cancel()
+        # a whole request is still served
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        assert (await reader.read()).startswith(b"HTTP/1.1 200 OK")
+        for _, w in [*conns, (reader, writer)]:
+            w.close()
+    finally:
+        await runner.cleanup()
