@@ -231,6 +231,8 @@ class BouncesConfig:
     soft_bounce_limit: int = field(default=3, metadata=_key(_int))
     soft_bounce_window: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
     soft_bounce_suppression: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
+    report_match_window: float = field(default=30 * 86400.0, metadata=_key(parse_duration))
+    suppress_unmatched: bool = field(default=False, metadata=_key(_bool))
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,12 @@ class IngestEndpoint:
             now=self._clock(),
         )
         return web.json_response(
-            {"kind": taken.kind, "events": taken.events, "matched": taken.matched}
+            {
+                "kind": taken.kind,
+                "events": taken.events,
+                "matched": taken.matched,
+                "unmatched": taken.unmatched,
+            }
         )
 
 

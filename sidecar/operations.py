@@ -1,4 +1,4 @@
-"""Admin API for operators: suppressions and queue operations (the same as outpostctl's)."""
+"""Admin API for operators: suppressions, unmatched reports and queue operations (as outpostctl)."""
 
 from __future__ import annotations
 
@@ -82,6 +82,13 @@ class Operations:
             raise ApiError(404, f"{address} is not suppressed")
         return web.json_response({"address": address.lower(), "removed": True})
 
+    async def unmatched_reports(self, request: web.Request) -> web.Response:
+        """Bounces and complaints that named no delivery of ours: kept, nothing suppressed."""
+        limit = _int(request, "limit", 100, 1000)
+        offset = _int(request, "offset", 0, 10**9)
+        rows = await self._store(request).list_unmatched(limit, offset)
+        return web.json_response({"reports": rows, "limit": limit, "offset": offset})
+
     # --- queue
 
     async def queue(self, request: web.Request) -> web.Response:
@@ -136,6 +143,7 @@ def add_routes(app: web.Application, ops: Operations) -> None:
     r.add_get("/api/suppressions", ops.list_suppressions)
     r.add_post("/api/suppressions", ops.add_suppression)
     r.add_delete("/api/suppressions/{address}", ops.remove_suppression)
+    r.add_get("/api/reports/unmatched", ops.unmatched_reports)
     r.add_get("/api/queue", ops.queue)
     r.add_post("/api/queue/flush", ops.flush_all)
     r.add_post("/api/queue/pause", ops.pause)
