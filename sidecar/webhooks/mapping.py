@@ -86,6 +86,11 @@ def first_of(value: Any) -> Any:
     return value[0] if isinstance(value, list) and value else value
 
 
+def list_of(value: Any) -> list[Any]:
+    """A JSON array as it is; anything else as an empty one."""
+    return value if isinstance(value, list) else []
+
+
 def mapping_of(value: Any) -> Mapping[str, Any]:
     """A JSON object as it is; anything else as an empty one."""
     return value if isinstance(value, Mapping) else {}
