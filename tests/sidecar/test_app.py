@@ -188,3 +188,41 @@ async def test_half_sent_request_heads_are_closed(tmp_path: Path) -> None:
             w.close()
     finally:
         await runner.cleanup()
+
+
+async def test_requests_that_cannot_be_read_are_no_errors_in_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = make_config(tmp_path)
+    runner = make_runner(config, make_app(config))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    caplog.set_level(logging.INFO)
+    chunked = (
+        b"Host: x\r\nAuthorization: Bearer test-admin-token\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    try:
+        for request in (  # aiohttp's parser refuses these before any handler runs
+            b"POST /ingest/dsn HTTP/1.1\r\n" + chunked + b"5\r\nabcde\r\nzz\r\n",
+            b"GET /o/x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",
+        ):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
+            async with asyncio.timeout(5):
+                assert re.match(rb"HTTP/1\.[01] 400 ", await reader.read())
+            writer.close()
+        for path in (b"/ingest/dsn", b"/api/suppressions"):
+            # the client goes away in the middle of the body, while the handler reads it
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST " + path + b" HTTP/1.1\r\n" + chunked + b"2\r\n{}\r\n")
+            await asyncio.sleep(0.2)
+            writer.close()
+        async with asyncio.timeout(5):
+            while sum("unreadable request" in r.getMessage() for r in caplog.records) < 2:
+                await asyncio.sleep(0.05)
+    finally:
+        await runner.cleanup()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert any("BadHttpMessage 400" in r.getMessage() for r in caplog.records)
