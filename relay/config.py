@@ -257,6 +257,7 @@ class SidecarConfig:
     admin_token_file: str = field(default="conf/admin.token", metadata=_key(_str))
     ingest_token_file: str = field(default="", metadata=_key(_str))
     request_header_timeout: float = field(default=10.0, metadata=_key(parse_duration))
+    request_body_timeout: float = field(default=30.0, metadata=_key(parse_duration))
 
 
 @dataclass(frozen=True)

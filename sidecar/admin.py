@@ -31,6 +31,7 @@ _ERRORS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     413: "too_large",
     500: "internal_error",
     503: "unavailable",

@@ -140,7 +140,10 @@ def make_app(
             config.sidecar.ingest_token_file, "sidecar.ingest_token_file"
         )
     hooks = webhooks.WebhookHandler(  # reads the provider key files now
-        lambda: app[STORE], config.webhooks, webhooks.StoreDedup(lambda: app[STORE])
+        lambda: app[STORE],
+        config.webhooks,
+        webhooks.StoreDedup(lambda: app[STORE]),
+        body_timeout=config.sidecar.request_body_timeout,
     )
 
     app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])
@@ -176,6 +179,7 @@ def make_app(
             signer,
             config.bounces.domain,
             Rules.from_config(config.bounces),
+            body_timeout=config.sidecar.request_body_timeout,
         ),
     )
     webhooks.add_routes(app, hooks)

@@ -12,7 +12,7 @@ from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner
 from relay.store import Store
 from sidecar.admin import authorized, json_error
-from sidecar.body import TooLarge, read_body
+from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
 
 MAX_REPORT = 10 * 1024 * 1024
 
@@ -28,6 +28,7 @@ class IngestEndpoint:
         bounce_domain: str,
         rules: Rules,
         clock: Callable[[], float] = time.time,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self._store = store
         self._token = token
@@ -35,6 +36,7 @@ class IngestEndpoint:
         self._domain = bounce_domain
         self._rules = rules
         self._clock = clock
+        self._body_timeout = body_timeout
 
     async def post(self, request: web.Request) -> web.Response:
         if not authorized(request.headers.get("Authorization", ""), self._token):
@@ -44,9 +46,11 @@ class IngestEndpoint:
                 {"WWW-Authenticate": 'Bearer realm="outpost-ingest"'},
             )
         try:
-            raw = await read_body(request, MAX_REPORT)
+            raw = await read_body(request, MAX_REPORT, self._body_timeout)
         except TooLarge:
             return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
+        except TooSlow:
+            return json_error(408, f"the report did not arrive within {self._body_timeout:g} s")
         if not raw.strip():
             return json_error(400, "the body must be the raw report message")
         rcpts = request.query.getall("rcpt", [])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from aiohttp import web
 
 from relay.store import Event, Store
-from sidecar.body import TooLarge, read_body
+from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
 from sidecar.webhooks.mailgun import read_mailgun
@@ -57,12 +57,14 @@ class WebhookHandler:
         *,
         secrets: WebhookSecrets | None = None,
         clock: Callable[[], float] = time.time,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self._store = store
         self._config = config
         self._dedup = dedup
         self._secrets = secrets if secrets is not None else WebhookSecrets.load(config)
         self._clock = clock
+        self._body_timeout = body_timeout
 
     def enabled(self, provider: str) -> bool:
         s = self._secrets
@@ -119,9 +121,11 @@ class WebhookHandler:
     async def _read_body(self, request: web.Request) -> bytes:
         """The raw body, read once (signatures are over these bytes), at most max_body_size."""
         try:
-            return await read_body(request, self._config.max_body_size)
+            return await read_body(request, self._config.max_body_size, self._body_timeout)
         except TooLarge as exc:
             raise Refusal(413, {"error": "too large", "limit": exc.limit}) from None
+        except TooSlow:
+            raise Refusal(408, {"error": "body too slow", "timeout": self._body_timeout}) from None
 
     async def _ingest(self, provider: str, items: Sequence[Item], now: float) -> web.Response:
         """Dedup each provider event, record the new ones' events, apply suppressions."""

@@ -141,3 +141,19 @@ async def test_an_11_mb_chunked_body_is_413_and_records_nothing(tmp_path: Path) 
         answer = await raw_post(client, request_head(len(big)), [], 0.0)
         assert status_and_json(answer)[0] == 413
     assert db_events(config, "bounced") == []
+
+
+async def test_a_stalled_body_is_408_and_records_nothing(tmp_path: Path) -> None:
+    config = make_config(tmp_path, sidecar={"request_body_timeout": "300ms"})
+    await seed(config, "Q1", ["reader@example.org"])
+    report = dsn("reader@example.org", "<Q1@example.com>")
+    async with sidecar(config) as client:
+        # half the body, then nothing; and a chunked body whose framing breaks halfway
+        for head, pieces in (
+            (request_head(len(report)), [report[:100]]),
+            (request_head(None), [chunked(report, 100)[0], b"zz\r\n"]),
+        ):
+            status, body = status_and_json(await raw_post(client, head, pieces, 0.1))
+            assert (status, body["error"]) == (408, "timeout")
+            assert body["detail"] == "the report did not arrive within 0.3 s"
+    assert db_events(config, "bounced") == []
