@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := conf/dev.toml
 
-.PHONY: run test lint bench bench-quick clean dev-secrets
+.PHONY: run test lint fuzz bench bench-quick clean dev-secrets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The property tests of the parsers with many more examples (make test runs 150 of each).
+fuzz: $(STAMP)
+	OUTPOST_FUZZ=1 $(VENV)/bin/pytest -q -m fuzz
+
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
 
@@ -44,4 +48,4 @@ bench-quick: $(STAMP)
 	$(PY) -m tests.bench.run --quick
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis

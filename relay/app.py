@@ -194,6 +194,8 @@ class RelayApp:
         timeout = self.config.relay.drain_timeout
         if self.listeners is not None:
             await self.listeners.drain(timeout)
+        if self.handler is not None:
+            self.handler.verifier.close()
         if self.delivery is not None:
             await self.delivery.stop(timeout)
             self.delivery.rendering.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,12 @@ _SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib
 _SIZE_UNITS["gib"] = 2**30
 
 
+def is_digits(text: str) -> bool:
+    """ASCII digits only (and at least one): str.isdigit() also says yes to '²', which int()
+    and float() refuse."""
+    return text.isascii() and text.isdigit()
+
+
 def parse_duration(value: Any) -> float:
     """'5m' -> 300.0 seconds; bare numbers are seconds."""
     if isinstance(value, bool):
@@ -41,6 +48,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration can't be negative")
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} is not a finite duration")
         return float(value)
     m = _DURATION.match(str(value))
     if not m:
@@ -83,7 +92,7 @@ def parse_hostport(value: Any, default_port: int | None = None) -> tuple[str, in
         if default_port is None:
             raise ValueError(f"{text!r} needs a port (host:port)")
         return host, default_port
-    if not port.isdigit() or not 0 <= int(port) < 65536:
+    if not is_digits(port) or not 0 <= int(port) < 65536:
         raise ValueError(f"{text!r}: port must be 0-65535 (0: any free port)")
     return host, int(port)
 
@@ -223,6 +232,8 @@ class RelayConfig:
     drain_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     reject_suppressed: bool = field(default=False, metadata=_key(_bool))
     metrics_listen: tuple[str, int] | None = field(default=None, metadata=_key(_loopback_listen))
+    max_connections: int = field(default=200, metadata=_key(_int))
+    max_connections_per_ip: int = field(default=20, metadata=_key(_int))
 
 
 @dataclass(frozen=True)
@@ -286,6 +297,8 @@ class BouncesConfig:
     soft_bounce_limit: int = field(default=3, metadata=_key(_int))
     soft_bounce_window: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
     soft_bounce_suppression: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
+    report_match_window: float = field(default=30 * 86400.0, metadata=_key(parse_duration))
+    suppress_unmatched: bool = field(default=False, metadata=_key(_bool))
 
 
 _STREAMS = ("transactional", "broadcast")
@@ -329,6 +342,8 @@ class SidecarConfig:
     listen: tuple[str, int] = field(default=("127.0.0.1", 8025), metadata=_key(_listen))
     admin_token_file: str = field(default="conf/admin.token", metadata=_key(_str))
     ingest_token_file: str = field(default="", metadata=_key(_str))
+    request_header_timeout: float = field(default=10.0, metadata=_key(parse_duration))
+    request_body_timeout: float = field(default=30.0, metadata=_key(parse_duration))
 
 
 @dataclass(frozen=True)
@@ -627,6 +642,8 @@ def _check(config: Config) -> list[str]:
         errors.append(f"{src}: relay.listen_tls: needs relay.tls_cert_file and tls_key_file")
     if config.relay.max_recipients < 1:
         errors.append(f"{src}: relay.max_recipients: must be at least 1")
+    if config.relay.max_connections < 1 or config.relay.max_connections_per_ip < 1:
+        errors.append(f"{src}: relay.max_connections: must be at least 1 (both limits)")
     if d.concurrency < 1 or d.destination_concurrency < 1:
         errors.append(f"{src}: delivery.concurrency: must be at least 1")
     base = config.tracking.base_url

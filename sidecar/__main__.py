@@ -15,14 +15,14 @@ from relay import exits, logs
 from relay.config import Config, ConfigError, load_config
 from relay.notify import notify
 from relay.preflight import file_problems
-from sidecar.app import make_app
+from sidecar.app import make_app, make_runner
 
 log = logging.getLogger("outpost.sidecar")
 
 
 async def serve(config: Config, app: web.Application) -> int:
     """Serve until SIGTERM/SIGINT; READY=1 only once the socket listens and the store is open."""
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = make_runner(config, app)
     await runner.setup()
     host, port = config.sidecar.listen
     site = web.TCPSite(runner, host, port)

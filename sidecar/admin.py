@@ -32,6 +32,7 @@ _ERRORS = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "timeout",
     413: "too_large",
     500: "internal_error",
     503: "unavailable",
@@ -43,6 +44,18 @@ class ApiError(Exception):
         super().__init__(detail)
         self.status = status
         self.detail = detail
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400: not JSON, not UTF-8, not an object, or
+    nested past Python's stack (RecursionError is a client mistake, not a 500)."""
+    try:
+        body = await request.json()
+    except (ValueError, RecursionError):
+        raise ApiError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body
 
 
 def json_error(status: int, detail: str, headers: Mapping[str, str] | None = None) -> web.Response:

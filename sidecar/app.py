@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from relay.config import Config, ConfigError, read_secret_file
 from relay.learn.notify_sender import LateNotifier
@@ -79,6 +81,51 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
+class _ClientMistakes(logging.Filter):
+    """aiohttp logs a request it can't parse (a broken chunk, a bad header line) at error level
+    with a traceback. That is the client's mistake, answered 400: logged at info, one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.args = (record.getMessage(), type(exc).__name__, exc.code)
+            record.msg = "%s: %s %s"
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
+HTTP_LOG = logging.getLogger("outpost.sidecar.http")
+HTTP_LOG.addFilter(_ClientMistakes())
+
+
+@web.middleware
+async def unreadable_requests(request: web.Request, handler: admin.Handler) -> web.StreamResponse:
+    """A body that can't be read to its end (bad framing, or the client went away mid-body) is
+    the client's doing: a 400 JSON (if anyone is still there) and one info line, not a 500 and
+    an error-level traceback."""
+    try:
+        return await handler(request)
+    except (HttpProcessingError, ConnectionError) as exc:
+        HTTP_LOG.info("unreadable request path=%s error=%s", request.path, type(exc).__name__)
+        return admin.json_error(400, "the request could not be read to its end")
+
+
+def make_runner(config: Config, app: web.Application) -> web.AppRunner:
+    """The runner the service listens with.
+
+    aiohttp has no timeout of its own for a request head that never ends: a connection that
+    trickles header bytes stayed open for the whole keep-alive time (75 s), so a few hundred of
+    them held sockets and memory. Its keep-alive timer runs from the connection's start (and from
+    each answer) until a request head is complete, so ``sidecar.request_header_timeout`` is
+    that timer: a whole request head within it, or the connection is closed.
+    """
+    timeout = config.sidecar.request_header_timeout
+    return web.AppRunner(
+        app, access_log=None, handle_signals=False, keepalive_timeout=timeout, logger=HTTP_LOG
+    )
+
+
 def make_app(
     config: Config,
     *,
@@ -113,9 +160,10 @@ def make_app(
         config.webhooks,
         webhooks.StoreDedup(lambda: app[STORE]),
         notifier=notifier,
+        body_timeout=config.sidecar.request_body_timeout,
     )
 
-    app = web.Application(middlewares=[admin.api_middleware])
+    app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])
     app[CONFIG] = config
     app[admin.ADMIN_TOKEN] = admin_token
 
@@ -154,6 +202,7 @@ def make_app(
             config.bounces.domain,
             Rules.from_config(config.bounces),
             notifier=notifier,
+            body_timeout=config.sidecar.request_body_timeout,
         ),
     )
     webhooks.add_routes(app, hooks)

@@ -15,7 +15,7 @@ from aiohttp import web
 from relay.config import Config
 from relay.deliver import domaincheck, report
 from relay.store import Store
-from sidecar.admin import ApiError
+from sidecar.admin import ApiError, json_object
 
 SCOPES = {"domain", "campaign"}
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
@@ -41,15 +41,8 @@ class DeliverabilityApi:
 
     async def resume(self, request: web.Request) -> web.Response:
         """POST {"domain": "..."} or {"campaign": "..."}: an operator lifts a pause."""
-        try:
-            data = await request.json()
-        except ValueError:
-            raise ApiError(400, "the body must be a JSON object") from None
-        if (
-            not isinstance(data, dict)
-            or len(data) != 1
-            or not data.keys() <= {"domain", "campaign"}
-        ):
+        data = await json_object(request)
+        if len(data) != 1 or not data.keys() <= {"domain", "campaign"}:
             raise ApiError(400, 'give exactly one of "domain" or "campaign"')
         ((scope, value),) = data.items()
         if not isinstance(value, str) or not value:

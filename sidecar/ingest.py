@@ -13,6 +13,7 @@ from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner
 from relay.store import Store
 from sidecar.admin import authorized, json_error
+from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
 
 MAX_REPORT = 10 * 1024 * 1024
 
@@ -29,6 +30,7 @@ class IngestEndpoint:
         rules: Rules,
         clock: Callable[[], float] = time.time,
         notifier: LateNotifier | None = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self._notifier = notifier
         self._store = store
@@ -37,6 +39,7 @@ class IngestEndpoint:
         self._domain = bounce_domain
         self._rules = rules
         self._clock = clock
+        self._body_timeout = body_timeout
 
     async def post(self, request: web.Request) -> web.Response:
         if not authorized(request.headers.get("Authorization", ""), self._token):
@@ -45,11 +48,12 @@ class IngestEndpoint:
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="outpost-ingest"'},
             )
-        if request.content_length is not None and request.content_length > MAX_REPORT:
+        try:
+            raw = await read_body(request, MAX_REPORT, self._body_timeout)
+        except TooLarge:
             return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
-        raw = await request.content.read(MAX_REPORT + 1)
-        if len(raw) > MAX_REPORT:
-            return json_error(413, f"a report may hold at most {MAX_REPORT} bytes")
+        except TooSlow:
+            return json_error(408, f"the report did not arrive within {self._body_timeout:g} s")
         if not raw.strip():
             return json_error(400, "the body must be the raw report message")
         rcpts = request.query.getall("rcpt", [])
@@ -64,7 +68,12 @@ class IngestEndpoint:
             notifier=self._notifier,
         )
         return web.json_response(
-            {"kind": taken.kind, "events": taken.events, "matched": taken.matched}
+            {
+                "kind": taken.kind,
+                "events": taken.events,
+                "matched": taken.matched,
+                "unmatched": taken.unmatched,
+            }
         )
 
 

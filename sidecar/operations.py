@@ -1,19 +1,18 @@
-"""Admin API for operators: suppressions and queue operations (the same as outpostctl's)."""
+"""Admin API for operators: suppressions, unmatched reports and queue operations (as outpostctl)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
-from relay.config import parse_duration
+from relay.config import is_digits, parse_duration
 from relay.history import message_view
 from relay.learn import scopes
 from relay.receive.policy import check_address
 from relay.store import Store
-from sidecar.admin import ApiError
+from sidecar.admin import ApiError, json_object
 
 StoreOf = Callable[[web.Request], Store]
 STATES = ("queued", "leased", "deferred", "delivered", "bounced", "expired", "dropped", "held")
@@ -23,19 +22,9 @@ def _int(request: web.Request, name: str, default: int, most: int) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or int(raw) > most:
+    if not is_digits(raw) or int(raw) > most:
         raise ApiError(400, f"{name} must be a whole number from 0 to {most}")
     return int(raw)
-
-
-async def _json(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "the body must be a JSON object")
-    return body
 
 
 class Operations:
@@ -59,7 +48,7 @@ class Operations:
         return web.json_response({"suppressions": rows, "limit": limit, "offset": offset})
 
     async def add_suppression(self, request: web.Request) -> web.Response:
-        body = await _json(request)
+        body = await json_object(request)
         address = body.get("address")
         if not isinstance(address, str) or check_address(address, smtputf8=True, sender=False):
             raise ApiError(400, "address must be a valid email address")
@@ -99,6 +88,13 @@ class Operations:
             where = f" (scope {scope})" if scope else ""
             raise ApiError(404, f"{address} is not suppressed{where}")
         return web.json_response({"address": address.lower(), "scope": scope, "removed": True})
+
+    async def unmatched_reports(self, request: web.Request) -> web.Response:
+        """Bounces and complaints that named no delivery of ours: kept, nothing suppressed."""
+        limit = _int(request, "limit", 100, 1000)
+        offset = _int(request, "offset", 0, 10**9)
+        rows = await self._store(request).list_unmatched(limit, offset)
+        return web.json_response({"reports": rows, "limit": limit, "offset": offset})
 
     # --- queue
 
@@ -154,6 +150,7 @@ def add_routes(app: web.Application, ops: Operations) -> None:
     r.add_get("/api/suppressions", ops.list_suppressions)
     r.add_post("/api/suppressions", ops.add_suppression)
     r.add_delete("/api/suppressions/{address}", ops.remove_suppression)
+    r.add_get("/api/reports/unmatched", ops.unmatched_reports)
     r.add_get("/api/queue", ops.queue)
     r.add_post("/api/queue/flush", ops.flush_all)
     r.add_post("/api/queue/pause", ops.pause)

@@ -459,7 +459,8 @@ class Tracker:
 
 
 def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:
-    """/o, /c (GET, and HEAD answered alike but never counted) and /u (GET form, POST).
+    """/o (any suffix or extra segments), /c (GET, and HEAD answered alike but never counted)
+    and /u (GET form, POST).
 
     The Tracker is created with the store (cleanup_ctx), after the routes: look it up per request.
     """
@@ -477,6 +478,8 @@ def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:
         return await request.app[key].unsubscribe(request)
 
     app.router.add_get("/o/{token}", pixel)
+    # a mail client or proxy that appends path segments still gets the image
+    app.router.add_get("/o/{token}/{rest:.*}", pixel)
     app.router.add_get("/c/{token}", click)
     app.router.add_get("/u/{token}", unsubscribe_form)
     app.router.add_post("/u/{token}", unsubscribe)

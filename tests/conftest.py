@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import smtplib
 from collections.abc import AsyncIterator, Callable
@@ -12,9 +13,25 @@ from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from hypothesis import HealthCheck, settings
 
 from relay.app import RelayApp
 from relay.config import Config, parse_config
+
+# Property tests (Hypothesis): `make test` runs a bounded, reproducible number of examples of each
+# (a few seconds apiece); `make fuzz` (OUTPOST_FUZZ=1) runs many more, with fresh randomness.
+settings.register_profile(
+    "test",
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "fuzz", max_examples=10_000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("fuzz" if os.environ.get("OUTPOST_FUZZ") else "test")
 
 
 @dataclass

@@ -152,7 +152,12 @@ async def test_late_bounces_reach_the_sender(tmp_path: Path, sink: Sink, start_r
         # a DSN collected elsewhere, handed to /ingest/dsn
         dsn = _gmail_dsn(verp["gone@example.org"], "gone@example.org")
         resp = await client.post("/ingest/dsn", data=dsn, headers=ADMIN)
-        assert await resp.json() == {"kind": "bounce", "events": 1, "matched": 1}
+        assert await resp.json() == {
+            "kind": "bounce",
+            "events": 1,
+            "matched": 1,
+            "unmatched": 0,
+        }
         # a provider's webhook about the other recipient
         event = json.loads((WEBHOOKS / "mailgun_events.json").read_text())["failed_permanent"]
         event = event | {

@@ -305,7 +305,13 @@ class DeliveryService:
             dest.workers += 1
             task = asyncio.create_task(self._work(key, dest), name=f"deliver:{key}")
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._worker_done)
+
+    def _worker_done(self, task: asyncio.Task[None]) -> None:
+        """A worker that dies is a bug: say so at once (not when the task is collected)."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery worker crashed task=%s", task.get_name(), exc_info=task.exception())
 
     async def _work(self, key: str, dest: _Destination) -> None:
         """One connection's worth of work for a destination, while it has pending deliveries."""
@@ -330,6 +336,10 @@ class DeliveryService:
                             await self._fail_destination(dest, opened)
                             break
                         channel = opened
+                    # Opening awaited: meanwhile the other workers of this destination may have
+                    # taken every pending delivery, or failed them all (a 421 greeting).
+                    if not dest.pending:
+                        break
                     await self._deliver_next(dest, channel)
         finally:
             dest.workers -= 1
@@ -363,6 +373,8 @@ class DeliveryService:
         await self._record(leases, dict.fromkeys((lease.delivery_id for lease in leases), result))
 
     async def _deliver_next(self, dest: _Destination, channel: Channel) -> None:
+        """Send the next pending delivery (the caller checked, with no await since, that one
+        is pending) and the copies of the same message that can share its transaction."""
         lease = dest.pending.popleft()
         self._inflight.add(lease.delivery_id)
         group = [lease]

@@ -34,6 +34,7 @@ class Ingested:
     kind: str  # bounce | delay | autoreply | complaint | unknown
     events: int  # events recorded
     matched: int  # of those, how many named one of our deliveries
+    unmatched: int = 0  # recipients named that match no delivery of ours (kept for review)
 
 
 def verp_delivery(
@@ -69,6 +70,34 @@ def _header_addresses(raw: bytes) -> list[str]:
     return out
 
 
+async def match_delivery(
+    store: Store,
+    recipient: str,
+    *,
+    verp: dict[str, Any] | None,
+    message_id: str,
+    since: float,
+    feedback_campaign: str = "",
+) -> dict[str, Any] | None:
+    """The delivery of ours a report's recipient is about, strongest evidence first: the VERP
+    address we signed, the returned Message-ID with that recipient, the newest delivery to them
+    whose Feedback-ID names the reported campaign, or a delivery to that recipient tried since
+    ``since``. None: the report names someone we didn't mail."""
+    if verp is not None:
+        return verp
+    if not recipient:
+        return None
+    if message_id:
+        found = await store.delivery_by_message_id(message_id, recipient)
+        if found is not None:
+            return found
+    if feedback_campaign:
+        for d in await store.deliveries_to(recipient):
+            if feedback_value(d["campaign"]) == feedback_campaign:
+                return d
+    return await store.recent_delivery_to(recipient, since)
+
+
 async def ingest(
     store: Store,
     raw: bytes,
@@ -83,6 +112,10 @@ async def ingest(
 ) -> Ingested:
     """Parse a report and record what it says; auto-replies and delay notices record nothing.
 
+    Only what matches a delivery we made becomes an event and may suppress: whoever can send a
+    report (an MTA pipe, mail to the bounce domain) must not suppress an address we never
+    mailed. The rest is kept as an unmatched report, or treated alike when
+    ``rules.suppress_unmatched``.
     With a notifier, the app's sender gets a DSN for a report about one of our deliveries.
     """
     report = parse_report(raw)
@@ -91,7 +124,7 @@ async def ingest(
         return Ingested(report.kind, 0, 0)
     delivery_id = verp_delivery([*envelope_rcpts, *_header_addresses(raw)], signer, bounce_domain)
     via_verp = await store.delivery_by_id(delivery_id) if delivery_id is not None else None
-    events: list[Event] = []
+    named: list[tuple[str, str, dict[str, Any]]] = []  # (event type, recipient, details)
     if report.kind == "bounce":
         results = report.results
         if via_verp is not None:
@@ -99,11 +132,6 @@ async def ingest(
             worst = next((r for r in results if r.type == "hard"), results[0] if results else None)
             results = (worst,) if worst is not None else ()
         for r in results:
-            delivery = via_verp
-            if delivery is None and report.original_message_id and r.recipient:
-                delivery = await store.delivery_by_message_id(
-                    report.original_message_id, r.recipient
-                )
             details: dict[str, Any] = {
                 "source": "dsn",
                 "bounce_type": r.type,
@@ -112,8 +140,9 @@ async def ingest(
                 "diagnostic": r.diagnostic,
                 "remote": r.remote_mta,
             }
-            events.append(_event("bounced", delivery, r.recipient, details, now))
-    else:
+            named.append(("bounced", r.recipient, details))
+    campaign: dict[str, str] = {}
+    if report.kind != "bounce":
         originals = _original_fields(raw)
         if via_verp is None:  # the original's return path is our VERP address (Yahoo CFL)
             returned = originals.get("Return-Path", "").strip().strip("<>")
@@ -121,28 +150,38 @@ async def ingest(
             via_verp = await store.delivery_by_id(found) if found is not None else None
         campaign = read_feedback_id(feedback_format, originals.get("Feedback-ID", ""))
         for c in report.complaints:
-            delivery = via_verp
-            if delivery is None and report.original_message_id and c.recipient:
-                delivery = await store.delivery_by_message_id(
-                    report.original_message_id, c.recipient
-                )
-            if delivery is None and campaign.get("campaign") and c.recipient:
-                delivery = next(  # the newest delivery to them whose Feedback-ID says so
-                    (
-                        d
-                        for d in await store.deliveries_to(c.recipient)
-                        if feedback_value(d["campaign"]) == campaign["campaign"]
-                    ),
-                    None,
-                )
             details = {
                 "source": "arf",
                 "feedback_type": c.feedback_type,
                 "user_agent": c.user_agent,
                 "reported_domain": c.reported_domain,
             }
-            events.append(_event("complaint", delivery, c.recipient, details, now))
-    events = [e for e in events if e.recipient]
+            named.append(("complaint", c.recipient, details))
+    events: list[Event] = []
+    unmatched = 0
+    since = now - rules.match_window
+    for kind, recipient, details in named:
+        delivery = await match_delivery(
+            store,
+            recipient,
+            verp=via_verp,
+            message_id=report.original_message_id,
+            since=since,
+            feedback_campaign=campaign.get("campaign", "") if kind == "complaint" else "",
+        )
+        if delivery is None and not recipient:
+            continue
+        if delivery is None and not rules.suppress_unmatched:
+            unmatched += 1
+            await store.record_unmatched(now, kind, recipient, details)
+            log.warning(
+                "unmatched report kept, nothing suppressed type=%s recipient=<%s> reason=%s",
+                kind,
+                recipient,
+                details.get("reason", details.get("feedback_type", "")),
+            )
+            continue
+        events.append(_event(kind, delivery, recipient, details, now))
     matched = sum(1 for e in events if e.delivery_id is not None)
     if events:
         late = await notifier.select(store, events) if notifier is not None else []
@@ -159,7 +198,7 @@ async def ingest(
             e.details.get("bounce_type", ""),
             e.details.get("reason", ""),
         )
-    return Ingested(report.kind, len(events), matched)
+    return Ingested(report.kind, len(events), matched, unmatched)
 
 
 class BounceDoor:

@@ -30,11 +30,20 @@ class Rules:
     soft_limit: int = 3
     soft_window: float = 7 * 86400.0
     soft_period: float = 7 * 86400.0
+    # Reports that come back (relay.learn.ingest): only those that match a delivery we made
+    # suppress, unless suppress_unmatched; a recipient alone matches a delivery tried within
+    # match_window. Anyone may write a report naming any address.
+    match_window: float = 30 * 86400.0
+    suppress_unmatched: bool = False
 
     @classmethod
     def from_config(cls, config: BouncesConfig) -> Rules:
         return cls(
-            config.soft_bounce_limit, config.soft_bounce_window, config.soft_bounce_suppression
+            config.soft_bounce_limit,
+            config.soft_bounce_window,
+            config.soft_bounce_suppression,
+            config.report_match_window,
+            config.suppress_unmatched,
         )
 
 

@@ -18,6 +18,8 @@ from relay.store import NewMessage, Store
 log = logging.getLogger("outpost.accept")
 
 TRACK_MODES = ("all", "opens", "clicks", "none")
+MAX_CAMPAIGN = 200  # characters
+MAX_TAGS = 50  # tags per message, each at most MAX_CAMPAIGN characters
 _B32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford: no I, L, O, U
 
 
@@ -86,21 +88,45 @@ def read_controls(
     track = values.get("x-outpost-track", default_track).strip().lower()
     if track not in TRACK_MODES:
         raise Rejected(f"550 5.6.0 Error: X-Outpost-Track must be one of {', '.join(TRACK_MODES)}")
-    if len(campaign) > 200:
-        raise Rejected("550 5.6.0 Error: X-Outpost-Campaign is longer than 200 characters")
+    if len(campaign) > MAX_CAMPAIGN:
+        raise Rejected(
+            f"550 5.6.0 Error: X-Outpost-Campaign is longer than {MAX_CAMPAIGN} characters"
+        )
+    if len(tags) > MAX_TAGS:
+        raise Rejected(f"550 5.6.0 Error: X-Outpost-Tags holds more than {MAX_TAGS} tags")
+    if any(len(t) > MAX_CAMPAIGN for t in tags):
+        raise Rejected(
+            f"550 5.6.0 Error: an X-Outpost-Tags tag is longer than {MAX_CAMPAIGN} characters"
+        )
     return Controls(campaign, tags, track, stream)
 
 
+def trace_word(text: str, *, ascii_only: bool = True, limit: int = 255) -> str:
+    """A client-supplied value made safe for one word of a trace field: no control character
+    (CR and LF above all: a header injection), no space, no comment or quoting character, no
+    lone surrogate (undecodable bytes); each such character becomes '?'. Bounded in length."""
+    out = []
+    for ch in text[:limit]:
+        code = ord(ch)
+        bad = code <= 0x20 or code == 0x7F or 0xD800 <= code <= 0xDFFF or ch in '()<>\\"'
+        out.append("?" if bad or (ascii_only and code > 0x7E) else ch)
+    return "".join(out)
+
+
 def received_field(sub: Submission, *, queue_id: str, hostname: str, now: float) -> bytes:
-    """The Received: trace field this hop adds (RFC 5321 4.4); 'for' only with one recipient."""
+    """The Received: trace field this hop adds (RFC 5321 4.4); 'for' only with one recipient.
+
+    Every value the client chose (HELO name, recipient) goes through trace_word: whatever the
+    receive stage let through, this field is one header and nothing else.
+    """
     proto = "UTF8SMTP" if sub.smtputf8 else ("ESMTP" if sub.esmtp else "SMTP")
     if sub.esmtp:
         proto += ("S" if sub.tls else "") + ("A" if sub.auth_user else "")
-    helo = sub.helo.replace("(", "").replace(")", "") or "unknown"
-    text = f"from {helo} ([{sub.client_addr}])\r\n\tby {hostname} (Outpost)"
+    helo = trace_word(sub.helo) or "unknown"
+    text = f"from {helo} ([{trace_word(sub.client_addr)}])\r\n\tby {hostname} (Outpost)"
     text += f" with {proto} id {queue_id}"
     if len(sub.recipients) == 1:
-        text += f"\r\n\tfor <{sub.recipients[0]}>"
+        text += f"\r\n\tfor <{trace_word(sub.recipients[0], ascii_only=not sub.smtputf8)}>"
     text += f"; {formatdate(now, usegmt=True)}"
     return headers.field("Received", text)
 

@@ -81,6 +81,13 @@ def split_dsn(command: str, params: Iterable[str]) -> tuple[str | None, dict[str
     return None, found, rest
 
 
+BAD_HELO = "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
+TOO_MANY_CONNECTIONS = "421 4.7.0 {host} Error: too many connections"
+TOO_MANY_FROM = "421 4.7.0 {host} Error: too many connections from {addr}"
+AUTH_IN_TRANSACTION = "503 5.5.1 Error: MAIL transaction in progress"
+COMMAND_TOO_LONG = "421 4.7.0 {host} Error: command line too long, closing connection"
+
+
 def client_allowed(addr: str, networks: Iterable[IPNetwork]) -> bool:
     """Is this peer address inside one of the networks allowed to relay?"""
     try:
@@ -126,6 +133,14 @@ def check_address(address: str, *, smtputf8: bool, sender: bool) -> str | None:
     except EmailNotValidError as exc:
         reason = str(exc).rstrip(".")
         return f"553 {subject} <{address}>: {role} address rejected: bad address syntax ({reason})"
+    return None
+
+
+def check_helo(name: str) -> str | None:
+    """HELO/EHLO argument: a name with a control character (a bare CR makes extra header lines
+    in the Received field at the next hop) or an undecodable byte is refused, not repaired."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F or 0xD800 <= ord(ch) <= 0xDFFF for ch in name):
+        return BAD_HELO
     return None
 
 

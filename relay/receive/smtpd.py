@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import ssl
@@ -16,12 +17,19 @@ from relay.config import RelayConfig
 from relay.learn.ingest import BounceDoor
 from relay.metrics import RelayMetrics
 from relay.receive import policy
-from relay.receive.auth import UserFile
+from relay.receive.auth import UserFile, Verifier
 from relay.receive.pipeline import Acceptor, Rejected, Submission
 
 log = logging.getLogger("outpost.smtpd")
 
 IDENT = "Outpost ESMTP"
+
+
+# Command lines: RFC 5321 4.5.3.1.4 allows 512 octets, and aiosmtpd adds what SIZE and SMTPUTF8
+# allow on MAIL. A line over COMMAND_LINE_LIMIT bytes without its LF is no command at all: the
+# session ends there (421) instead of buffering it. The read buffer stays this small between
+# transactions; only DATA gets the large one (line_length_limit).
+COMMAND_LINE_LIMIT = 2048
 
 
 @dataclass
@@ -39,16 +47,30 @@ class OutpostSMTP(SMTP):
     """aiosmtpd's protocol with the few things a relay needs that it doesn't do itself."""
 
     # Apps send long HTML lines; RFC 5321's 1000 is a sender's limit we shouldn't enforce on
-    # internal clients (Postfix accepts them too). The size limit still bounds memory.
+    # internal clients (Postfix accepts them too). The size limit still bounds memory. This is
+    # the DATA line limit only: command lines are held to COMMAND_LINE_LIMIT.
     line_length_limit = 1 << 20
 
     def __init__(self, handler: RelayHandler, **kwargs: Any) -> None:
         super().__init__(handler, **kwargs)
         self.relay_handler = handler
         self._dsn: EnvelopeDsn | None = None
+        # aiosmtpd keeps these limits in one dict shared by every session, and EHLO adds to
+        # MAIL's at each call: each session gets its own, set afresh at each EHLO
+        self.command_size_limits: collections.defaultdict[str, int] = collections.defaultdict(
+            lambda: self.command_size_limit
+        )
+        self._set_read_limit(2 * COMMAND_LINE_LIMIT)
+        self._in_data = False
+        self._unterminated = 0  # bytes received since the last LF, between DATA phases
+        self._peer_counted: str | None = None
+        self._refusal: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        starttls = self.transport is not None  # aiosmtpd calls this again after STARTTLS
         super().connection_made(transport)
+        if starttls:
+            return
         peer = transport.get_extra_info("peername")
         host = peer[0] if isinstance(peer, tuple) else ""
         # AUTH in clear text is only for loopback clients (aiosmtpd has one global switch).
@@ -57,11 +79,63 @@ class OutpostSMTP(SMTP):
             # implicit TLS (a 465-style listener): aiosmtpd only knows TLS it started itself
             self.session.ssl = {"cipher": transport.get_extra_info("cipher")}
             self._auth_require_tls = False
+        self._refusal = self.relay_handler.admit(host)
+        if self._refusal is None:
+            self._peer_counted = host
         self.relay_handler.sessions.add(self)
 
     def connection_lost(self, error: Exception | None) -> None:
         self.relay_handler.sessions.discard(self)
+        if self._peer_counted is not None:
+            self.relay_handler.release(self._peer_counted)
+            self._peer_counted = None
         super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._refusal is not None:  # over a connection limit: the greeting says so, and bye
+            await self.push(self._refusal)
+            return
+        await super()._handle_client()
+
+    def data_received(self, data: bytes) -> None:
+        if not self._in_data:
+            newline = data.rfind(b"\n")
+            if newline >= 0:
+                self._unterminated = len(data) - newline - 1
+            else:
+                self._unterminated += len(data)
+            if self._unterminated > COMMAND_LINE_LIMIT:
+                self._close_overlong()
+                return
+        super().data_received(data)
+
+    def _close_overlong(self) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            reply = policy.COMMAND_TOO_LONG.format(host=self.relay_handler.config.hostname)
+            transport.write(reply.encode() + b"\r\n")  # type: ignore[attr-defined]
+            transport.close()
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        self.command_size_limits.clear()
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._in_data = True
+        self._set_read_limit(self.line_length_limit)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._in_data = False
+            self._unterminated = 0
+            self._set_read_limit(2 * COMMAND_LINE_LIMIT)
+
+    def _set_read_limit(self, limit: int) -> None:
+        """The session's StreamReader buffers up to about twice its limit before it stops reading;
+        asyncio has no public setter (aiosmtpd builds the reader with line_length_limit)."""
+        reader = getattr(self, "_stream_reader", None)
+        if reader is not None:
+            reader._limit = limit
 
     async def push(self, status: Any) -> None:
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else str(status)
@@ -156,6 +230,30 @@ class RelayHandler:
     draining: bool = False
     sessions: set[OutpostSMTP] = field(default_factory=set)
     metrics: RelayMetrics | None = None
+    peers: collections.Counter[str] = field(default_factory=collections.Counter)
+    verifier: Verifier = field(default_factory=Verifier)
+
+    def admit(self, host: str) -> str | None:
+        """Count a new session in, or the 421 it gets: over max_connections in all, or over
+        max_connections_per_ip from one address outside allowed_networks (our apps may open
+        as many as the overall limit allows, as Postfix exempts mynetworks)."""
+        cfg = self.config
+        if self.peers.total() >= cfg.max_connections:
+            reply = policy.TOO_MANY_CONNECTIONS.format(host=cfg.hostname)
+        elif self.peers[host] >= cfg.max_connections_per_ip and not policy.client_allowed(
+            host, cfg.allowed_networks
+        ):
+            reply = policy.TOO_MANY_FROM.format(host=cfg.hostname, addr=host)
+        else:
+            self.peers[host] += 1
+            return None
+        log.warning("reject CONNECT client=%s reply=%r", host, reply)
+        return reply
+
+    def release(self, host: str) -> None:
+        self.peers[host] -= 1
+        if self.peers[host] <= 0:
+            del self.peers[host]
 
     async def handle_EHLO(
         self,
@@ -165,11 +263,23 @@ class RelayHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        refusal = policy.check_helo(hostname)
+        if refusal:
+            return [refusal]  # the session stays as it was: no HELO name, no extensions used
         session.host_name = hostname
         # aiosmtpd lists SIZE, 8BITMIME, SMTPUTF8, STARTTLS, AUTH; it pipelines but says nothing.
         last = responses.pop()  # "250 HELP"
         responses = [r for r in responses if r.strip() != "250-AUTH"]  # no mechanism offered
         return [*responses, "250-PIPELINING", "250-ENHANCEDSTATUSCODES", "250-DSN", last]
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        refusal = policy.check_helo(hostname)
+        if refusal:
+            return refusal
+        session.host_name = hostname
+        return f"250 {self.config.hostname}"
 
     async def handle_MAIL(
         self,
@@ -270,19 +380,41 @@ class RelayHandler:
             self.metrics.accept(len(recipients))
         return f"250 2.0.0 Ok: queued as {queue_id}"
 
-    def authenticate(
-        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
-    ) -> AuthResult:
-        """AUTH PLAIN/LOGIN against the users file (argon2/scrypt hashes)."""
-        if self.users is None or not isinstance(data, LoginPassword):
-            return AuthResult(success=False, handled=False)
+    # aiosmtpd uses a handler's auth_<MECHANISM> in place of its own: these let the built-in
+    # ones read the exchange (capture_credentials stands in for the authenticator), then
+    # check the password off the event loop.
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, "PLAIN", args)
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._auth(server, "LOGIN", args)
+
+    async def _auth(self, server: SMTP, mechanism: str, args: list[str]) -> AuthResult:
+        if server.envelope is not None and server.envelope.mail_from:
+            await server.push(policy.AUTH_IN_TRANSACTION)  # RFC 4954 4
+            return AuthResult(success=False, handled=True)
+        builtin = server.auth_PLAIN if mechanism == "PLAIN" else server.auth_LOGIN
+        exchanged = await builtin(None, args)
+        data = exchanged.auth_data
+        users = self.users
+        if users is None or not isinstance(data, LoginPassword):
+            return exchanged  # the client gave up, or sent something undecodable (answered)
+        assert server.session is not None
+        peer = _peer_host(server.session)
         user = data.login.decode("utf-8", "replace")
-        ok = self.users.verify(user, data.password.decode("utf-8", "replace"))
+        ok = await self.verifier.verify(users, peer, user, data.password.decode("utf-8", "replace"))
         if not ok:
-            log.warning(
-                "auth failed client=%s user=%r mechanism=%s", _peer_host(session), user, mechanism
-            )
+            log.warning("auth failed client=%s user=%r mechanism=%s", peer, user, mechanism)
         return AuthResult(success=ok, handled=False, auth_data=user if ok else None)
+
+
+def capture_credentials(
+    server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+) -> AuthResult:
+    """The authenticator aiosmtpd's built-in mechanisms call: it only hands the credentials
+    back to RelayHandler._auth, which checks them without blocking the loop."""
+    return AuthResult(success=False, handled=False, auth_data=data)
 
 
 def _peer_host(session: Session) -> str:
@@ -326,7 +458,7 @@ class Listeners:
             timeout=self._config.timeout,
             auth_required=False,
             auth_require_tls=True,
-            authenticator=self._handler.authenticate if self._handler.users else None,
+            authenticator=capture_credentials if self._handler.users else None,
             # without a users file there is nobody to authenticate: don't offer AUTH at all
             auth_exclude_mechanism=None if self._handler.users else ["LOGIN", "PLAIN"],
             command_call_limit={"*": 1_000_000, "AUTH": 10},

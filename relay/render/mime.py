@@ -221,7 +221,10 @@ def _encode(decoded: _Decoded, new_text: str, header: bytes, body: bytes) -> tup
     except UnicodeEncodeError:
         data = new_text.encode(decoded.codec, "xmlcharrefreplace")
     cte = decoded.cte
-    if cte == "7bit" and not data.isascii() and _ascii_compatible(decoded.codec):
+    # A 7-bit part stays 7-bit: what the transform added beyond ASCII becomes character
+    # references. A part that is labelled 7bit (or not at all) but already carries 8-bit bytes
+    # keeps them as they are: references would change its text (&#128; is not U+0080 in HTML).
+    if cte == "7bit" and not data.isascii() and body.isascii() and _ascii_compatible(decoded.codec):
         data = new_text.encode("ascii", "xmlcharrefreplace")
     if cte == "base64":
         lines = base64.encodebytes(data).rstrip(b"\n").replace(b"\n", newline)

@@ -6,9 +6,11 @@ and splices replacements into the original text; nothing is re-serialised, so qu
 entities, the doctype and ``/>`` stay exactly as the sender wrote them.
 
 What is rewritten: the first ``href`` of ``<a>`` and ``<area>`` when, entity-decoded and trimmed, it
-starts with ``http://`` or ``https://``. Everything else is left alone: other schemes, anchors,
-relative URLs and template placeholders, other attributes (``data-href``, ``src``), the content of
-``<script>``, ``<style>``, ``<textarea>``, ``<title>`` (and the other raw-text elements), CDATA.
+starts with ``http://`` or ``https://``; only its value changes, written with the same quote
+character as before (or none, escaped for an unquoted value). Everything else is left alone:
+other schemes, anchors, relative URLs and template placeholders, other attributes (``data-href``,
+``src``), the content of ``<script>``, ``<style>``, ``<textarea>``, ``<title>`` (and the other
+raw-text elements), CDATA.
 A link with a ``data-notrack`` attribute keeps its href, is not counted as a link, and loses the
 attribute when links are being rewritten.
 
@@ -116,6 +118,20 @@ def _quote(value: str) -> str:
     return '"' + value.replace("&", "&amp;").replace('"', "&quot;") + '"'
 
 
+# What an attribute value may not hold unescaped, by its quoting (HTML5 attribute value states).
+_SINGLE_UNSAFE = {"&": "&amp;", "'": "&#39;"}
+_UNQUOTED_UNSAFE = {ch: f"&#{ord(ch)};" for ch in "&\t\n\f\r \"'=<>`"}
+
+
+def _quoted_like(value: str, group: str) -> str:
+    """The value written as the original was: double-quoted, single-quoted or unquoted."""
+    if group == "dq":
+        return _quote(value)
+    if group == "sq":
+        return "'" + "".join(_SINGLE_UNSAFE.get(ch, ch) for ch in value) + "'"
+    return "".join(_UNQUOTED_UNSAFE.get(ch, ch) for ch in value) or '""'
+
+
 def _ascii_lower(name: str) -> str:
     """HTML lowercases ASCII only: 'K' (Kelvin sign) must not turn into 'k'."""
     return name.lower() if name.isascii() else name
@@ -133,7 +149,8 @@ class _Scanner:
         self.text = text
         self.click_url = click_url
         self.links: dict[str, int] = {}
-        self.replacements: dict[int, str] = {}
+        self.urls: dict[int, str] = {}  # link index -> click URL (asked once per link)
+        self.replacements: dict[tuple[int, str], str] = {}  # (index, quoting) -> value to write
         self.edits: list[tuple[int, int, str]] = []
         self.body_close = -1
 
@@ -234,11 +251,14 @@ class _Scanner:
         index = self.links.setdefault(url, len(self.links))
         if self.click_url is None:
             return
-        replacement = self.replacements.get(index)
+        replacement = self.replacements.get((index, group))
         if replacement is None:
-            replacement = self.replacements[index] = _quote(self.click_url(index))
+            target = self.urls.get(index)
+            if target is None:
+                target = self.urls[index] = self.click_url(index)
+            replacement = self.replacements[(index, group)] = _quoted_like(target, group)
         value_start, value_end = href.span(group)
-        if group != "uq":
+        if group != "uq":  # the quotes are rewritten too: the same character again
             value_start, value_end = value_start - 1, value_end + 1
         self.edits.append((value_start, value_end, replacement))
 
@@ -274,7 +294,9 @@ def rewrite_html(
     links = tuple(scanner.links)
     edits = scanner.edits
     if pixel_url is not None or trap_url is not None:
-        at = scanner.body_close if scanner.body_close >= 0 else len(html)
+        # before the last </body>; without one, at the end but before the trailing line breaks
+        # (the part's last CRLF stays last: nothing but the pixel is added)
+        at = scanner.body_close if scanner.body_close >= 0 else len(html.rstrip(_WS))
         pixel = ""
         if trap_url is not None:
             pixel += TRAP_TEMPLATE.format(href=_quote(trap_url)[1:-1])

@@ -253,6 +253,20 @@ class Store(Protocol):
         """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
         ...
 
+    async def recent_delivery_to(self, recipient: str, since: float) -> dict[str, Any] | None:
+        """The newest delivery to this address that was tried since then (as delivery_by_id)."""
+        ...
+
+    async def record_unmatched(
+        self, at: float, kind: str, recipient: str, details: dict[str, Any]
+    ) -> None:
+        """Keep a report that names no delivery of ours (kind: bounced | complaint)."""
+        ...
+
+    async def list_unmatched(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Unmatched reports, newest first: id, at, kind, recipient, details."""
+        ...
+
     async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:
         """Record a provider event id; False when it was seen before (a replay)."""
         ...

@@ -676,6 +676,44 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    async def recent_delivery_to(self, recipient: str, since: float) -> dict[str, Any] | None:
+        """The newest delivery to this address that was tried since then (as delivery_by_id)."""
+        # the address as given and lowercased: both use the recipient index (NOCASE wouldn't)
+        async with self._ro.execute(
+            "SELECT id FROM deliveries WHERE recipient IN (?, ?) AND updated_at >= ?"
+            " AND state IN ('delivered', 'deferred', 'bounced', 'expired')"
+            " ORDER BY id DESC LIMIT 1",
+            (recipient, recipient.lower(), since),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else await self.delivery_by_id(int(row[0]))
+
+    async def record_unmatched(
+        self, at: float, kind: str, recipient: str, details: dict[str, Any]
+    ) -> None:
+        """Keep a report that names no delivery of ours (kind: bounced | complaint)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO unmatched_reports (at, kind, recipient, details) VALUES (?,?,?,?)",
+                (at, kind, recipient.lower(), json.dumps(details, separators=(",", ":"))),
+            )
+
+        await self._transaction(work)
+
+    async def list_unmatched(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        """Unmatched reports, newest first: id, at, kind, recipient, details."""
+        async with self._ro.execute(
+            "SELECT id, at, kind, recipient, details FROM unmatched_reports"
+            " ORDER BY id DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {"id": r[0], "at": r[1], "kind": r[2], "recipient": r[3], "details": json.loads(r[4])}
+            for r in rows
+        ]
+
     async def forget_webhook(self, provider: str, event_id: str) -> None:
         """Undo remember_webhook when the events couldn't be stored (the provider retries)."""
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.store import Store
-from sidecar.admin import ApiError, parse_time
+from sidecar.admin import ApiError, json_object, parse_time
 from sidecar.outbound.destination import Destination
 
 
@@ -96,12 +96,7 @@ class OutboundApi:
         name = request.match_info["name"]
         body: Mapping[str, Any] = {}
         if request.can_read_body:
-            try:
-                body = await request.json()
-            except ValueError:
-                raise ApiError(400, "the body must be a JSON object") from None
-            if not isinstance(body, dict):
-                raise ApiError(400, "the body must be a JSON object")
+            body = await json_object(request)
         raw = body.get("since", request.query.get("since"))
         if not isinstance(raw, str | int | float) or isinstance(raw, bool):
             raise ApiError(400, "since: required (ISO 8601 or Unix seconds)")

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from relay.learn.notify_sender import LateNotifier
 from relay.store import Event, Store
+from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
 from sidecar.webhooks.mailgun import read_mailgun
@@ -58,6 +59,7 @@ class WebhookHandler:
         secrets: WebhookSecrets | None = None,
         clock: Callable[[], float] = time.time,
         notifier: LateNotifier | None = None,
+        body_timeout: float = BODY_TIMEOUT,
     ) -> None:
         self._notifier = notifier  # late bounces and complaints: a DSN to the app's sender
         self._store = store
@@ -65,6 +67,7 @@ class WebhookHandler:
         self._dedup = dedup
         self._secrets = secrets if secrets is not None else WebhookSecrets.load(config)
         self._clock = clock
+        self._body_timeout = body_timeout
 
     def enabled(self, provider: str) -> bool:
         s = self._secrets
@@ -120,18 +123,12 @@ class WebhookHandler:
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The raw body, read once (signatures are over these bytes), at most max_body_size."""
-        limit = self._config.max_body_size
-        too_large = Refusal(413, {"error": "too large", "limit": limit})
-        if request.content_length is not None and request.content_length > limit:
-            raise too_large
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            return await read_body(request, self._config.max_body_size, self._body_timeout)
+        except TooLarge as exc:
+            raise Refusal(413, {"error": "too large", "limit": exc.limit}) from None
+        except TooSlow:
+            raise Refusal(408, {"error": "body too slow", "timeout": self._body_timeout}) from None
 
     async def _ingest(self, provider: str, items: Sequence[Item], now: float) -> web.Response:
         """Dedup each provider event, record the new ones' events, apply suppressions."""

@@ -13,10 +13,12 @@ them ``message_pk``/``delivery_id`` are None; the provider's Message-ID is kept 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from relay.config import is_digits
 from relay.learn.bounce import classify
 from relay.learn.scopes import scope_of
 from relay.store import Event
@@ -52,18 +54,19 @@ def address_of(value: Any) -> str:
 
 
 def unix_of(value: Any, default: float) -> float:
-    """Unix seconds (a number, numeric text or ISO 8601); ``default`` when unreadable."""
+    """Unix seconds (a number, numeric text or ISO 8601); ``default`` when unreadable or not
+    a finite number (10**400, "nan", "inf")."""
     if isinstance(value, bool):
         return default
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
+    seconds: float | None = None
+    if isinstance(value, int | float | str):
         try:
-            return float(value)
+            seconds = float(value)
+        except OverflowError:
+            seconds = None
         except ValueError:
-            parsed = parse_time(value)
-            return default if parsed is None else parsed
-    return default
+            seconds = parse_time(value) if isinstance(value, str) else None
+    return seconds if seconds is not None and math.isfinite(seconds) else default
 
 
 def whole_of(value: Any) -> int | None:
@@ -74,7 +77,7 @@ def whole_of(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value if value > 0 else None
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_digits(value.strip()):
         return int(value.strip()) or None
     return None
 
@@ -82,6 +85,11 @@ def whole_of(value: Any) -> int | None:
 def first_of(value: Any) -> Any:
     """The first item of a non-empty list; any other value as it is."""
     return value[0] if isinstance(value, list) and value else value
+
+
+def list_of(value: Any) -> list[Any]:
+    """A JSON array as it is; anything else as an empty one."""
+    return value if isinstance(value, list) else []
 
 
 def mapping_of(value: Any) -> Mapping[str, Any]:
@@ -95,7 +103,7 @@ def code_of(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and is_digits(value.strip()):
         return int(value.strip())
     return None
 

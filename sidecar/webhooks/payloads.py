@@ -59,7 +59,10 @@ def parse_json(body: bytes) -> Any:
 def form_fields(body: bytes, content_type: str) -> dict[str, list[str]]:
     """Fields of a form body (urlencoded or multipart), parsed from the bytes already read."""
     if content_type.startswith("multipart/"):
-        raw = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body
+        try:
+            raw = b"Content-Type: " + content_type.encode("ascii") + b"\r\n\r\n" + body
+        except UnicodeEncodeError:  # e.g. boundary=€€: no MIME boundary is anything but ASCII
+            raise bad_payload("unreadable multipart form") from None
         msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw)
         if not msg.is_multipart():
             raise bad_payload("unreadable multipart form")

@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from relay.config import is_digits
 from relay.learn.bounce import classify
 from relay.store import Event
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets, p256_public_key
@@ -51,7 +52,7 @@ def verify_sendgrid(
     tolerance: float = DEFAULT_TOLERANCE,
 ) -> bool:
     """SendGrid's Signed Event Webhook: ECDSA P-256 / SHA-256 over ``timestamp + raw body``."""
-    if not signature_b64 or not timestamp or not timestamp.strip().isdigit():
+    if not signature_b64 or not timestamp or not is_digits(timestamp.strip()):
         return False
     if not fresh(float(timestamp), now, tolerance):
         return False

@@ -35,6 +35,7 @@ from sidecar.webhooks.mapping import (
     EventMaker,
     Ours,
     address_of,
+    list_of,
     mapping_of,
     soft_reason,
     text_of,
@@ -174,7 +175,7 @@ def ses_events(notification: Mapping[str, Any], sns_message_id: str, now: float)
     mail = mapping_of(notification.get("mail"))
     ours = Ours.read(mapping_of(mail.get("tags")))
     destination = [
-        address_of(a) for a in (mail.get("destination") or []) if isinstance(a, str) and a.strip()
+        address_of(a) for a in list_of(mail.get("destination")) if isinstance(a, str) and a.strip()
     ]
     common: dict[str, Any] = {
         "provider": "ses",

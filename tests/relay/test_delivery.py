@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,61 @@ def test_decide_follows_postfix_rules() -> None:
     assert decide(_lease(), temp, 5 * day - 100, backoff, 5 * day) == ("deferred", 5 * day)
     assert decide(_lease(), temp, 5 * day, backoff, 5 * day) == ("expired", 5 * day)
     assert [next_delay(backoff, n) for n in (1, 2, 5, 6, 50)] == [300, 600, 3960, 3960, 3960]
+
+
+class _Greet421(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(b"421 4.7.0 sink.test busy, come back later\r\n")
+        transport.close()
+
+
+class _Flaky421(Sink):
+    """Every other connection is refused with a 421 greeting; DATA answers 421 twice in three."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            SinkScript(
+                data=lambda s, m: "421 4.7.0 try again later" if s.data_attempts % 3 else None
+            )
+        )
+        self.opened = 0
+
+    def _protocol(self) -> asyncio.Protocol:  # type: ignore[override]
+        self.opened += 1
+        return _Greet421() if self.opened % 2 == 0 else super()._protocol()
+
+
+async def test_repeated_421_never_crashes_a_worker(
+    tmp_path: Path, start_relay, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers of one destination share its queue: while one reopens the connection a 421
+    closed, another may empty the queue (delivering, or failing the destination at a 421
+    greeting). The first must then stop, not pop an empty queue and die."""
+    sink = _Flaky421()
+    await sink.start()
+    crashes: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: crashes.append(context))
+    try:
+        delivery = smarthost(sink) | {"backoff": ["10ms", "20ms"], "destination_concurrency": 4}
+        # the race, not adaptive shaping: without this, the 421s halve the bucket's rate
+        steady = [{"name": "flaky", "domains": ["example.org"], "adaptive": False}]
+        relay = await start_relay(make_config(tmp_path, delivery=delivery, shaping=steady))
+        queued = await asyncio.gather(
+            *(
+                submit(relay, MSG.replace(b"body", b"b %d" % i), ["b@example.org"])
+                for i in range(30)
+            )
+        )
+        for queue_id in queued:
+            await wait_states(relay, queue_id, {"b@example.org": "delivered"})
+        await relay.idle()
+        gc.collect()  # a task that died with an exception nobody retrieved is reported now
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        await sink.stop()
+    assert [repr(c.get("exception")) for c in crashes] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len(sink.received) == 30

@@ -99,14 +99,14 @@ async def complaint_events(relay: RunningRelay) -> list[tuple[str, int | None]]:
     return [(e["recipient"], e["delivery_id"]) for e in events if e["type"] == "complaint"]
 
 
-async def take(relay: RunningRelay, raw: bytes) -> int:
+async def take(relay: RunningRelay, raw: bytes, rules: Rules | None = None) -> int:
     assert relay.app.store is not None
     done = await ingest(
         relay.app.store,
         raw,
         signer=relay.app.signer,
         bounce_domain=DOMAIN,
-        rules=Rules(),
+        rules=rules or Rules(),
         now=relay.app.clock(),
     )
     return done.matched
@@ -138,13 +138,17 @@ async def test_arf_matches_by_feedback_id_when_message_id_was_rewritten(
         "Feedback-ID: june_news:-:bulk:example.com\r\nTo: reader@example.org\r\n"
     )
     raw = arf(original, "Original-Rcpt-To: reader@example.org\r\n")
-    assert await take(relay, raw) == 1
+    no_recent = Rules(match_window=0.0)  # "a delivery to them lately" can't match: only Feedback-ID
+    assert await take(relay, raw, no_recent) == 1
     assert relay.app.store is not None
     (row,) = await relay.app.store.list_deliveries(state="delivered")
     assert await complaint_events(relay) == [("reader@example.org", row["delivery_id"])]
-    # an unknown campaign matches nothing, but the complaint is still recorded
+    # an unknown campaign matches nothing: kept as an unmatched report, no complaint event
     other = original.replace("june_news", "other")
-    assert await take(relay, arf(other, "Original-Rcpt-To: reader@example.org\r\n")) == 0
+    assert await take(relay, arf(other, "Original-Rcpt-To: reader@example.org\r\n"), no_recent) == 0
+    assert len(await complaint_events(relay)) == 1
+    (kept,) = await relay.app.store.list_unmatched()
+    assert (kept["kind"], kept["recipient"]) == ("complaint", "reader@example.org")
 
 
 async def test_jmrp_recognised_by_its_format_and_matched_by_message_id(

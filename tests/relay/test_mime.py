@@ -368,3 +368,14 @@ def test_split_header_body() -> None:
     # Whichever empty line comes first wins, CRLF or LF.
     assert split_header_body(b"A: 1\n\nb\r\n\r\nc") == (b"A: 1\n\n", b"b\r\n\r\nc")
     assert split_header_body(b"A: 1\r\n\r\nb\n\nc") == (b"A: 1\r\n\r\n", b"b\n\nc")
+
+
+def test_an_unlabelled_part_with_8bit_bytes_keeps_them() -> None:
+    # found by the property test: such a part (no charset, no transfer encoding, UTF-8 bytes)
+    # had every non-ASCII character turned into a reference, and &#128; reads as '€' in HTML
+    raw = b"Content-Type: text/html\r\n\r\n<p>\xc2\x80 caf\xc3\xa9</p>\r\n"
+    out = transform_html_parts(raw, lambda text: text + "<!--x-->")
+    assert out == b"Content-Type: text/html\r\n\r\n<p>\xc2\x80 caf\xc3\xa9</p>\r\n<!--x-->"
+    # a 7-bit part stays 7-bit: what the transform adds beyond ASCII becomes a reference
+    ascii_part = b"Content-Type: text/html\r\n\r\n<p>cafe</p>"
+    assert transform_html_parts(ascii_part, lambda text: text + "\u20ac").endswith(b"&#8364;")

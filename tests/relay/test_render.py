@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import quopri
 import re
 from pathlib import Path
 
@@ -218,6 +219,31 @@ def test_message_links_span_all_html_parts() -> None:
         "mail",
     )
     assert renderer.render(lease, raw).links == ("https://a.example/", "https://b.example/")
+
+
+@pytest.mark.parametrize("cte", [b"7bit", b"quoted-printable"])
+def test_html_without_body_close_gets_the_pixel_and_nothing_else(cte: bytes) -> None:
+    body = b"<p>Hello <a href='https://a.example/x'>there</a></p>\r\n"
+    raw = (
+        b"From: a@example.com\r\nContent-Type: text/html\r\n"
+        b"Content-Transfer-Encoding: " + cte + b"\r\n\r\n" + body
+    )
+    renderer = Renderer(
+        TrackingConfig(unsubscribe=False), BouncesConfig(), TokenSigner([b"s" * 32])
+    )
+    lease = Lease(7, 1, "Q", "b@example.org", "example.org", 0, 0.0, "a@example.com", "", "all",
+                  False, False, "mail")  # fmt: skip
+    out = renderer.render(lease, raw).data
+    block, got = headers.split(out)
+    if cte == b"quoted-printable":
+        got = quopri.decodestring(got)
+    # the link keeps its single quotes; the pixel and the trap link sit before the final CRLF,
+    # which stays the last thing in the part: no second CRLF is added
+    assert re.fullmatch(
+        rb"<p>Hello <a href='http://127\.0\.0\.1:8025/c/[a-z2-7]+'>there</a></p>"
+        rb"<a href=\"[^\"]+\" style=[^>]+></a><img src=\"[^\"]+\"[^>]*>\r\n",
+        got,
+    ), got
 
 
 def _keys(tmp_path: Path, algorithms: list[str]) -> tuple[list[dict], dict[str, str]]:

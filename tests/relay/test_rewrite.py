@@ -23,7 +23,7 @@ PIXEL = (
     '<img src="https://t.test/o/tok" width="1" height="1" alt="" border="0" '
     'style="display:block;border:0;width:1px;height:1px">'
 )
-MARK = re.compile(r'"https://t\.test/c/(\d+)"')
+MARK = re.compile(r"https://t\.test/c/(\d+)")
 URL_TRIM = "".join(chr(c) for c in range(0x21))
 
 
@@ -67,12 +67,12 @@ def test_quoting_styles_and_case_insensitive_names() -> None:
         "<a/href=http://slash.example/>4</a>"
     )
     result = rewrite(source)
-    assert result.html == (
-        '<A HREF="https://t.test/c/0">1</A>'
-        '<a href="https://t.test/c/1">2</a>'
+    assert result.html == (  # each value keeps its quoting: ', none, "
+        "<A HREF='https://t.test/c/0'>1</A>"
+        "<a href=https://t.test/c/1>2</a>"
         '<a\n  Href = "https://t.test/c/2" >3</a>'
         '<AREA shape="rect" hReF="https://t.test/c/3">'
-        '<a/href="https://t.test/c/4">4</a>'
+        "<a/href=https://t.test/c/4>4</a>"
     )
     assert result.links == (
         "http://single.example",
@@ -147,6 +147,20 @@ def test_written_values_are_escaped() -> None:
         '<img src="https://t.test/o/&quot;x&quot;&amp;y" width="1" height="1" alt="" border="0" '
         'style="display:block;border:0;width:1px;height:1px">'
     )
+
+
+def test_written_values_keep_the_original_quoting_and_are_escaped_for_it() -> None:
+    source = "<a href='https://example.org/x'>1</a><a href=http://example.org/y>2</a>"
+    result = rewrite_html(
+        source, click_url=lambda i: f"https://t.test/c/{i}?q='a b'&x", pixel_url=None
+    )
+    assert result.html == (
+        "<a href='https://t.test/c/0?q=&#39;a b&#39;&amp;x'>1</a>"
+        "<a href=https://t.test/c/1?q&#61;&#39;a&#32;b&#39;&#38;x>2</a>"
+    )
+    # a browser reads back exactly the click URL from each
+    values = [unescape_attribute(v) for v in ("https://t.test/c/1?q&#61;&#39;a&#32;b&#39;&#38;x",)]
+    assert values == ["https://t.test/c/1?q='a b'&x"]
 
 
 def test_only_first_href_counts() -> None:
@@ -304,7 +318,7 @@ def test_outlook_conditional_comments_are_rewritten() -> None:
         '<v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="https://t.test/c/0"'
         ' style="height:40px" arcsize="10%" fillcolor="#348eda">\r\n'
         "<w:anchorlock/><center>Click</center></v:roundrect>\r\n"
-        '<v:rect href="https://t.test/c/1"></v:rect><v:oval HREF="https://t.test/c/2"/>'
+        "<v:rect href=\"https://t.test/c/1\"></v:rect><v:oval HREF='https://t.test/c/2'/>"
         '<a href="https://t.test/c/3">a</a><v:fill src="http://fill.example/bg.png"/>'
         "<![endif]-->"
         "<!--[if !mso]><!-->"
@@ -352,6 +366,9 @@ def test_pixel_appended_without_body() -> None:
     source = "<p>fragment</p>"
     assert rewrite_html(source, click_url=None, pixel_url=PIXEL_URL).html == source + PIXEL
     assert rewrite_html("", click_url=None, pixel_url=PIXEL_URL).html == PIXEL
+    # before the trailing line breaks: the part still ends as it did, nothing else is added
+    got = rewrite_html("<p>fragment</p>\r\n\r\n", click_url=None, pixel_url=PIXEL_URL).html
+    assert got == "<p>fragment</p>" + PIXEL + "\r\n\r\n"
 
 
 def test_pixel_template_is_the_documented_tag() -> None:
@@ -381,7 +398,7 @@ def test_every_other_byte_is_kept() -> None:
         "</HTML>\r\n"
     )
     result = rewrite_html(source, click_url=click, pixel_url=PIXEL_URL)
-    expected = source.replace("'http://x.example/?q=a&amp;r=b'", '"https://t.test/c/0"')
+    expected = source.replace("'http://x.example/?q=a&amp;r=b'", "'https://t.test/c/0'")
     expected = expected.replace("</BODY>", PIXEL + "</BODY>")
     assert result.html == expected
     assert result.links == ("http://x.example/?q=a&r=b",)
@@ -422,9 +439,7 @@ def test_garbage_never_raises_and_keeps_text(source: str) -> None:
 
 def test_unterminated_conditional_comment_runs_to_the_end() -> None:
     result = rewrite("<!--[if mso]><a href='http://x.example'>x</a><a href='http://y.example")
-    assert (
-        result.html == '<!--[if mso]><a href="https://t.test/c/0">x</a><a href=\'http://y.example'
-    )
+    assert result.html == "<!--[if mso]><a href='https://t.test/c/0'>x</a><a href='http://y.example"
     assert result.links == ("http://x.example",)
 
 
@@ -441,19 +456,24 @@ def test_odd_but_complete_tags() -> None:
 
 def assert_only_hrefs_changed(original: str, output: str, links: tuple[str, ...]) -> list[int]:
     """Walk output and original together: they may differ only at href values that became
-    ``"https://t.test/c/N"``, where the original value (quoted or not, HTML5 rules) decodes to
-    ``links[N]``. Returns the link index of every replaced value, in order."""
+    ``https://t.test/c/N``, where the original value (quoted or not, HTML5 rules) decodes to
+    ``links[N]``, and the quote character around it (or its absence) is the original's.
+    Returns the link index of every replaced value, in order."""
     pieces = MARK.split(output)
     texts, indices = pieces[0::2], [int(i) for i in pieces[1::2]]
     assert original.startswith(texts[0])
     pos = len(texts[0])
     for before, index, after in zip(texts, indices, texts[1:], strict=False):
-        assert re.search(r"href[\t\n\f\r ]*=[\t\n\f\r ]*\Z", before, re.IGNORECASE), before[-40:]
-        quote = original[pos]
-        if quote in "\"'":
-            stop = original.index(quote, pos + 1) + 1
-            raw = original[pos + 1 : stop - 1]
+        assert re.search(r"href[\t\n\f\r ]*=[\t\n\f\r ]*[\"']?\Z", before, re.IGNORECASE), before[
+            -40:
+        ]
+        quote = original[pos - 1]
+        if quote in "\"'" and before.endswith(quote):  # same quote, kept: only the value changed
+            stop = original.index(quote, pos)
+            raw = original[pos:stop]
+            assert after.startswith(quote)
         else:
+            assert original[pos] not in "\"'"  # unquoted, and still unquoted
             match = re.compile(r"[^\t\n\f\r >]*").match(original, pos)
             assert match is not None
             stop, raw = match.end(), match.group()

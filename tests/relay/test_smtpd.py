@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from relay import logs
 from relay.receive import policy
-from relay.receive.auth import hash_password
+from relay.receive.auth import hash_password, hash_scrypt
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
@@ -393,3 +394,185 @@ async def test_drain_answers_421_and_finishes_open_transaction(
     assert (await busy.data(MSG)).startswith("250 2.0.0 Ok: queued as ")
     await drain
     assert await queued_count(relay) == 1
+
+
+@pytest.mark.parametrize("verb", ["EHLO", "HELO"])
+@pytest.mark.parametrize(
+    "name",
+    [b"foo\rBcc: injected@evil.example\rX-Injected: yes", b"foo\x00bar", b"foo\tbar", b"a\x7fb"],
+)
+async def test_helo_with_control_characters_is_refused(
+    tmp_path: Path, sink: Sink, start_relay, verb: str, name: bytes
+) -> None:
+    relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink)))
+    client, _ = await RawClient.connect(relay.host, relay.port)
+    reply = await client.cmd(verb.encode() + b" " + name)
+    assert reply == "501 5.5.2 Error: invalid characters in the HELO/EHLO argument"
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "503 5.5.1 Error: send HELO first"
+    # the session goes on: a proper greeting, then the message, whose trace names that greeting
+    assert (await client.cmd(f"{verb} client.test")).startswith("250")
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    assert (await client.data(MSG)).startswith("250 2.0.0 Ok: queued as ")
+    (got,) = await sink.wait_for(1)
+    assert got.data.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby relay.test")
+    assert b"injected" not in got.data
+
+
+async def test_an_endless_command_line_closes_the_session(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client, _ = await RawClient.connect(relay.host, relay.port)
+    client.writer.write(b"EHLO " + b"x" * (1 << 20))  # 1 MB, no CRLF
+    reply = await client.reply()
+    assert reply == "421 4.7.0 relay.test Error: command line too long, closing connection"
+    assert await client.closed_by_server()
+
+
+async def test_command_lines_are_held_to_rfc_5321_sizes(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink)))
+    client = await session(relay)
+    assert await client.cmd("NOOP " + "x" * 600) == "500 5.5.2 Error: command line too long"
+    for _ in range(50):  # aiosmtpd let each EHLO raise MAIL's limit by 36 bytes
+        assert (await client.cmd("EHLO client.test")).startswith("250-relay.test")
+    long_mail = "MAIL FROM:<app@example.com> SIZE=100 " + "X" * 600
+    assert await client.cmd(long_mail) == "500 5.5.2 Error: command line too long"
+    # the session goes on, and DATA still takes lines of any length up to the size limit
+    assert await client.cmd("MAIL FROM:<app@example.com> SIZE=100") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    line = b"y" * 60_000  # the sink takes up to 64 KiB
+    body = b"From: a@example.com\r\nSubject: t\r\n\r\n" + line + b"\r\n.\r\n"
+    assert (await client.data(body)).startswith("250 2.0.0 Ok: queued as ")
+    (got,) = await sink.wait_for(1)
+    assert line in got.data
+
+
+async def test_connection_limits(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(
+        make_config(tmp_path, relay={"max_connections": 4, "max_connections_per_ip": 2})
+    )
+    # loopback is in allowed_networks: our own apps are held only to the overall limit
+    apps = [await session(relay) for _ in range(4)]
+    client, greeting = await RawClient.connect(relay.host, relay.port)
+    assert greeting == "421 4.7.0 relay.test Error: too many connections"
+    assert await client.closed_by_server()
+    await apps.pop().close()
+    assert relay.app.handler is not None
+    async with asyncio.timeout(5):
+        while relay.app.handler.peers.total() > 3:
+            await asyncio.sleep(0.01)
+    apps.append(await session(relay))  # a place is free again
+    for app in apps:
+        await app.close()
+
+
+async def test_connection_limit_per_address(tmp_path: Path, start_relay) -> None:
+    config = make_config(
+        tmp_path, relay={"allowed_networks": ["10.9.0.0/16"], "max_connections_per_ip": 2}
+    )
+    relay = await start_relay(config)
+    first = [await session(relay) for _ in range(2)]
+    client, greeting = await RawClient.connect(relay.host, relay.port)
+    assert greeting == "421 4.7.0 relay.test Error: too many connections from 127.0.0.1"
+    assert await client.closed_by_server()
+    # the sessions already open are untouched
+    assert await first[0].cmd("NOOP") == "250 2.0.0 Ok"
+    for c in first:
+        await c.close()
+
+
+def users_file(tmp_path: Path, line: str) -> Path:
+    users = tmp_path / "users"
+    users.write_text(line + "\n")
+    return users
+
+
+def plain(user: str, password: str) -> str:
+    return "AUTH PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+async def test_auth_is_checked_off_the_event_loop(tmp_path: Path, start_relay) -> None:
+    # a deliberately slow hash (scrypt with N = 2**16): while it is checked, every
+    # other session is served
+    users = users_file(tmp_path, f"app:{hash_scrypt('s3cret', ln=16)}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    authing, other = await session(relay), await session(relay)
+    authing.writer.write(plain("app", "wrong").encode() + b"\r\n")
+    await authing.writer.drain()
+    await asyncio.sleep(0.05)  # the check has started
+    assert await other.cmd("NOOP") == "250 2.0.0 Ok"
+    with pytest.raises(TimeoutError):  # the NOOP came back while the check still ran
+        await authing.reply(timeout=0.01)
+    assert (await authing.reply()).startswith("535 5.7.8")
+    await authing.close()
+    await other.close()
+
+
+def test_unknown_users_cost_the_same_check(tmp_path: Path) -> None:
+    from argon2 import extract_parameters
+
+    from relay.receive.auth import UserFile
+
+    hashed = hash_password("s3cret")
+    users = UserFile.load(str(users_file(tmp_path, f"app:{hashed}")))
+    assert extract_parameters(users._dummy) == extract_parameters(hashed)
+    assert users.verify("nobody", "s3cret") is False
+    assert users.verify("app", "s3cret") is True
+    scrypt_users = UserFile.load(str(users_file(tmp_path, f"app:{hash_scrypt('x', ln=12)}")))
+    assert scrypt_users._dummy.startswith("$scrypt$ln=12,r=8,p=1$")
+
+
+def test_failure_delay_grows_per_address_and_resets() -> None:
+    from relay.receive.auth import FailureDelay
+
+    now = [0.0]
+    delays = FailureDelay(base=1.0, cap=4.0, forget=60.0, clock=lambda: now[0])
+    assert [delays.failed("192.0.2.1") for _ in range(5)] == [0.0, 1.0, 2.0, 4.0, 4.0]
+    assert delays.failed("192.0.2.2") == 0.0  # another address is not slowed
+    delays.succeeded("192.0.2.1")
+    assert delays.failed("192.0.2.1") == 0.0
+    assert delays.failed("192.0.2.1") == 1.0
+    now[0] = 61.0
+    assert delays.failed("192.0.2.1") == 0.0  # a minute of quiet: forgotten
+
+
+async def test_repeated_auth_failures_are_slowed(tmp_path: Path, start_relay) -> None:
+    users = users_file(tmp_path, f"app:{hash_password('s3cret')}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    assert relay.app.handler is not None
+    relay.app.handler.verifier.delays.base = 0.3
+    client = await session(relay)
+    loop = asyncio.get_running_loop()
+    took = []
+    for _ in range(3):
+        start = loop.time()
+        assert (await client.cmd(plain("app", "wrong"))).startswith("535 5.7.8")
+        took.append(loop.time() - start)
+    assert took[1] >= 0.3 and took[2] >= 0.6
+    assert (await client.cmd(plain("app", "s3cret"))).startswith("235 2.7.0")
+    await client.close()
+
+
+async def test_auth_during_a_mail_transaction_is_503(tmp_path: Path, start_relay) -> None:
+    users = users_file(tmp_path, f"app:{hash_password('s3cret')}")
+    relay = await start_relay(make_config(tmp_path, relay={"auth_users_file": str(users)}))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert (
+        await client.cmd(plain("app", "s3cret")) == "503 5.5.1 Error: MAIL transaction in progress"
+    )
+    assert await client.cmd("RSET") == "250 2.0.0 Ok"
+    assert (await client.cmd(plain("app", "s3cret"))).startswith("235 2.7.0")
+    await client.close()
+
+
+async def test_too_many_tags_refused_and_nothing_queued(tmp_path: Path, start_relay) -> None:
+    relay = await start_relay(make_config(tmp_path))
+    client = await session(relay)
+    assert await client.cmd("MAIL FROM:<app@example.com>") == "250 2.1.0 Ok"
+    assert await client.cmd("RCPT TO:<b@example.org>") == "250 2.1.5 Ok"
+    tags = b"X-Outpost-Tags: " + b",".join(b"t%d" % i for i in range(80_000)) + b"\r\n"
+    reply = await client.data(tags + MSG)
+    assert reply == "550 5.6.0 Error: X-Outpost-Tags holds more than 50 tags"
+    assert await queued_count(relay) == 0

@@ -103,7 +103,7 @@ async def test_ingest_dsn_over_http_suppresses_and_stats_show_it(
         resp = await client.post("/ingest/dsn", data=b"  ", headers=ADMIN)
         assert resp.status == 400
         resp = await client.post("/ingest/dsn", data=dsn, headers=ADMIN)
-        assert await resp.json() == {"kind": "bounce", "events": 1, "matched": 1}
+        assert await resp.json() == {"kind": "bounce", "events": 1, "matched": 1, "unmatched": 0}
         assert suppressions(config)["reader@example.org"][0] == "hard-bounce"
         # the next message to that address is dropped at accept
         await relay.send(

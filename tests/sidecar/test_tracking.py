@@ -52,7 +52,9 @@ async def test_pixel_valid_invalid_tampered(tmp_path: Path) -> None:
         for path in (
             f"/o/{good}",
             f"/o/{good}.gif",
+            f"/o/{good}/extra/segments.gif",  # a proxy or client that appends a path
             f"/o/{tamper(good)}",
+            f"/o/{tamper(good)}/x",
             "/o/notatoken",
             f"/o/{token(config, TokenKind.CLICK, did)}",  # a click token is no open token
             f"/o/{token(config, TokenKind.OPEN, 999_999)}",  # valid, but no such delivery
@@ -65,7 +67,7 @@ async def test_pixel_valid_invalid_tampered(tmp_path: Path) -> None:
             assert resp.headers["Cache-Control"] == "no-store"
         await tracker_of(client).flush()
         opens = db_events(config, "open")
-        assert len(opens) == 2  # the valid token, with and without .gif
+        assert len(opens) == 3  # the valid token, with .gif, and with extra segments
         assert all(e["delivery_id"] == did for e in opens)
         e = opens[0]
         assert e["recipient"] == "a@example.org" and e["campaign"] == "spring"

@@ -51,7 +51,7 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
             continue
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # unknown, undecodable, or a NUL in the name
             continue
     return data.decode("latin-1", errors="replace")
 
