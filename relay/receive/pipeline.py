@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.utils import formatdate
 
 from relay.render import headers
@@ -23,6 +24,17 @@ class Controls:
     campaign: str = ""
     tags: tuple[str, ...] = ()
     track: str = "all"
+
+
+def display_subject(value: str | None, most: int = 300) -> str:
+    """A Subject as people read it: RFC 2047 words decoded, controls gone, shortened."""
+    if not value:
+        return ""
+    try:
+        text = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        text = value
+    return "".join(c if c.isprintable() else " " for c in text).strip()[:most]
 
 
 @dataclass(frozen=True)
@@ -188,6 +200,7 @@ class Acceptor:
                 track=controls.track,
                 smtputf8=sub.smtputf8,
                 body_8bit=sub.body_8bit,
+                subject=display_subject(values.get("subject")),
             )
         )
         log.info(

@@ -28,6 +28,7 @@ class NewMessage:
     smtputf8: bool = False
     body_8bit: bool = False
     kind: str = "mail"
+    subject: str = ""  # decoded Subject (dashboard search), at most 300 characters
 
 
 @dataclass(frozen=True)
