@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 from relay import csvsafe
 from relay.config import Config, ConfigError, load_config, parse_duration
 from relay.learn.bounce import parse_report
+from relay.learn.suppression import read_suppression_csv
 from relay.receive.auth import hash_password
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
 from relay.render.dkimkeys import generate_key, txt_record, write_key
@@ -235,22 +236,8 @@ def cmd_suppression_export(args: argparse.Namespace) -> int:
 def cmd_suppression_import(args: argparse.Namespace) -> int:
     """CSV with at least an `address` column (as `export` writes); bad rows are reported."""
     now = time.time()
-    entries, errors = [], []
     with open(args.file, newline="") as f:
-        for n, row in enumerate(csvsafe.read(f), start=2):
-            address = (row.get("address") or "").strip()
-            if "@" not in address:
-                errors.append(f"{args.file}:{n}: no address")
-                continue
-            expires = row.get("expires_at") or ""
-            try:
-                expires_at = float(expires) if expires else None
-            except ValueError:
-                errors.append(f"{args.file}:{n}: expires_at {expires!r} is not a number")
-                continue
-            entries.append(
-                (address, row.get("reason") or "manual", row.get("detail") or "", expires_at)
-            )
+        entries, errors = read_suppression_csv(f, args.file)
 
     async def work(store: Store) -> None:
         for address, reason, detail, expires_at in entries:

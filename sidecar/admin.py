@@ -24,6 +24,8 @@ from sidecar.classify import HONEYPOT_LINK
 log = logging.getLogger("outpost.sidecar.admin")
 
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+# the dashboard's session check for requests without a Bearer token: 200, 401 or 403 (CSRF)
+SESSION_AUTH: web.AppKey[Callable[[web.Request], int]] = web.AppKey("session_auth")
 
 _ERRORS = {
     400: "bad_request",
@@ -72,11 +74,16 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not _is_api(request.path):
         return await handler(request)
     if not authorized(request.headers.get("Authorization", ""), request.app[ADMIN_TOKEN]):
-        return json_error(
-            401,
-            "a valid 'Authorization: Bearer <token>' header is required",
-            {"WWW-Authenticate": 'Bearer realm="outpost"'},
-        )
+        session = request.app.get(SESSION_AUTH)
+        status = 401 if session is None else session(request)
+        if status == 403:
+            return json_error(403, "a valid X-CSRF-Token header is required with a session")
+        if status != 200:
+            return json_error(
+                401,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": 'Bearer realm="outpost"'},
+            )
     try:
         return await handler(request)
     except ApiError as exc:

@@ -11,7 +11,7 @@ from relay.config import Config, ConfigError, read_secret_file
 from relay.learn.suppression import Rules
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import admin, ingest, operations, tracking, webhooks
+from sidecar import admin, dashboard, ingest, operations, tracking, webhooks
 
 STORE = web.AppKey("store", Store)
 CONFIG = web.AppKey("config", Config)
@@ -132,4 +132,5 @@ def make_app(
         ),
     )
     webhooks.add_routes(app, hooks)
+    dashboard.setup(app, lambda request: request.app[STORE], lambda: app[STORE], admin_token)
     return app

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
+from relay import csvsafe
 from relay.config import BouncesConfig
 from relay.store import Store
 
@@ -80,3 +81,26 @@ async def apply(
                 until = now + rules.soft_period
                 await store.suppress(recipient, "soft-bounce", now, until, f"{count} soft bounces")
                 log.info("suppressed address=<%s> reason=soft-bounce count=%d", recipient, count)
+
+
+def read_suppression_csv(
+    source: IO[str], name: str
+) -> tuple[list[tuple[str, str, str, float | None]], list[str]]:
+    """Rows of a suppression CSV (an ``address`` column at least, as exports write them):
+    (address, reason, detail, expires_at) entries, and one error line per rejected row."""
+    entries, errors = [], []
+    for n, row in enumerate(csvsafe.read(source), start=2):
+        address = (row.get("address") or "").strip()
+        if "@" not in address:
+            errors.append(f"{name}:{n}: no address")
+            continue
+        expires = row.get("expires_at") or ""
+        try:
+            expires_at = float(expires) if expires else None
+        except ValueError:
+            errors.append(f"{name}:{n}: expires_at {expires!r} is not a number")
+            continue
+        entries.append(
+            (address, row.get("reason") or "manual", row.get("detail") or "", expires_at)
+        )
+    return entries, errors

@@ -240,8 +240,8 @@ class Store(Protocol):
 
     async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
         """A campaign's counts by ``facet``: 'domain' (kind = delivered | deferred | bounced |
-        expired), 'reason' (bounces; kind = hard | soft), 'client' | 'os' | 'device' (human and proxy
-        opens and clicks; kind = open | click). Rows: ``value, kind, n``, largest first."""
+        expired), 'reason' (bounces; kind = hard | soft), 'client' | 'os' | 'device' (human and
+        proxy opens and clicks; kind = open | click). Rows: ``value, kind, n``, largest first."""
         ...
 
     async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
