@@ -7,6 +7,7 @@ the ``csrf`` field. Responses carry a strict Content-Security-Policy (scripts an
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from urllib.parse import quote, urlencode
 
 import jinja2
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from relay.config import parse_duration
 from relay.receive.policy import check_address
@@ -58,6 +60,11 @@ def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.1f}%"
 
 
+def _facts(value: Any) -> str:
+    """An event's raw details as indented JSON text (escaped by the template like any text)."""
+    return json.dumps(value, indent=1, ensure_ascii=False, sort_keys=True)
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("sidecar.dashboard", "templates"),
@@ -66,12 +73,16 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(time=_time, num=_num, pct=_pct, q=lambda s: quote(str(s), safe=""))
+    env.filters.update(
+        time=_time, num=_num, pct=_pct, facts=_facts, q=lambda s: quote(str(s), safe="")
+    )
     env.globals["urlencode"] = urlencode
     return env
 
 
 Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
+Action = Callable[[web.Request, Session, Form], Awaitable[web.StreamResponse]]
 
 
 class Pages:
@@ -118,7 +129,7 @@ class Pages:
 
         return wrapped
 
-    def action(self, handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def action(self, handler: Action) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """A POST handler: a session and its CSRF token in the form, else 403."""
 
         async def wrapped(request: web.Request) -> web.StreamResponse:
@@ -132,9 +143,8 @@ class Pages:
                 return self.render(
                     request, "error.html", session, 403, message="Missing or wrong CSRF token."
                 )
-            request["form"] = form
             try:
-                return await handler(request, session)
+                return await handler(request, session, form)
             except ApiError as exc:
                 return self.render(request, "error.html", session, exc.status, message=exc.detail)
 
@@ -161,7 +171,9 @@ class Pages:
         log.info("dashboard login peer=%s", request.remote)
         raise response
 
-    async def logout(self, request: web.Request, session: Session) -> web.StreamResponse:
+    async def logout(
+        self, request: web.Request, session: Session, form: Form
+    ) -> web.StreamResponse:
         self.sessions.revoke(session)
         response = web.HTTPSeeOther("/dashboard/login?flash=logged+out")
         response.del_cookie(COOKIE, path="/")
@@ -257,7 +269,9 @@ class Pages:
             request, "confirm.html", session, m=history["message"], deliveries=history["deliveries"]
         )
 
-    async def queue_action(self, request: web.Request, session: Session) -> web.StreamResponse:
+    async def queue_action(
+        self, request: web.Request, session: Session, form: Form
+    ) -> web.StreamResponse:
         queue_id, action = request.match_info["queue_id"], request.match_info["action"]
         store = self._store(request)
         if await store.message_history(queue_id) is None:
@@ -277,7 +291,9 @@ class Pages:
             "/dashboard/queue?" + urlencode({"flash": f"{action}: {queue_id} ({n} deliveries)"})
         )
 
-    async def flush_all(self, request: web.Request, session: Session) -> web.StreamResponse:
+    async def flush_all(
+        self, request: web.Request, session: Session, form: Form
+    ) -> web.StreamResponse:
         n = await self._store(request).flush(self._clock())
         log.info("dashboard queue flush-all deliveries=%d", n)
         raise web.HTTPSeeOther("/dashboard/queue?" + urlencode({"flash": f"flush: {n} deliveries"}))
@@ -289,8 +305,9 @@ class Pages:
         )
         return self.render(request, "suppressions.html", session, rows=rows, search=search)
 
-    async def suppression_add(self, request: web.Request, session: Session) -> web.StreamResponse:
-        form = request["form"]
+    async def suppression_add(
+        self, request: web.Request, session: Session, form: Form
+    ) -> web.StreamResponse:
         address = str(form.get("address", "")).strip()
         if not address or check_address(address, smtputf8=True, sender=False):
             raise ApiError(400, f"{address!r} is not a valid email address.")
@@ -305,18 +322,17 @@ class Pages:
         raise web.HTTPSeeOther(_back(form, f"suppressed {address.lower()}"))
 
     async def suppression_remove(
-        self, request: web.Request, session: Session
+        self, request: web.Request, session: Session, form: Form
     ) -> web.StreamResponse:
-        form = request["form"]
         address = str(form.get("address", ""))
         gone = await self._store(request).unsuppress(address)
         note = f"removed {address.lower()}" if gone else f"{address} was not suppressed"
         raise web.HTTPSeeOther(_back(form, note))
 
     async def suppression_import(
-        self, request: web.Request, session: Session
+        self, request: web.Request, session: Session, form: Form
     ) -> web.StreamResponse:
-        upload = request["form"].get("file")
+        upload = form.get("file")
         if not isinstance(upload, web.FileField):
             raise ApiError(400, "Choose a CSV file to import.")
         text = upload.file.read(api.MAX_IMPORT + 1)

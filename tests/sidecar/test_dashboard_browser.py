@@ -78,9 +78,10 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
         f'base_url = "http://127.0.0.1:{http_port}"\n'
         f'[sidecar]\nlisten = "127.0.0.1:{http_port}"\nadmin_token_file = "{tmp_path / "token"}"\n'
     )
-    procs = []
+    procs, logs = [], []
     for module in ("relay", "sidecar"):
         log = (tmp_path / f"{module}.log").open("wb")
+        logs.append(log)
         procs.append(
             subprocess.Popen(
                 [sys.executable, "-m", module, "--config", str(conf)],
@@ -107,6 +108,9 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
 
 
 @pytest.fixture
@@ -134,9 +138,15 @@ def _console_errors(driver: Any) -> list[str]:
 
 
 def _wait(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
+    """Poll until predicate returns something true; an element not there yet is a no."""
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except (NoSuchElementException, StaleElementReferenceException):
+            value = None
         if value:
             return value
         time.sleep(step)
@@ -248,6 +258,18 @@ def test_dashboard_in_a_browser(service: dict[str, Any], browser: Any) -> None:
         assert driver.find_element(By.ID, marker).is_displayed(), path
         assert _console_errors(driver) == [], path
         _shot(driver, service, name)
+
+    # queue: hold a deferred message, then delete it through the confirmation step
+    driver.get(base + "/dashboard/queue")
+    first = driver.find_element(By.CSS_SELECTOR, "#queue-deferred tbody tr td a").text
+    driver.find_element(By.CSS_SELECTOR, '#queue-deferred button[data-action="hold"]').click()
+    _wait(lambda: "hold: " + first in driver.find_element(By.CLASS_NAME, "flash").text)
+    assert first in driver.find_element(By.ID, "queue-held").text
+    driver.find_element(By.CSS_SELECTOR, "#queue-held a.danger").click()
+    driver.find_element(By.ID, "confirm-delete").click()
+    _wait(lambda: "delete: " + first in driver.find_element(By.CLASS_NAME, "flash").text)
+    assert first not in driver.find_element(By.ID, "queue-held").text
+    assert _console_errors(driver) == []
 
     # live: a mail sent now, its pixel fetched: the overview changes without a reload
     driver.get(base + "/dashboard/?range=24h&bucket=hour")
