@@ -15,7 +15,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from relay import csvsafe
+from relay import csvsafe, report
 from relay.config import Config, ConfigError, load_config, parse_duration
 from relay.learn.bounce import parse_report
 from relay.learn.suppression import read_suppression_csv
@@ -387,6 +387,7 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim").add_argument(
         "--domain", required=True
     )
+    report.add_parser(add, report.run_with(with_store))  # outpostctl report ...
     return parser
 
 

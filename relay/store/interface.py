@@ -260,3 +260,10 @@ class Store(Protocol):
         message_pk) of the last row already read, up to ``limit`` messages, in that order;
         each with its human/proxy open and click counts (pages of a CSV export)."""
         ...
+
+    async def bounce_events(
+        self, since: float | None = None, until: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Bounces in [since, until), newest first: ``at, queue_id, recipient, campaign,
+        bounce_type, reason, status, text, remote``."""
+        ...

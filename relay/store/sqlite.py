@@ -1136,6 +1136,36 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    async def bounce_events(
+        self, since: float | None = None, until: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Bounces in [since, until), newest first (events_at, then the rows of the window)."""
+        where, params = self._window(None, since, until, "e.at")
+        async with self._ro.execute(
+            "SELECT e.at, m.queue_id, e.recipient, e.campaign,"
+            " coalesce(json_extract(e.details, '$.bounce_type'), ''),"
+            " coalesce(json_extract(e.details, '$.reason'), ''),"
+            " coalesce(json_extract(e.details, '$.status'), ''),"
+            " coalesce(json_extract(e.details, '$.text'), ''),"
+            " coalesce(json_extract(e.details, '$.remote'), '')"
+            " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+            f" WHERE {where} AND e.type = 'bounced'"
+            " ORDER BY e.at DESC, e.id DESC LIMIT ?",
+            (*params, limit),
+        ) as cur:
+            keys = (
+                "at",
+                "queue_id",
+                "recipient",
+                "campaign",
+                "bounce_type",
+                "reason",
+                "status",
+                "text",
+                "remote",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
 
 async def _write_outcomes(
     db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float

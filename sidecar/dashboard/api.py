@@ -14,11 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from relay import csvsafe
+from relay import csvsafe, report
 from relay.learn.suppression import read_suppression_csv
 from relay.store import Store
-from sidecar.admin import ApiError, link_figures, stats_figures
-from sidecar.dashboard import figures
+from sidecar.admin import ApiError
 from sidecar.dashboard.live import Feed
 
 StoreOf = Callable[[web.Request], Store]
@@ -38,37 +37,6 @@ EXPORT_COLUMNS = (
 )
 SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at")
 MAX_IMPORT = 20 * 1024 * 1024
-
-
-async def overview_body(
-    store: Store, range_name: str | None, bucket: str | None, now: float
-) -> dict[str, Any]:
-    since, until, size = figures.window(range_name, bucket, now)
-    rows = await store.event_hours(None, since, until)
-    return {
-        "since": since,
-        "until": until,
-        "bucket": "hour" if size == figures.HOUR else "day",
-        "range": range_name or "7d",
-        "totals": figures.totals(rows),
-        "series": figures.series(rows, since, until, size),
-    }
-
-
-async def campaign_body(store: Store, campaign: str) -> dict[str, Any]:
-    """Everything the campaign page shows (its funnel from /api/stats's own query)."""
-    stats = stats_figures(await store.tracking_stats(campaign))
-    facets = {f: await store.campaign_facets(campaign, f) for f in ("client", "os", "device")}
-    return {
-        "campaign": campaign,
-        "stats": stats,
-        "funnel": figures.funnel(stats),
-        "hours": figures.since_send(await store.event_hours(campaign)),
-        "links": link_figures(await store.campaign_link_clicks(campaign)),
-        "bounces": figures.reasons(await store.campaign_facets(campaign, "reason")),
-        "domains": figures.domains(await store.campaign_facets(campaign, "domain")),
-        "clients": figures.clients(facets),
-    }
 
 
 async def export_rows(store: Store, campaign: str) -> AsyncIterator[list[dict[str, Any]]]:
@@ -148,42 +116,50 @@ class DashboardApi:
 
     async def overview(self, request: web.Request) -> web.Response:
         q = request.query
-        body = await overview_body(
-            self._store(request), q.get("range"), q.get("bucket"), self._clock()
-        )
+        try:
+            body = await report.overview(
+                self._store(request), q.get("range"), q.get("bucket"), self._clock()
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         return web.json_response(body)
 
     async def campaign_list(self, request: web.Request) -> web.Response:
         q = request.query
-        rows = await self._store(request).campaign_hour_totals()
-        listed = figures.campaign_list(
-            rows, q.get("search", ""), q.get("sort", "last"), q.get("dir", "desc") != "asc"
-        )
+        try:
+            listed = await report.campaigns(
+                self._store(request),
+                search=q.get("search", ""),
+                sort=q.get("sort", "last"),
+                desc=q.get("dir", "desc") != "asc",
+            )
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         return web.json_response({"campaigns": listed})
 
     async def campaign(self, request: web.Request) -> web.Response:
         store, campaign = await self._known(request)
-        return web.json_response(await campaign_body(store, campaign))
+        return web.json_response(await report.campaign(store, campaign))
 
     async def hours(self, request: web.Request) -> web.Response:
         store, campaign = await self._known(request)
-        body = figures.since_send(await store.event_hours(campaign))
+        body = report.figures.since_send(await store.event_hours(campaign))
         return web.json_response({"campaign": campaign, **body})
 
     async def bounces(self, request: web.Request) -> web.Response:
         store, campaign = await self._known(request)
-        rows = figures.reasons(await store.campaign_facets(campaign, "reason"))
+        rows = report.figures.reasons(await store.campaign_facets(campaign, "reason"))
         return web.json_response({"campaign": campaign, "bounces": rows})
 
     async def domains(self, request: web.Request) -> web.Response:
         store, campaign = await self._known(request)
-        rows = figures.domains(await store.campaign_facets(campaign, "domain"))
+        rows = report.figures.domains(await store.campaign_facets(campaign, "domain"))
         return web.json_response({"campaign": campaign, "domains": rows})
 
     async def clients(self, request: web.Request) -> web.Response:
         store, campaign = await self._known(request)
         facets = {f: await store.campaign_facets(campaign, f) for f in ("client", "os", "device")}
-        return web.json_response({"campaign": campaign, **figures.clients(facets)})
+        return web.json_response({"campaign": campaign, **report.figures.clients(facets)})
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         store, campaign = await self._known(request)

@@ -21,11 +21,12 @@ import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from relay import figures, report
 from relay.config import parse_duration
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
-from sidecar.dashboard import api, figures
+from sidecar.dashboard import api
 from sidecar.dashboard.session import COOKIE, Session, Sessions, set_cookie
 
 log = logging.getLogger("outpost.sidecar.dashboard")
@@ -183,7 +184,7 @@ class Pages:
 
     async def overview(self, request: web.Request, session: Session) -> web.StreamResponse:
         q = request.query
-        body = await api.overview_body(
+        body = await report.overview(
             self._store(request), q.get("range"), q.get("bucket"), self._clock()
         )
         return self.render(
@@ -198,8 +199,9 @@ class Pages:
     async def campaigns(self, request: web.Request, session: Session) -> web.StreamResponse:
         q = request.query
         search, sort, direction = q.get("search", ""), q.get("sort", "last"), q.get("dir", "desc")
-        rows = await self._store(request).campaign_hour_totals()
-        listed = figures.campaign_list(rows, search, sort, direction != "asc")
+        listed = await report.campaigns(
+            self._store(request), search=search, sort=sort, desc=direction != "asc"
+        )
         return self.render(
             request,
             "campaigns.html",
@@ -215,7 +217,7 @@ class Pages:
         store = self._store(request)
         if not await store.campaign_exists(name):
             raise ApiError(404, f"There is no campaign {name!r}.")
-        body = await api.campaign_body(store, name)
+        body = await report.campaign(store, name)
         return self.render(request, "campaign.html", session, c=body)
 
     async def messages(self, request: web.Request, session: Session) -> web.StreamResponse:

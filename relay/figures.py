@@ -1,19 +1,114 @@
-"""The dashboard's figures from the store's counters: pure functions, rows in, JSON-ready out.
+"""Report figures: pure functions from the store's counts to the documented figures.
 
-The counters are hourly (``Store.event_hours``), so every window here is whole hours, and a
-day bucket is a UTC day. Over a window, ``deferred``, ``opens.unique`` and ``clicks.unique`` count
-the recipients whose *first* deferral / human-or-proxy open / click falls in the window (over
-all time that is exactly /api/stats's figure; /api/stats with a window counts recipients with
-any such event in it).
+One place for every figure Outpost reports (/api/stats, the dashboard, ``outpostctl report``);
+the definitions are the README's ("Stats"). The dashboard's counters are hourly
+(``Store.event_hours``), so every window built on them is whole hours, and a day bucket is a UTC
+day. Over such a window, ``deferred``, ``opens.unique`` and ``clicks.unique`` count the
+recipients whose *first* deferral / human-or-proxy open / click falls in the window (over all
+time that is exactly /api/stats's figure; /api/stats with a window counts recipients with any
+such event in it).
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from sidecar.admin import ApiError, stats_figures
+from relay.render.tokens import HONEYPOT_LINK
+
+_UNIX = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_SPACE_OFFSET = re.compile(r" (\d\d(:?\d\d)?)$")  # '+hh:mm' arrives as ' hh:mm' when unescaped
+
+
+def when(value: str | None, name: str) -> float | None:
+    """ISO 8601 (naive = UTC; a date alone = its midnight) or Unix seconds; None when empty.
+    ValueError names the parameter and what is wrong with it."""
+    if value is None or value.strip() == "":
+        return None
+    text = value.strip()
+    if _UNIX.match(text):
+        seconds = float(text)
+    else:
+        try:
+            dt = datetime.fromisoformat(_SPACE_OFFSET.sub(r"+\1", text))
+        except ValueError:
+            raise ValueError(f"{name}: {value!r} is neither ISO 8601 nor Unix seconds") from None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        seconds = dt.timestamp()
+    if not math.isfinite(seconds):
+        raise ValueError(f"{name}: {value!r} is not a finite time")
+    return seconds
+
+
+def rate(numerator: int, denominator: int) -> float | None:
+    return None if denominator <= 0 else round(numerator / denominator, 4)
+
+
+# --- figures (pure: raw counts in, the documented figures out)
+
+
+def stats_figures(raw: Mapping[str, int]) -> dict[str, Any]:
+    """The /api/stats body from Store.tracking_stats counts."""
+
+    def hits(kind: str) -> dict[str, int]:
+        return {
+            "unique": raw[f"{kind}_unique"],
+            "total": raw[f"{kind}_total"],
+            "privacy": raw[f"{kind}_privacy"],
+            "scanner": raw[f"{kind}_scanner"],
+        }
+
+    attempted = raw["processed"] - raw["dropped"]
+    return {
+        "processed": raw["processed"],
+        "delivered": raw["delivered"],
+        "deferred": raw["deferred"],
+        "bounced": raw["bounced"],
+        "expired": raw["expired"],
+        "dropped": raw["dropped"],
+        "opens": hits("open"),
+        "clicks": hits("click"),
+        "unsubscribes": raw["unsubscribe"],
+        "complaints": raw["complaint"],
+        "rates": {
+            "open": rate(raw["open_unique"], raw["delivered"]),
+            "click": rate(raw["click_unique"], raw["delivered"]),
+            "click_to_open": rate(raw["click_unique"], raw["open_unique"]),
+            "bounce": rate(raw["bounced"], attempted),
+        },
+    }
+
+
+def link_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-URL clicks from Store.campaign_link_clicks rows; the honeypot link apart."""
+    urls: dict[str, dict[str, Any]] = {}
+    honeypot = {"total": 0, "unique": 0}
+    groups = {"engaged": "clicks", "scanner": "scanner", "privacy": "privacy"}
+    for r in rows:
+        if r["link"] == HONEYPOT_LINK:
+            honeypot["total"] += r["hits"]
+            honeypot["unique"] += r["deliveries"]
+            continue
+        entry = urls.setdefault(
+            r["url"],
+            {
+                "url": r["url"],
+                "clicks": {"total": 0, "unique": 0},
+                "scanner": {"total": 0, "unique": 0},
+                "privacy": {"total": 0, "unique": 0},
+                "other": {"total": 0, "unique": 0},
+            },
+        )
+        bucket = entry[groups.get(r["group"], "other")]
+        bucket["total"] += r["hits"]
+        bucket["unique"] += r["deliveries"]  # one URL has one index per message: no overlap
+    links = sorted(urls.values(), key=lambda e: (-e["clicks"]["total"], e["url"]))
+    return {"links": links, "honeypot": honeypot}
+
 
 HOUR = 3600
 DAY = 86400
@@ -46,10 +141,10 @@ def window(
     """(since, until, bucket seconds) for a named range ending now, aligned to whole buckets."""
     name = range_name or default_range
     if name not in RANGES:
-        raise ApiError(400, f"range must be one of {', '.join(RANGES)}")
+        raise ValueError(f"range must be one of {', '.join(RANGES)}")
     size_name = bucket or ("hour" if RANGES[name] <= 2 * DAY else "day")
     if size_name not in BUCKETS:
-        raise ApiError(400, f"bucket must be one of {', '.join(BUCKETS)}")
+        raise ValueError(f"bucket must be one of {', '.join(BUCKETS)}")
     size = BUCKETS[size_name]
     until = (math.floor(now / size) + 1) * size
     since = until - math.ceil(RANGES[name] / size) * size
@@ -148,7 +243,7 @@ def campaign_list(
             }
         )
     if sort not in SORTS:
-        raise ApiError(400, f"sort must be one of {', '.join(SORTS)}")
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}")
 
     def key(c: dict[str, Any]) -> Any:
         if sort == "campaign":
