@@ -267,3 +267,8 @@ class Store(Protocol):
         """Bounces in [since, until), newest first: ``at, queue_id, recipient, campaign,
         bounce_type, reason, status, text, remote``."""
         ...
+
+    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Deferred and held deliveries, oldest first, with their last reply (the queue page):
+        the keys of list_deliveries plus ``last_code`` and ``last_remote``."""
+        ...

@@ -1166,6 +1166,30 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Deferred and held deliveries, oldest first (the deliveries_waiting index)."""
+        async with self._ro.execute(
+            "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
+            " d.next_attempt_at, d.last_status, d.last_text, d.last_code, d.last_remote"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.state IN ('deferred', 'held') ORDER BY d.id LIMIT ?",
+            (limit,),
+        ) as cur:
+            keys = (
+                "queue_id",
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "received_at",
+                "next_attempt_at",
+                "last_status",
+                "last_text",
+                "last_code",
+                "last_remote",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
 
 async def _write_outcomes(
     db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float

@@ -258,9 +258,12 @@ class Pages:
 
     async def queue(self, request: web.Request, session: Session) -> web.StreamResponse:
         store = self._store(request)
-        rows = {s: await store.list_deliveries(state=s, limit=500) for s in STATES_SHOWN}
+        waiting = await store.waiting_deliveries(1000)
+        rows = {s: [d for d in waiting if d["state"] == s] for s in STATES_SHOWN}
         paused = await store.paused()
-        return self.render(request, "queue.html", session, rows=rows, paused=paused)
+        return self.render(
+            request, "queue.html", session, rows=rows, paused=paused, more=len(waiting) == 1000
+        )
 
     async def confirm_delete(self, request: web.Request, session: Session) -> web.StreamResponse:
         queue_id = request.match_info["queue_id"]

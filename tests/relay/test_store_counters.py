@@ -246,3 +246,25 @@ def test_display_subject() -> None:
     assert display_subject(None) == ""
     assert display_subject("=?nope?q?x?=") == "=?nope?q?x?="
     assert len(display_subject("x" * 1000)) == 300
+
+
+async def test_waiting_deliveries_come_from_their_partial_index(tmp_path: Path) -> None:
+    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+        await fill(store)
+        await store.queue_message(message("Q3", ("h@example.org",), "", T0 + 9000))
+        await store.hold("Q3")
+        [held] = await store.waiting_deliveries()
+        assert (held["queue_id"], held["state"], held["recipient"]) == (
+            "Q3",
+            "held",
+            "h@example.org",
+        )
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        plan = " ".join(
+            r[3]
+            for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT id FROM deliveries"
+                " WHERE state IN ('deferred', 'held') ORDER BY id LIMIT 10"
+            )
+        )
+    assert "deliveries_waiting" in plan

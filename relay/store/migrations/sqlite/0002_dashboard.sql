@@ -8,6 +8,8 @@
 
 ALTER TABLE messages ADD COLUMN subject TEXT NOT NULL DEFAULT '';
 CREATE INDEX messages_subject ON messages (subject);
+-- the queue page: deferred and held deliveries without reading every delivery
+CREATE INDEX deliveries_waiting ON deliveries (id) WHERE state IN ('deferred', 'held');
 
 -- all mail, per hour (Unix seconds / 3600), event type and source
 CREATE TABLE hourly_events (
