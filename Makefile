@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := conf/dev.toml
 
-.PHONY: run test lint bench bench-quick clean dev-secrets
+.PHONY: run test lint bench bench-quick clean dev-secrets screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ lint: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# the README's dashboard pictures, from the browser test (needs chromium and chromium-driver)
+screenshots: $(STAMP)
+	OUTPOST_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/sidecar/test_dashboard_browser.py
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run

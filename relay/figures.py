@@ -151,8 +151,13 @@ def window(
     return float(since), float(until), size
 
 
-def _matches(row: Mapping[str, Any], type_: str, sources: tuple[str, ...] | None) -> bool:
-    return row["type"] == type_ and (sources is None or row["source"] in sources)
+def _targets(type_: str, source: str) -> list[tuple[str, str]]:
+    """The SERIES an hour row of this type and source adds to, with the count it adds."""
+    return [
+        (name, count)
+        for name, (t, sources, count) in SERIES.items()
+        if t == type_ and (sources is None or source in sources)
+    ]
 
 
 def series(rows: Iterable[Mapping[str, Any]], since: float, until: float, size: int) -> dict:
@@ -162,13 +167,16 @@ def series(rows: Iterable[Mapping[str, Any]], since: float, until: float, size: 
     out: dict[str, list[float]] = {"t": [since + i * size for i in range(n)]}
     for name in SERIES:
         out[name] = [0] * n
+    targets: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for r in rows:
         i = int((r["hour"] * HOUR - since) // size)
         if not 0 <= i < n:
             continue
-        for name, (type_, sources, count) in SERIES.items():
-            if _matches(r, type_, sources):
-                out[name][i] += r[count]
+        key = (r["type"], r["source"])
+        if key not in targets:
+            targets[key] = _targets(*key)
+        for name, count in targets[key]:
+            out[name][i] += r[count]
     return out
 
 

@@ -183,6 +183,10 @@ class DashboardApi:
         history["suppression"] = await suppression_of(store, address, self._clock())
         return web.json_response(history)
 
+    async def waiting(self, request: web.Request) -> web.Response:
+        rows = await self._store(request).waiting_deliveries(1000)
+        return web.json_response({"deliveries": rows})
+
     async def export_suppressions(self, request: web.Request) -> web.StreamResponse:
         return await stream_csv(
             request,
@@ -222,5 +226,6 @@ def add_routes(app: web.Application, api: DashboardApi, feed: Callable[[], Feed]
     r.add_get("/api/campaigns/{campaign}/export.csv", api.export)
     r.add_get("/api/messages", api.search)
     r.add_get("/api/recipients/{address}", api.recipient)
+    r.add_get("/api/waiting", api.waiting)
     r.add_get("/api/suppressions/export.csv", api.export_suppressions)
     r.add_post("/api/suppressions/import", api.import_csv)

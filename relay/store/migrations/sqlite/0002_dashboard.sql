@@ -45,12 +45,12 @@ CREATE TABLE campaign_facets (
 ) WITHOUT ROWID;
 
 -- backfill from the events already stored (clients are attributed from now on)
-CREATE TEMP TABLE first_events AS
-    SELECT min(id) AS id FROM events
+CREATE TEMP TABLE first_events (id INTEGER PRIMARY KEY);
+INSERT INTO first_events (id)
+    SELECT min(id) FROM events
     WHERE delivery_id IS NOT NULL
       AND (type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))
     GROUP BY delivery_id, type;
-CREATE UNIQUE INDEX temp.first_events_id ON first_events (id);
 
 INSERT INTO hourly_events (hour, type, source, n, first)
     SELECT CAST(e.at / 3600 AS INTEGER), e.type, e.source, count(*), count(f.id)
