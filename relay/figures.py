@@ -239,7 +239,7 @@ def campaign_list(
             {
                 "campaign": name,
                 "first": min(r["first_hour"] for r in sent) * HOUR,
-                "last": (max(r["last_hour"] for r in group) + 1) * HOUR,
+                "last": max(r["last_hour"] for r in group) * HOUR,  # the hour it began
                 "processed": f["processed"],
                 "delivered": f["delivered"],
                 "bounced": f["bounced"],

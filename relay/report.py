@@ -157,7 +157,7 @@ def num(name: str, title: str = "") -> Column:
 
 CAMPAIGN_COLUMNS = (
     Column("campaign", "campaign"),
-    Column("last", "last activity (UTC)", _time),
+    Column("last", "last active hour (UTC)", _time),
     num("processed", "processed"),
     num("delivered", "delivered"),
     num("bounced", "bounced"),
