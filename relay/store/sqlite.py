@@ -25,6 +25,11 @@ log = logging.getLogger("outpost.store")
 
 BACKEND = "sqlite"
 ENGAGED = ("human", "proxy")  # sources that count as a person (opens, clicks)
+_STATS_KEYS = (
+    *("processed", "delivered", "deferred", "bounced", "expired", "dropped"),
+    *("unsubscribe", "complaint"),
+    *(f"{t}_{k}" for t in ("open", "click") for k in ("total", "unique", "privacy", "scanner")),
+)
 R = TypeVar("R")
 
 
@@ -741,7 +746,42 @@ class SqliteStore:
         of one campaign or (campaign None) of all. Keys: processed, delivered, bounced, expired,
         dropped, unsubscribe, complaint (events of that type), deferred (deliveries with at least
         one deferred event), and for open and click: <t>_total and <t>_unique (human + proxy
-        hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits)."""
+        hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits).
+
+        Without a window the counts come from the dashboard's counters (the same numbers,
+        summed over a few hundred rows instead of a campaign's events)."""
+        if since is None and until is None:
+            return await self._counted_stats(campaign)
+        return await self._event_stats(campaign, since, until)
+
+    async def _counted_stats(self, campaign: str | None) -> dict[str, int]:
+        """tracking_stats over all time, from hourly_events / campaign_hourly_events."""
+        table, where, params = "hourly_events", "1", []
+        if campaign is not None:
+            table, where, params = "campaign_hourly_events", "campaign = ?", [campaign]
+        out = dict.fromkeys(_STATS_KEYS, 0)
+        async with self._ro.execute(
+            f"SELECT type, source, sum(n), sum(first) FROM {table} WHERE {where}"
+            " GROUP BY type, source",
+            params,
+        ) as cur:
+            for type_, source, n, first in await cur.fetchall():
+                if type_ in ("open", "click"):
+                    if source in ENGAGED:
+                        out[f"{type_}_total"] += int(n)
+                        out[f"{type_}_unique"] += int(first)
+                    elif source in ("privacy", "scanner"):
+                        out[f"{type_}_{source}"] += int(n)
+                elif type_ == "deferred":
+                    out["deferred"] += int(first)
+                elif type_ in out:
+                    out[type_] += int(n)
+        return out
+
+    async def _event_stats(
+        self, campaign: str | None, since: float | None, until: float | None
+    ) -> dict[str, int]:
+        """tracking_stats from the events of the window."""
         where, params = self._window(campaign, since, until)
         out = dict.fromkeys(
             (

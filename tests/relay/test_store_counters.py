@@ -268,3 +268,13 @@ async def test_waiting_deliveries_come_from_their_partial_index(tmp_path: Path) 
             )
         )
     assert "deliveries_waiting" in plan
+
+
+async def test_stats_over_all_time_from_the_counters_equal_the_events(tmp_path: Path) -> None:
+    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+        await fill(store)
+        for campaign in (None, "news", "", "nope"):
+            counted = await store.tracking_stats(campaign)
+            scanned = await store._event_stats(campaign, None, None)
+            assert counted == scanned, campaign
+        assert (await store.tracking_stats("news"))["deferred"] == 1
