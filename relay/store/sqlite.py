@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from relay.render.tokens import HONEYPOT_LINK
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
@@ -895,7 +896,11 @@ class SqliteStore:
         self, campaign: str, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
         """Clicks of one campaign in [since, until) per target URL and link index and source
-        group ('engaged' = human + proxy, else the source): hits and distinct deliveries."""
+        group ('engaged' = human + proxy, else the source): hits and distinct deliveries.
+
+        Without a window, from the link counters: ``link`` is then None, or the honeypot's."""
+        if since is None and until is None:
+            return await self._counted_links(campaign)
         where, params = self._window(campaign, since, until)
         async with self._ro.execute(
             "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
@@ -908,6 +913,26 @@ class SqliteStore:
         ) as cur:
             keys = ("url", "link", "group", "hits", "deliveries")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def _counted_links(self, campaign: str) -> list[dict[str, Any]]:
+        async with self._ro.execute(
+            "SELECT h.value, h.kind, h.n, coalesce(u.n, 0) FROM campaign_facets h"
+            " LEFT JOIN campaign_facets u ON u.campaign = h.campaign AND u.facet = 'link_unique'"
+            " AND u.value = h.value AND u.kind = h.kind"
+            " WHERE h.campaign = ? AND h.facet = 'link' ORDER BY h.value, h.kind",
+            (campaign,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "url": url,
+                "link": HONEYPOT_LINK if kind == "honeypot" else None,
+                "group": "scanner" if kind == "honeypot" else kind,
+                "hits": int(n),
+                "deliveries": int(unique),
+            }
+            for url, kind, n, unique in rows
+        ]
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """Recorded events with an id above ``after_id``, in id order: the feed every reader
@@ -1305,13 +1330,18 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
     """Insert events and count them into the dashboard's counters (hours, facets)."""
     counts = Rollup()
     seen = await _seen_firsts(db, events)
+    links = await _seen_links(db, events)
     for e in events:
         source = _source(e)
-        first = False
+        first = new_link = False
         if e.delivery_id is not None and _firstable(e.type, source):
             first = (e.delivery_id, e.type) not in seen
             seen.add((e.delivery_id, e.type))
-        counts.event(e, source, first)
+        if e.type == "click" and e.delivery_id is not None:
+            key = (e.delivery_id, *_link_key(e, source))
+            new_link = key not in links
+            links.add(key)
+        counts.event(e, source, first, new_link)
     await db.executemany(
         "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details,"
         " source) VALUES (?,?,?,?,?,?,?,?)",
@@ -1339,6 +1369,37 @@ def _source(e: Event) -> str:
 def _firstable(type_: str, source: str) -> bool:
     """Events whose first per delivery the counters mark (unique recipients per window)."""
     return type_ == "deferred" or (type_ in ("open", "click") and source in ENGAGED)
+
+
+# a click's link counter key: (url, group); the honeypot link has its own group and no URL.
+# _LINK_SQL is the same key computed from a stored event (kept equal to _link_key).
+_LINK_SQL = (
+    f"CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN ''"
+    " ELSE coalesce(json_extract(details, '$.url'), '') END,"
+    f" CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
+    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END"
+)
+
+
+def _link_key(e: Event, source: str) -> tuple[str, str]:
+    if e.details.get("link") == HONEYPOT_LINK:
+        return "", "honeypot"
+    return str(e.details.get("url") or ""), "engaged" if source in ENGAGED else source
+
+
+async def _seen_links(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
+    """(delivery, url, group) of earlier clicks of these events' deliveries."""
+    ids = sorted({e.delivery_id for e in events if e.type == "click" and e.delivery_id})
+    seen: set[tuple[Any, ...]] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        async with db.execute(
+            f"SELECT DISTINCT delivery_id, {_LINK_SQL} FROM events"
+            f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) AND type = 'click'",
+            chunk,
+        ) as cur:
+            seen.update((int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall())
+    return seen
 
 
 async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[int, str]]:
@@ -1380,11 +1441,16 @@ class Rollup:
         slot[1] += first
 
     def facet(self, campaign: str, facet: str, value: str, kind: str) -> None:
-        key = (campaign, facet, value[:200], kind)
+        key = (campaign, facet, value, kind)
         self.facets[key] = self.facets.get(key, 0) + 1
 
-    def event(self, e: Event, source: str, first: bool) -> None:
+    def event(self, e: Event, source: str, first: bool, new_link: bool = False) -> None:
         self.add(e.campaign, e.at, e.type, source, 1, int(first))
+        if e.type == "click":
+            url, group = _link_key(e, source)
+            self.facet(e.campaign, "link", url, group)
+            if new_link:
+                self.facet(e.campaign, "link_unique", url, group)
         if e.type in ("delivered", "bounced", "expired") or (e.type == "deferred" and first):
             self.facet(e.campaign, "domain", _domain(e.recipient), e.type)
         if e.type == "bounced":

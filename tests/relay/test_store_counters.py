@@ -7,7 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from relay.figures import link_figures
 from relay.receive.pipeline import display_subject
+from relay.render.tokens import HONEYPOT_LINK
 from relay.store import Event, NewMessage, Outcome, Result
 from relay.store.migrations import migrations
 from relay.store.sqlite import SqliteStore
@@ -29,8 +31,13 @@ def message(qid: str, rcpts: tuple[str, ...], campaign: str, at: float, **kw: An
     )
 
 
-def hit(kind: str, at: float, d: dict[str, Any], source: str, client: str = "") -> Event:
+def hit(
+    kind: str, at: float, d: dict[str, Any], source: str, client: str = "", link: int = 0
+) -> Event:
     details: dict[str, Any] = {"source": source, "ua": "x"}
+    if kind == "click":
+        details["link"] = link
+        details["url"] = "" if link == HONEYPOT_LINK else f"https://example.com/{link}"
     if client:
         details["client"] = {"client": client, "os": "iOS", "device": "mobile"}
     return Event(kind, at, d["pk"], d["id"], d["rcpt"], d["campaign"], details)
@@ -86,6 +93,10 @@ async def fill(store: SqliteStore) -> list[dict[str, Any]]:
             hit("open", T0 + 4100, c, "proxy", "Gmail"),
             hit("click", T0 + 4200, c, "scanner"),
             hit("click", T0 + 4300, c, "human", "Gmail"),
+            hit("click", T0 + 4400, c, "human", "Gmail"),  # the same link again
+            hit("click", T0 + 4500, c, "human", "Gmail", link=1),
+            hit("click", T0 + 4600, a, "human", "Mail", link=1),
+            hit("click", T0 + 4700, a, "scanner", link=HONEYPOT_LINK),
         ]
     )
     await store.record_events([Event("complaint", T0 + 5000, c["pk"], c["id"], c["rcpt"], "")])
@@ -112,8 +123,8 @@ async def test_counters_follow_the_events(tmp_path: Path) -> None:
             ("open", "privacy"): (1, 0),
             ("open", "human"): (2, 1),  # the repeat is not a first
             ("open", "proxy"): (1, 1),
-            ("click", "scanner"): (1, 0),
-            ("click", "human"): (1, 1),
+            ("click", "scanner"): (2, 0),
+            ("click", "human"): (4, 2),
             ("complaint", ""): (1, 0),
         }
         raw = await store.tracking_stats()
@@ -145,7 +156,8 @@ async def test_counters_follow_the_events(tmp_path: Path) -> None:
             {"value": "userunknown", "kind": "hard", "n": 1}
         ]
         assert await store.campaign_facets("news", "client") == [
-            {"value": "Mail", "kind": "open", "n": 2}
+            {"value": "Mail", "kind": "open", "n": 2},
+            {"value": "Mail", "kind": "click", "n": 1},
         ]
         assert {(r["value"], r["kind"]) for r in await store.campaign_facets("", "client")} == {
             ("Gmail", "open"),
@@ -176,7 +188,7 @@ async def test_migration_backfills_the_counters_of_a_version_1_store(tmp_path: P
         async with await SqliteStore.open(fresh, durable=False) as store:
             assert await migrated.event_hours() == await store.event_hours()
             assert await migrated.campaign_hour_totals() == await store.campaign_hour_totals()
-            for facet in ("domain", "reason"):
+            for facet in ("domain", "reason", "link", "link_unique"):
                 assert await migrated.campaign_facets("news", facet) == (
                     await store.campaign_facets("news", facet)
                 )
@@ -278,3 +290,16 @@ async def test_stats_over_all_time_from_the_counters_equal_the_events(tmp_path: 
             scanned = await store._event_stats(campaign, None, None)
             assert counted == scanned, campaign
         assert (await store.tracking_stats("news"))["deferred"] == 1
+        for campaign in ("news", ""):
+            counted_links = link_figures(await store.campaign_link_clicks(campaign))
+            scanned_links = link_figures(await store.campaign_link_clicks(campaign, since=0.0))
+            assert counted_links == scanned_links, campaign
+        links = link_figures(await store.campaign_link_clicks(""))
+        assert [(x["url"], x["clicks"]) for x in links["links"]] == [
+            ("https://example.com/0", {"total": 2, "unique": 1}),
+            ("https://example.com/1", {"total": 1, "unique": 1}),
+        ]
+        assert link_figures(await store.campaign_link_clicks("news"))["honeypot"] == {
+            "total": 1,
+            "unique": 1,
+        }

@@ -34,7 +34,9 @@ CREATE TABLE campaign_hourly_events (
 
 -- per campaign: facet 'domain' (value = recipient domain, kind = delivered | deferred (first
 -- deferral) | bounced | expired), 'reason' (value = bounce reason, kind = hard | soft), and for
--- human and proxy opens and clicks 'client', 'os', 'device' (kind = open | click)
+-- human and proxy opens and clicks 'client', 'os', 'device' (kind = open | click); clicks
+-- 'link' (value = URL, kind = engaged | scanner | privacy | honeypot: hits) and 'link_unique'
+-- (the same keys: deliveries)
 CREATE TABLE campaign_facets (
     campaign TEXT    NOT NULL,
     facet    TEXT    NOT NULL,
@@ -74,6 +76,26 @@ INSERT INTO campaign_facets (campaign, facet, value, kind, n)
     SELECT campaign, 'reason', coalesce(json_extract(details, '$.reason'), ''),
            coalesce(json_extract(details, '$.bounce_type'), ''), count(*)
     FROM events WHERE type = 'bounced'
+    GROUP BY 1, 3, 4;
+
+INSERT INTO campaign_facets (campaign, facet, value, kind, n)
+    SELECT campaign, 'link', url, grp, count(*) FROM (
+        SELECT campaign, delivery_id,
+            CASE WHEN json_extract(details, '$.link') = 65535 THEN ''
+                 ELSE coalesce(json_extract(details, '$.url'), '') END AS url,
+            CASE WHEN json_extract(details, '$.link') = 65535 THEN 'honeypot'
+                 WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END AS grp
+        FROM events WHERE type = 'click')
+    GROUP BY 1, 3, 4;
+
+INSERT INTO campaign_facets (campaign, facet, value, kind, n)
+    SELECT campaign, 'link_unique', url, grp, count(DISTINCT delivery_id) FROM (
+        SELECT campaign, delivery_id,
+            CASE WHEN json_extract(details, '$.link') = 65535 THEN ''
+                 ELSE coalesce(json_extract(details, '$.url'), '') END AS url,
+            CASE WHEN json_extract(details, '$.link') = 65535 THEN 'honeypot'
+                 WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END AS grp
+        FROM events WHERE type = 'click' AND delivery_id IS NOT NULL)
     GROUP BY 1, 3, 4;
 
 DROP TABLE temp.first_events;
