@@ -8,8 +8,11 @@ from aiohttp import web
 
 from relay.store import Store
 from sidecar.admin import SESSION_AUTH
-from sidecar.dashboard import api, pages
+from sidecar.dashboard.api import DashboardApi
+from sidecar.dashboard.api import add_routes as add_api_routes
 from sidecar.dashboard.live import Feed
+from sidecar.dashboard.pages import Pages
+from sidecar.dashboard.pages import add_routes as add_page_routes
 from sidecar.dashboard.session import Sessions
 
 FEED = web.AppKey("live_feed", Feed)
@@ -36,5 +39,5 @@ def setup(
         await feed.close()
 
     app.cleanup_ctx.append(feed_ctx)
-    api.add_routes(app, api.DashboardApi(store), lambda: app[FEED])
-    pages.add_routes(app, pages.Pages(store, sessions))
+    add_api_routes(app, DashboardApi(store), lambda: app[FEED])
+    add_page_routes(app, Pages(store, sessions))

@@ -26,7 +26,7 @@ from relay.config import parse_duration
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError
-from sidecar.dashboard import api
+from sidecar.dashboard.api import MAX_IMPORT, import_suppressions, suppression_of
 from sidecar.dashboard.session import COOKIE, Session, Sessions, set_cookie
 
 log = logging.getLogger("outpost.sidecar.dashboard")
@@ -246,7 +246,7 @@ class Pages:
         address = request.query.get("address", "").strip()
         store = self._store(request)
         history = await store.recipient_history(address) if address else None
-        suppression = await api.suppression_of(store, address, self._clock()) if address else None
+        suppression = await suppression_of(store, address, self._clock()) if address else None
         return self.render(
             request,
             "recipient.html",
@@ -340,10 +340,10 @@ class Pages:
         upload = form.get("file")
         if not isinstance(upload, web.FileField):
             raise ApiError(400, "Choose a CSV file to import.")
-        text = upload.file.read(api.MAX_IMPORT + 1)
-        if len(text) > api.MAX_IMPORT:
-            raise ApiError(413, f"A suppression CSV may have at most {api.MAX_IMPORT} bytes.")
-        result = await api.import_suppressions(
+        text = upload.file.read(MAX_IMPORT + 1)
+        if len(text) > MAX_IMPORT:
+            raise ApiError(413, f"A suppression CSV may have at most {MAX_IMPORT} bytes.")
+        result = await import_suppressions(
             self._store(request), text.decode("utf-8", errors="replace"), self._clock()
         )
         note = f"imported {result['imported']}, rejected {len(result['rejected'])}"

@@ -156,7 +156,7 @@ def _wait(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
 def _shot(driver: Any, service: dict[str, Any], name: str, height: int | None = None) -> Path:
     if height is None:
         height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1360, min(max(int(height) + 40, 700), 4000))
+    driver.set_window_size(1360, min(max(int(height) + 160, 700), 4000))  # + the window frame
     path = Path(service["shots"]) / f"{name}.png"
     driver.save_screenshot(str(path))
     driver.set_window_size(1360, 1000)
