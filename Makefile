@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEV    := conf/dev.toml
 
-.PHONY: run test lint fuzz bench bench-quick clean dev-secrets
+.PHONY: run test lint fuzz bench bench-quick clean dev-secrets screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ test: lint
 # The property tests of the parsers with many more examples (make test runs 150 of each).
 fuzz: $(STAMP)
 	OUTPOST_FUZZ=1 $(VENV)/bin/pytest -q -m fuzz
+
+# the README's dashboard pictures, from the browser test (needs chromium and chromium-driver)
+screenshots: $(STAMP)
+	OUTPOST_SCREENSHOTS=1 $(VENV)/bin/pytest -q tests/sidecar/test_dashboard_browser.py
 
 bench: $(STAMP)
 	$(PY) -m tests.bench.run

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-from relay import csvsafe, exits, private
+from relay import csvsafe, exits, private, report
 from relay.config import (
     Config,
     ConfigError,
@@ -25,10 +25,12 @@ from relay.config import (
     parse_duration,
     read_secret_file,
 )
-from relay.deliver import domaincheck, report
+from relay.deliver import domaincheck
+from relay.deliver import report as deliver_report
 from relay.history import message_view
 from relay.learn import scopes
 from relay.learn.bounce import parse_report
+from relay.learn.suppression import read_suppression_csv
 from relay.output import Output, add_arguments, guard_pipe
 from relay.preflight import file_problems
 from relay.receive.auth import hash_password
@@ -321,26 +323,8 @@ def cmd_suppression_export(args: argparse.Namespace) -> int:
 def cmd_suppression_import(args: argparse.Namespace) -> int:
     """CSV with at least an `address` column (as `export` writes); bad rows are reported."""
     now = time.time()
-    entries, errors = [], []
     with open(args.file, newline="") as f:
-        for n, row in enumerate(csvsafe.read(f), start=2):
-            address = (row.get("address") or "").strip()
-            if "@" not in address:
-                errors.append(f"{args.file}:{n}: no address")
-                continue
-            expires = row.get("expires_at") or ""
-            try:
-                expires_at = float(expires) if expires else None
-            except ValueError:
-                errors.append(f"{args.file}:{n}: expires_at {expires!r} is not a number")
-                continue
-            reason = row.get("reason") or "manual"
-            scope = row.get("scope") or scopes.default_scope(reason)
-            refused = scopes.scope_error(reason, scope)
-            if refused:
-                errors.append(f"{args.file}:{n}: {refused}")
-                continue
-            entries.append((address, reason, row.get("detail") or "", expires_at, scope))
+        entries, errors = read_suppression_csv(f, args.file)
 
     async def work(store: Store) -> None:
         for address, reason, detail, expires_at, scope in entries:
@@ -615,14 +599,16 @@ def cmd_route_test(args: argparse.Namespace) -> int:
     """Which route mail FROM -> TO takes and why (MX looked up when a route needs it)."""
     config = _config(args)
     row = asyncio.run(
-        report.route_test(config, args.sender, args.recipient, campaign=args.campaign, app=args.app)
+        deliver_report.route_test(
+            config, args.sender, args.recipient, campaign=args.campaign, app=args.app
+        )
     )
     _emit(args, [row])
     return 0
 
 
 def cmd_shaping_show(args: argparse.Namespace) -> int:
-    rows = with_store(args, lambda s: report.shaping_rows(_config(args), s))
+    rows = with_store(args, lambda s: deliver_report.shaping_rows(_config(args), s))
     for row in rows:
         if not args.history:
             row.pop("history", None)
@@ -631,12 +617,14 @@ def cmd_shaping_show(args: argparse.Namespace) -> int:
 
 
 def cmd_warmup_show(args: argparse.Namespace) -> int:
-    _emit(args, with_store(args, lambda s: report.warmup_rows(_config(args), s, time.time())))
+    _emit(
+        args, with_store(args, lambda s: deliver_report.warmup_rows(_config(args), s, time.time()))
+    )
     return 0
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    data = with_store(args, lambda s: report.health_report(_config(args), s, time.time()))
+    data = with_store(args, lambda s: deliver_report.health_report(_config(args), s, time.time()))
     rows: list[dict[str, Any]] = [{"thresholds": data["thresholds"], "waiting": data["waiting"]}]
     rows += [{"paused": pause["scope"], **pause} for pause in data["paused"]]
     for window, groups in data["windows"].items():
@@ -781,6 +769,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_webhook_commands(add)
     _deliverability_commands(top, add)
+    report.add_parser(add, report.run_with(with_store))  # outpostctl report ...
     return parser
 
 

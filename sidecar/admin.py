@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
-import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
+from relay.figures import link_figures, rate, stats_figures, when
 from relay.history import message_view
 from relay.store import Store
-from sidecar.classify import HONEYPOT_LINK
 
 log = logging.getLogger("outpost.sidecar.admin")
 
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+# the dashboard's session check for requests without a Bearer token: 200, 401 or 403 (CSRF)
+SESSION_AUTH: web.AppKey[Callable[[web.Request], int]] = web.AppKey("session_auth")
 
 _ERRORS = {
     400: "bad_request",
@@ -86,11 +85,16 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     if not _is_api(request.path):
         return await handler(request)
     if not authorized(request.headers.get("Authorization", ""), request.app[ADMIN_TOKEN]):
-        return json_error(
-            401,
-            "a valid 'Authorization: Bearer <token>' header is required",
-            {"WWW-Authenticate": 'Bearer realm="outpost"'},
-        )
+        session = request.app.get(SESSION_AUTH)
+        status = 401 if session is None else session(request)
+        if status == 403:
+            return json_error(403, "a valid X-CSRF-Token header is required with a session")
+        if status != 200:
+            return json_error(
+                401,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": 'Bearer realm="outpost"'},
+            )
     try:
         return await handler(request)
     except ApiError as exc:
@@ -112,28 +116,13 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
 
 # --- parameters
 
-_UNIX = re.compile(r"^[+-]?\d+(\.\d+)?$")
-_SPACE_OFFSET = re.compile(r" (\d\d(:?\d\d)?)$")  # '+hh:mm' arrives as ' hh:mm' when unescaped
-
 
 def parse_time(value: str | None, name: str) -> float | None:
     """ISO 8601 (naive = UTC; a date alone = its midnight) or Unix seconds; None when empty."""
-    if value is None or value.strip() == "":
-        return None
-    text = value.strip()
-    if _UNIX.match(text):
-        seconds = float(text)
-    else:
-        try:
-            dt = datetime.fromisoformat(_SPACE_OFFSET.sub(r"+\1", text))
-        except ValueError:
-            raise ApiError(400, f"{name}: {value!r} is neither ISO 8601 nor Unix seconds") from None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        seconds = dt.timestamp()
-    if not math.isfinite(seconds):
-        raise ApiError(400, f"{name}: {value!r} is not a finite time")
-    return seconds
+    try:
+        return when(value, name)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def _window(request: web.Request) -> tuple[float | None, float | None]:
@@ -142,72 +131,6 @@ def _window(request: web.Request) -> tuple[float | None, float | None]:
     if since is not None and until is not None and since >= until:
         raise ApiError(400, "since must be earlier than until")
     return since, until
-
-
-def _rate(numerator: int, denominator: int) -> float | None:
-    return None if denominator <= 0 else round(numerator / denominator, 4)
-
-
-# --- figures (pure: raw counts in, the documented figures out)
-
-
-def stats_figures(raw: Mapping[str, int]) -> dict[str, Any]:
-    """The /api/stats body from Store.tracking_stats counts."""
-
-    def hits(kind: str) -> dict[str, int]:
-        return {
-            "unique": raw[f"{kind}_unique"],
-            "total": raw[f"{kind}_total"],
-            "privacy": raw[f"{kind}_privacy"],
-            "scanner": raw[f"{kind}_scanner"],
-        }
-
-    attempted = raw["processed"] - raw["dropped"]
-    return {
-        "processed": raw["processed"],
-        "delivered": raw["delivered"],
-        "deferred": raw["deferred"],
-        "bounced": raw["bounced"],
-        "expired": raw["expired"],
-        "dropped": raw["dropped"],
-        "opens": hits("open"),
-        "clicks": hits("click"),
-        "unsubscribes": raw["unsubscribe"],
-        "complaints": raw["complaint"],
-        "rates": {
-            "open": _rate(raw["open_unique"], raw["delivered"]),
-            "click": _rate(raw["click_unique"], raw["delivered"]),
-            "click_to_open": _rate(raw["click_unique"], raw["open_unique"]),
-            "bounce": _rate(raw["bounced"], attempted),
-        },
-    }
-
-
-def link_figures(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per-URL clicks from Store.campaign_link_clicks rows; the honeypot link apart."""
-    urls: dict[str, dict[str, Any]] = {}
-    honeypot = {"total": 0, "unique": 0}
-    groups = {"engaged": "clicks", "scanner": "scanner", "privacy": "privacy"}
-    for r in rows:
-        if r["link"] == HONEYPOT_LINK:
-            honeypot["total"] += r["hits"]
-            honeypot["unique"] += r["deliveries"]
-            continue
-        entry = urls.setdefault(
-            r["url"],
-            {
-                "url": r["url"],
-                "clicks": {"total": 0, "unique": 0},
-                "scanner": {"total": 0, "unique": 0},
-                "privacy": {"total": 0, "unique": 0},
-                "other": {"total": 0, "unique": 0},
-            },
-        )
-        bucket = entry[groups.get(r["group"], "other")]
-        bucket["total"] += r["hits"]
-        bucket["unique"] += r["deliveries"]  # one URL has one index per message: no overlap
-    links = sorted(urls.values(), key=lambda e: (-e["clicks"]["total"], e["url"]))
-    return {"links": links, "honeypot": honeypot}
 
 
 # --- handlers
@@ -253,8 +176,8 @@ class AdminApi:
                     "unsubscribes": r["unsubscribe"],
                     "complaints": r["complaint"],
                     "rates": {
-                        "open": _rate(r["open_unique"], r["delivered"]),
-                        "click": _rate(r["click_unique"], r["delivered"]),
+                        "open": rate(r["open_unique"], r["delivered"]),
+                        "click": rate(r["click_unique"], r["delivered"]),
                     },
                 }
             )

@@ -15,7 +15,7 @@ from relay.learn.suppression import Rules
 from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import admin, deliverability, ingest, operations, tracking, webhooks
+from sidecar import admin, dashboard, deliverability, ingest, operations, tracking, webhooks
 from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
@@ -213,4 +213,5 @@ def make_app(
             lambda request: request.app[CONFIG], lambda request: request.app[STORE]
         ),
     )
+    dashboard.setup(app, lambda request: request.app[STORE], lambda: app[STORE], admin_token)
     return app

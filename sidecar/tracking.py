@@ -28,6 +28,7 @@ from relay.learn.scopes import unsubscribe_scope
 from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import FINAL_STATES, Event, Store
 from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
+from sidecar.clients import attribute
 from sidecar.events import EventRecorder
 from sidecar.linkpage import broken_link
 
@@ -350,6 +351,7 @@ class Tracker:
                 "ua": p.ua,
                 "ip": p.ip,
                 "since_delivery": facts.since_delivery,
+                "client": dict(attribute(p.ua)),
             }
             if p.kind == "click":
                 details["link"] = p.link

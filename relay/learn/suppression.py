@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
+from relay import csvsafe
 from relay.config import BouncesConfig
+from relay.learn import scopes
 from relay.learn.scopes import scope_of
 from relay.store import Store
 
@@ -95,3 +97,31 @@ async def apply(
                 until = now + rules.soft_period
                 await store.suppress(recipient, "soft-bounce", now, until, f"{count} soft bounces")
                 log.info("suppressed address=<%s> reason=soft-bounce count=%d", recipient, count)
+
+
+def read_suppression_csv(
+    source: IO[str], name: str
+) -> tuple[list[tuple[str, str, str, float | None, str]], list[str]]:
+    """Rows of a suppression CSV (an ``address`` column at least, as exports write them):
+    (address, reason, detail, expires_at, scope) entries, and one error line per rejected row.
+    Without a scope column the reason decides (an unsubscribe is broadcast-only)."""
+    entries, errors = [], []
+    for n, row in enumerate(csvsafe.read(source), start=2):
+        address = (row.get("address") or "").strip()
+        if "@" not in address:
+            errors.append(f"{name}:{n}: no address")
+            continue
+        expires = row.get("expires_at") or ""
+        try:
+            expires_at = float(expires) if expires else None
+        except ValueError:
+            errors.append(f"{name}:{n}: expires_at {expires!r} is not a number")
+            continue
+        reason = row.get("reason") or "manual"
+        scope = row.get("scope") or scopes.default_scope(reason)
+        refused = scopes.scope_error(reason, scope)
+        if refused:
+            errors.append(f"{name}:{n}: {refused}")
+            continue
+        entries.append((address, reason, row.get("detail") or "", expires_at, scope))
+    return entries, errors

@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.utils import formatdate
 
 from relay.config import StreamsConfig
@@ -29,6 +30,17 @@ class Controls:
     tags: tuple[str, ...] = ()
     track: str = "all"
     stream: str = "transactional"
+
+
+def display_subject(value: str | None, most: int = 300) -> str:
+    """A Subject as people read it: RFC 2047 words decoded, controls gone, shortened."""
+    if not value:
+        return ""
+    try:
+        text = str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        text = value
+    return "".join(c if c.isprintable() else " " for c in text).strip()[:most]
 
 
 @dataclass(frozen=True)
@@ -275,6 +287,7 @@ class Acceptor:
                 stream=controls.stream,
                 list_id=list_id,
                 roles=recipients.roles(values, sub.recipients),
+                subject=display_subject(values.get("subject")),
             )
         )
         log.info(

@@ -351,3 +351,57 @@ class Store(Protocol):
     async def message_history(self, queue_id: str) -> dict[str, Any] | None:
         """A message (without its bytes), its deliveries and all its events in time order."""
         ...
+
+    # --- dashboard (counters kept as events are written; searches)
+
+    async def event_hours(
+        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Event counts per hour, type and source, of one campaign or (None) of all mail, for
+        the hours that overlap [since, until): ``hour`` (Unix seconds / 3600), ``type``,
+        ``source``, ``n`` (events) and ``first`` (events that were their delivery's first
+        deferral, or first human/proxy open or click)."""
+        ...
+
+    async def campaign_hour_totals(
+        self, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Per campaign, type and source, the sums of event_hours over the window, with the
+        first and last hour that had events: ``campaign, type, source, n, first, first_hour,
+        last_hour``."""
+        ...
+
+    async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
+        """A campaign's counts by ``facet``: 'domain' (kind = delivered | deferred | bounced |
+        expired), 'reason' (bounces; kind = hard | soft), 'client' | 'os' | 'device' (human and
+        proxy opens and clicks; kind = open | click). Rows: ``value, kind, n``, largest first."""
+        ...
+
+    async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Messages whose queue id or Message-ID is ``query``, that went to the address
+        ``query``, or whose Subject contains it (case-insensitive), newest first."""
+        ...
+
+    async def recipient_history(self, address: str, limit: int = 500) -> dict[str, Any]:
+        """Every delivery to an address (newest first, with its message) and its events."""
+        ...
+
+    async def campaign_deliveries(
+        self, campaign: str, after: tuple[float, int] = (0.0, 0), limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """The deliveries of a campaign's messages received after ``after`` = (received_at,
+        message_pk) of the last row already read, up to ``limit`` messages, in that order;
+        each with its human/proxy open and click counts (pages of a CSV export)."""
+        ...
+
+    async def bounce_events(
+        self, since: float | None = None, until: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Bounces in [since, until), newest first: ``at, queue_id, recipient, campaign,
+        bounce_type, reason, status, text, remote``."""
+        ...
+
+    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Deferred and held deliveries, oldest first, with their last reply (the queue page):
+        the keys of list_deliveries plus ``last_code`` and ``last_remote``."""
+        ...

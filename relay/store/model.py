@@ -37,6 +37,7 @@ class NewMessage:
     stream: str = "transactional"
     list_id: str = ""  # List-Id's identifier, lowercased ('' = none)
     roles: Mapping[str, str] = field(default_factory=dict)  # lowercased recipient -> to|cc|bcc
+    subject: str = ""  # decoded Subject (dashboard search), at most 300 characters
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from relay import private
+from relay.render.tokens import HONEYPOT_LINK
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
@@ -24,6 +26,12 @@ from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome
 log = logging.getLogger("outpost.store")
 
 BACKEND = "sqlite"
+ENGAGED = ("human", "proxy")  # sources that count as a person (opens, clicks)
+_STATS_KEYS = (
+    *("processed", "delivered", "deferred", "bounced", "expired", "dropped"),
+    *("unsubscribe", "complaint"),
+    *(f"{t}_{k}" for t in ("open", "click") for k in ("total", "unique", "privacy", "scanner")),
+)
 R = TypeVar("R")
 
 
@@ -119,8 +127,8 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
                 " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
-                " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id, subject)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         m.queue_id,
@@ -142,6 +150,7 @@ class SqliteStore:
                         m.dsn_envid,
                         m.stream,
                         m.list_id,
+                        m.subject,
                     )
                     for m in batch
                 ],
@@ -193,7 +202,12 @@ class SqliteStore:
             )
             for m in batch:
                 if m.dropped:
-                    await _insert_dropped(db, m)
+                    await _insert_dropped(db, m)  # counted by _insert_events
+            counts = Rollup()
+            for m in batch:
+                counts.add(m.campaign, m.received_at, "processed", "", len(m.recipients))
+                counts.add(m.campaign, m.received_at, "processed", "", len(m.dropped))
+            await counts.write(db)
             marks = ",".join("?" * len(batch))
             async with db.execute(
                 f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
@@ -1014,7 +1028,42 @@ class SqliteStore:
         of one campaign or (campaign None) of all. Keys: processed, delivered, bounced, expired,
         dropped, unsubscribe, complaint (events of that type), deferred (deliveries with at least
         one deferred event), and for open and click: <t>_total and <t>_unique (human + proxy
-        hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits)."""
+        hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits).
+
+        Without a window the counts come from the dashboard's counters (the same numbers,
+        summed over a few hundred rows instead of a campaign's events)."""
+        if since is None and until is None:
+            return await self._counted_stats(campaign)
+        return await self._event_stats(campaign, since, until)
+
+    async def _counted_stats(self, campaign: str | None) -> dict[str, int]:
+        """tracking_stats over all time, from hourly_events / campaign_hourly_events."""
+        table, where, params = "hourly_events", "1", []
+        if campaign is not None:
+            table, where, params = "campaign_hourly_events", "campaign = ?", [campaign]
+        out = dict.fromkeys(_STATS_KEYS, 0)
+        async with self._ro.execute(
+            f"SELECT type, source, sum(n), sum(first) FROM {table} WHERE {where}"
+            " GROUP BY type, source",
+            params,
+        ) as cur:
+            for type_, source, n, first in await cur.fetchall():
+                if type_ in ("open", "click"):
+                    if source in ENGAGED:
+                        out[f"{type_}_total"] += int(n)
+                        out[f"{type_}_unique"] += int(first)
+                    elif source in ("privacy", "scanner"):
+                        out[f"{type_}_{source}"] += int(n)
+                elif type_ == "deferred":
+                    out["deferred"] += int(first)
+                elif type_ in out:
+                    out[type_] += int(n)
+        return out
+
+    async def _event_stats(
+        self, campaign: str | None, since: float | None, until: float | None
+    ) -> dict[str, int]:
+        """tracking_stats from the events of the window."""
         where, params = self._window(campaign, since, until)
         out = dict.fromkeys(
             (
@@ -1128,7 +1177,11 @@ class SqliteStore:
         self, campaign: str, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
         """Clicks of one campaign in [since, until) per target URL and link index and source
-        group ('engaged' = human + proxy, else the source): hits and distinct deliveries."""
+        group ('engaged' = human + proxy, else the source): hits and distinct deliveries.
+
+        Without a window, from the link counters: ``link`` is then None, or the honeypot's."""
+        if since is None and until is None:
+            return await self._counted_links(campaign)
         where, params = self._window(campaign, since, until)
         async with self._ro.execute(
             "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
@@ -1141,6 +1194,26 @@ class SqliteStore:
         ) as cur:
             keys = ("url", "link", "group", "hits", "deliveries")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def _counted_links(self, campaign: str) -> list[dict[str, Any]]:
+        async with self._ro.execute(
+            "SELECT h.value, h.kind, h.n, coalesce(u.n, 0) FROM campaign_facets h"
+            " LEFT JOIN campaign_facets u ON u.campaign = h.campaign AND u.facet = 'link_unique'"
+            " AND u.value = h.value AND u.kind = h.kind"
+            " WHERE h.campaign = ? AND h.facet = 'link' ORDER BY h.value, h.kind",
+            (campaign,),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [
+            {
+                "url": url,
+                "link": HONEYPOT_LINK if kind == "honeypot" else None,
+                "group": "scanner" if kind == "honeypot" else kind,
+                "hits": int(n),
+                "deliveries": int(unique),
+            }
+            for url, kind, n, unique in rows
+        ]
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """Recorded events with an id above ``after_id``, in id order: the feed every reader
@@ -1424,6 +1497,225 @@ class SqliteStore:
             ]
         return {"message": message, "deliveries": deliveries, "events": events}
 
+    # --- dashboard
+
+    @staticmethod
+    def _hours(since: float | None, until: float | None) -> tuple[str, list[Any]]:
+        terms, params = ["1"], []
+        if since is not None:
+            terms.append("hour >= ?")
+            params.append(math.floor(since / 3600))
+        if until is not None:
+            terms.append("hour < ?")
+            params.append(math.ceil(until / 3600))
+        return " AND ".join(terms), params
+
+    async def event_hours(
+        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Event counts per hour, type and source, of one campaign or (None) all mail."""
+        where, params = self._hours(since, until)
+        if campaign is None:
+            sql = f"SELECT hour, type, source, n, first FROM hourly_events WHERE {where}"
+        else:
+            sql = (
+                "SELECT hour, type, source, n, first FROM campaign_hourly_events"
+                f" WHERE campaign = ? AND {where}"
+            )
+            params = [campaign, *params]
+        async with self._ro.execute(sql + " ORDER BY hour", params) as cur:
+            keys = ("hour", "type", "source", "n", "first")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def campaign_hour_totals(
+        self, since: float | None = None, until: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Per campaign, type and source: sums over the window, first and last hour."""
+        where, params = self._hours(since, until)
+        async with self._ro.execute(
+            "SELECT campaign, type, source, sum(n), sum(first), min(hour), max(hour)"
+            f" FROM campaign_hourly_events WHERE {where} GROUP BY campaign, type, source",
+            params,
+        ) as cur:
+            keys = ("campaign", "type", "source", "n", "first", "first_hour", "last_hour")
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
+        """A campaign's counts by facet (domain, reason, client, os, device), largest first."""
+        async with self._ro.execute(
+            "SELECT value, kind, n FROM campaign_facets WHERE campaign = ? AND facet = ?"
+            " ORDER BY n DESC, value, kind",
+            (campaign, facet),
+        ) as cur:
+            return [dict(zip(("value", "kind", "n"), r, strict=True)) for r in await cur.fetchall()]
+
+    async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+        """Messages by queue id, Message-ID, recipient address, or words of the Subject."""
+        q = query.strip()
+        if not q:
+            return []
+        bracketed = q if q.startswith("<") else f"<{q}>"
+        like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        # the subject is read from its index (the table rows hold the message bytes)
+        async with self._ro.execute(
+            "SELECT m.id, m.queue_id, m.received_at, m.campaign, m.subject, m.mail_from,"
+            " m.header_message_id, (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
+            " FROM messages m WHERE m.id IN ("
+            " SELECT id FROM messages WHERE queue_id = ?"
+            " UNION SELECT id FROM messages WHERE header_message_id IN (?, ?)"
+            " UNION SELECT message_id FROM deliveries WHERE recipient IN (?, ?)"
+            " UNION SELECT id FROM (SELECT id FROM messages INDEXED BY messages_subject"
+            " WHERE subject LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?))"
+            " ORDER BY m.id DESC LIMIT ?",
+            (q, q, bracketed, q, q.lower(), like, limit, limit),
+        ) as cur:
+            keys = (
+                "message_pk",
+                "queue_id",
+                "received_at",
+                "campaign",
+                "subject",
+                "from",
+                "message_id",
+                "recipients",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def recipient_history(self, address: str, limit: int = 500) -> dict[str, Any]:
+        """Every delivery to an address (newest first, with its message) and its events."""
+        names = sorted({address, address.lower()})
+        marks = ",".join("?" * len(names))
+        async with self._ro.execute(
+            "SELECT d.id, m.queue_id, m.received_at, m.campaign, m.subject, d.recipient,"
+            " d.state, d.attempts, d.updated_at, d.last_status, d.last_text"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            f" WHERE d.recipient IN ({marks}) ORDER BY d.id DESC LIMIT ?",
+            (*names, limit),
+        ) as cur:
+            keys = (
+                "delivery_id",
+                "queue_id",
+                "received_at",
+                "campaign",
+                "subject",
+                "recipient",
+                "state",
+                "attempts",
+                "updated_at",
+                "last_status",
+                "last_text",
+            )
+            deliveries = [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        async with self._ro.execute(
+            "SELECT e.id, e.at, e.type, m.queue_id, e.delivery_id, e.campaign, e.source,"
+            " e.details FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+            f" WHERE e.recipient IN ({marks}) ORDER BY e.at DESC, e.id DESC LIMIT ?",
+            (*names, limit * 4),
+        ) as cur:
+            events = [
+                {
+                    "id": r[0],
+                    "at": r[1],
+                    "type": r[2],
+                    "queue_id": r[3] or "",
+                    "delivery_id": r[4],
+                    "campaign": r[5],
+                    "source": r[6],
+                    "details": json.loads(r[7]),
+                }
+                for r in await cur.fetchall()
+            ]
+        return {"address": address, "deliveries": deliveries, "events": events}
+
+    async def campaign_deliveries(
+        self, campaign: str, after: tuple[float, int] = (0.0, 0), limit: int = 500
+    ) -> list[dict[str, Any]]:
+        """A page of a campaign's deliveries (keyset on the message's received_at, id)."""
+        async with self._ro.execute(
+            "SELECT m.received_at, m.id, m.queue_id, m.header_message_id, m.subject, d.id,"
+            " d.recipient, d.state, d.attempts, d.updated_at, d.last_status, d.last_text,"
+            " (SELECT count(*) FROM events e WHERE e.delivery_id = d.id AND e.type = 'open'"
+            "  AND e.source IN ('human', 'proxy')),"
+            " (SELECT count(*) FROM events e WHERE e.delivery_id = d.id AND e.type = 'click'"
+            "  AND e.source IN ('human', 'proxy'))"
+            " FROM (SELECT id, received_at FROM messages WHERE campaign = ?"
+            " AND (received_at, id) > (?, ?) ORDER BY received_at, id LIMIT ?) p"
+            " JOIN messages m ON m.id = p.id JOIN deliveries d ON d.message_id = m.id"
+            " ORDER BY m.received_at, m.id, d.id",
+            (campaign, after[0], after[1], limit),
+        ) as cur:
+            keys = (
+                "received_at",
+                "message_pk",
+                "queue_id",
+                "message_id",
+                "subject",
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "updated_at",
+                "last_status",
+                "last_text",
+                "opens",
+                "clicks",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def bounce_events(
+        self, since: float | None = None, until: float | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """Bounces in [since, until), newest first (events_at, then the rows of the window)."""
+        where, params = self._window(None, since, until, "e.at")
+        async with self._ro.execute(
+            "SELECT e.at, m.queue_id, e.recipient, e.campaign,"
+            " coalesce(json_extract(e.details, '$.bounce_type'), ''),"
+            " coalesce(json_extract(e.details, '$.reason'), ''),"
+            " coalesce(json_extract(e.details, '$.status'), ''),"
+            " coalesce(json_extract(e.details, '$.text'), ''),"
+            " coalesce(json_extract(e.details, '$.remote'), '')"
+            " FROM events e LEFT JOIN messages m ON m.id = e.message_id"
+            f" WHERE {where} AND e.type = 'bounced'"
+            " ORDER BY e.at DESC, e.id DESC LIMIT ?",
+            (*params, limit),
+        ) as cur:
+            keys = (
+                "at",
+                "queue_id",
+                "recipient",
+                "campaign",
+                "bounce_type",
+                "reason",
+                "status",
+                "text",
+                "remote",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+        """Deferred and held deliveries, oldest first (the deliveries_waiting index)."""
+        async with self._ro.execute(
+            "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
+            " d.next_attempt_at, d.last_status, d.last_text, d.last_code, d.last_remote"
+            " FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE d.state IN ('deferred', 'held') ORDER BY d.id LIMIT ?",
+            (limit,),
+        ) as cur:
+            keys = (
+                "queue_id",
+                "delivery_id",
+                "recipient",
+                "state",
+                "attempts",
+                "received_at",
+                "next_attempt_at",
+                "last_status",
+                "last_text",
+                "last_code",
+                "last_remote",
+            )
+            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
 
 ATTEMPTS_KEPT = 1000  # outbound attempts kept per destination (older ones are pruned)
 _CURSOR_KEYS = (
@@ -1521,6 +1813,21 @@ async def _write_outcomes(
 
 
 async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> None:
+    """Insert events and count them into the dashboard's counters (hours, facets)."""
+    counts = Rollup()
+    seen = await _seen_firsts(db, events)
+    links = await _seen_links(db, events)
+    for e in events:
+        source = _source(e)
+        first = new_link = False
+        if e.delivery_id is not None and _firstable(e.type, source):
+            first = (e.delivery_id, e.type) not in seen
+            seen.add((e.delivery_id, e.type))
+        if e.type == "click" and e.delivery_id is not None:
+            key = (e.delivery_id, *_link_key(e, source))
+            new_link = key not in links
+            links.add(key)
+        counts.event(e, source, first, new_link)
     await db.executemany(
         "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details,"
         " source) VALUES (?,?,?,?,?,?,?,?)",
@@ -1533,11 +1840,139 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
                 e.recipient,
                 e.campaign,
                 json.dumps(e.details, separators=(",", ":")),
-                str(e.details.get("source", "")) if e.type in ("open", "click") else "",
+                _source(e),
             )
             for e in events
         ],
     )
+    await counts.write(db)
+
+
+def _source(e: Event) -> str:
+    return str(e.details.get("source", "")) if e.type in ("open", "click") else ""
+
+
+def _firstable(type_: str, source: str) -> bool:
+    """Events whose first per delivery the counters mark (unique recipients per window)."""
+    return type_ == "deferred" or (type_ in ("open", "click") and source in ENGAGED)
+
+
+# a click's link counter key: (url, group); the honeypot link has its own group and no URL.
+# _LINK_SQL is the same key computed from a stored event (kept equal to _link_key).
+_LINK_SQL = (
+    f"CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN ''"
+    " ELSE coalesce(json_extract(details, '$.url'), '') END,"
+    f" CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
+    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END"
+)
+
+
+def _link_key(e: Event, source: str) -> tuple[str, str]:
+    if e.details.get("link") == HONEYPOT_LINK:
+        return "", "honeypot"
+    return str(e.details.get("url") or ""), "engaged" if source in ENGAGED else source
+
+
+async def _seen_links(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
+    """(delivery, url, group) of earlier clicks of these events' deliveries."""
+    ids = sorted({e.delivery_id for e in events if e.type == "click" and e.delivery_id})
+    seen: set[tuple[Any, ...]] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        async with db.execute(
+            f"SELECT DISTINCT delivery_id, {_LINK_SQL} FROM events"
+            f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) AND type = 'click'",
+            chunk,
+        ) as cur:
+            seen.update((int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall())
+    return seen
+
+
+async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[int, str]]:
+    """(delivery, type) pairs among these events' that already have a counted first event."""
+    ids = sorted(
+        {
+            e.delivery_id
+            for e in events
+            if e.delivery_id is not None and _firstable(e.type, _source(e))
+        }
+    )
+    seen: set[tuple[int, str]] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        async with db.execute(
+            "SELECT DISTINCT delivery_id, type FROM events"
+            f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) AND (type = 'deferred'"
+            " OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))",
+            chunk,
+        ) as cur:
+            seen.update((int(r[0]), str(r[1])) for r in await cur.fetchall())
+    return seen
+
+
+class Rollup:
+    """Counts of one write transaction for the dashboard's counter tables, written in one go."""
+
+    def __init__(self) -> None:
+        self.hours: dict[tuple[str, int, str, str], list[int]] = {}
+        self.facets: dict[tuple[str, str, str, str], int] = {}
+
+    def add(
+        self, campaign: str, at: float, type_: str, source: str, n: int = 1, first: int = 0
+    ) -> None:
+        if n <= 0:
+            return
+        slot = self.hours.setdefault((campaign, int(at // 3600), type_, source), [0, 0])
+        slot[0] += n
+        slot[1] += first
+
+    def facet(self, campaign: str, facet: str, value: str, kind: str) -> None:
+        key = (campaign, facet, value, kind)
+        self.facets[key] = self.facets.get(key, 0) + 1
+
+    def event(self, e: Event, source: str, first: bool, new_link: bool = False) -> None:
+        self.add(e.campaign, e.at, e.type, source, 1, int(first))
+        if e.type == "click":
+            url, group = _link_key(e, source)
+            self.facet(e.campaign, "link", url, group)
+            if new_link:
+                self.facet(e.campaign, "link_unique", url, group)
+        if e.type in ("delivered", "bounced", "expired") or (e.type == "deferred" and first):
+            self.facet(e.campaign, "domain", _domain(e.recipient), e.type)
+        if e.type == "bounced":
+            d = e.details
+            self.facet(
+                e.campaign, "reason", str(d.get("reason", "")), str(d.get("bounce_type", ""))
+            )
+        client = e.details.get("client")
+        if e.type in ("open", "click") and source in ENGAGED and isinstance(client, dict):
+            for facet in ("client", "os", "device"):
+                self.facet(e.campaign, facet, str(client.get(facet, "")), e.type)
+
+    async def write(self, db: aiosqlite.Connection) -> None:
+        if self.hours:
+            await db.executemany(
+                "INSERT INTO campaign_hourly_events (campaign, hour, type, source, n, first)"
+                " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n,"
+                " first = first + excluded.first",
+                [(*k, v[0], v[1]) for k, v in self.hours.items()],
+            )
+            total: dict[tuple[int, str, str], list[int]] = {}
+            for (_, hour, type_, source), (n, first) in self.hours.items():
+                slot = total.setdefault((hour, type_, source), [0, 0])
+                slot[0] += n
+                slot[1] += first
+            await db.executemany(
+                "INSERT INTO hourly_events (hour, type, source, n, first) VALUES (?,?,?,?,?)"
+                " ON CONFLICT DO UPDATE SET n = n + excluded.n, first = first + excluded.first",
+                [(*k, v[0], v[1]) for k, v in total.items()],
+            )
+        if self.facets:
+            await db.executemany(
+                "INSERT INTO campaign_facets (campaign, facet, value, kind, n) VALUES (?,?,?,?,?)"
+                " ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                [(*k, n) for k, n in self.facets.items()],
+            )
 
 
 async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:

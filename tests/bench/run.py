@@ -286,6 +286,26 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 regex.get("within_limit") == regex.get("patterns"),
             )
         )
+    for name, query in q.items():
+        if not name.startswith("dashboard: "):
+            continue
+        p99 = query.get("p99_ms")
+        out.append(
+            _target(
+                f"{name}: p99 < 100 ms at 1M deliveries / 3M events",
+                f"p99 {_n(p99)} ms" + (" (smaller store)" if small else ""),
+                None if p99 is None or small else p99 < 100,
+            )
+        )
+    page = scale.get("overview_page", {}).get("p99_ms")
+    if page is not None:
+        out.append(
+            _target(
+                "dashboard overview page (HTML + static files) loads in < 1 s on loopback",
+                f"p99 {_n(page)} ms" + (" (smaller store)" if small else ""),
+                None if small else page < 1000,
+            )
+        )
     if res.get("quick"):
         for t in out:
             if t["status"] != "n/a":

@@ -19,6 +19,8 @@ generator and schema are unchanged (``--rebuild-store`` forces a new one).
 Timed: sequential requests on one keep-alive connection to the running sidecar:
 ``GET /api/stats?campaign=C`` (the largest campaign; and a different campaign per request),
 ``GET /api/messages/{queue_id}`` (random messages), and a few ``GET /api/stats`` (all mail).
+Then every API call the dashboard makes (``DASHBOARD``, names starting with "dashboard:"), and
+the overview page as a browser loads it after logging in: the HTML and its four static files.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +51,7 @@ from tests.bench.common import (
     workdir,
 )
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: events carry their source column; subjects; clients; counters
 # the built store (~4 GB with its message bodies) is kept here between runs, outside the repo
 CACHE = Path(os.environ.get("OUTPOST_BENCH_CACHE", "/var/tmp/outpost-bench"))
 DAY = 86400.0
@@ -91,6 +94,13 @@ UAS = [
     ("scanner", "known-scanner", "Barracuda Sentinel (EE)"),
 ]
 SOURCE_WEIGHTS = [0.60, 0.20, 0.15, 0.05]
+# what sidecar.clients.attribute makes of each UA above (stored on the event at record time)
+CLIENTS = [
+    '{"client":"Chrome","os":"Windows","device":"desktop"}',
+    '{"client":"Gmail","os":"","device":"webmail"}',
+    '{"client":"Other","os":"Other","device":"unknown"}',
+    '{"client":"Barracuda","os":"Other","device":"unknown"}',
+]
 
 
 def fingerprint(deliveries: int, raw_size: int, seed: int) -> str:
@@ -158,8 +168,8 @@ def build_store(
         con.execute("BEGIN")
         con.executemany(
             "INSERT INTO messages (id, queue_id, received_at, mail_from, client_addr, helo,"
-            " size, header_message_id, campaign, tags, track, raw)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " size, header_message_id, campaign, tags, track, raw, subject)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             msgs,
         )
         con.executemany(
@@ -169,9 +179,9 @@ def build_store(
             dels,
         )
         con.executemany(
-            "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details)"
-            " VALUES (?,?,?,?,?,?,?)",
-            evs,
+            "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details,"
+            " source) VALUES (?,?,?,?,?,?,?,?)",
+            [(*e, _source(e)) for e in evs],
         )
         con.executemany(
             "INSERT INTO attempts (delivery_id, at, class, code, status, text, remote)"
@@ -217,6 +227,7 @@ def build_store(
                 '["newsletter"]' if campaign else "[]",
                 "all",
                 raw,
+                f"{campaign}: issue {mid % 97}" if campaign else f"Your receipt #{mid}",
             )
         )
         if campaign:
@@ -289,7 +300,8 @@ def build_store(
                             campaign,
                             f'{{"source":"{source}","rule":"{rule}","ua":"{ua}",'
                             f'"ip":"203.0.113.{rng.randrange(1, 255)}",'
-                            f'"since_delivery":{round(at - delivered_at, 3)}}}',
+                            f'"since_delivery":{round(at - delivered_at, 3)},'
+                            f'"client":{CLIENTS[UAS.index((source, rule, ua))]}}}',
                         )
                     )
             if rng.random() < 0.12:
@@ -309,6 +321,7 @@ def build_store(
                             f'{{"source":"{source}","rule":"{rule}","ua":"{ua}",'
                             f'"ip":"203.0.113.{rng.randrange(1, 255)}",'
                             f'"since_delivery":{round(at - delivered_at, 3)},'
+                            f'"client":{CLIENTS[UAS.index((source, rule, ua))]},'
                             f'"link":{link},"url":"{links[link]}"}}',
                         )
                     )
@@ -348,6 +361,9 @@ def build_store(
     log(f"scale: rows written in {t_rows - t0:.0f}s; creating {len(indexes)} indexes")
     for _, sql in indexes:
         con.execute(sql)
+    t_counters = time.monotonic()
+    fill_counters(con)
+    log(f"scale: dashboard counters filled in {time.monotonic() - t_counters:.0f}s")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
     campaign_sizes = _campaign_sizes(path)
@@ -361,6 +377,32 @@ def build_store(
         "build_s": round(time.monotonic() - t0, 1),
         "index_s": round(time.monotonic() - t_rows, 1),
     }
+
+
+def _source(event: tuple[Any, ...]) -> str:
+    """The source column of an event row, as the store writes it (opens and clicks only)."""
+    return str(json.loads(event[6])["source"]) if event[1] in ("open", "click") else ""
+
+
+def fill_counters(con: sqlite3.Connection) -> None:
+    """The dashboard's counters for rows loaded in bulk: migration 2's own backfill statements
+    (hours, domains, bounce reasons), then the client facets the tracker would have counted."""
+    from relay.store.migrations import migrations
+
+    dashboard = next(m for m in migrations("sqlite") if m.name == "dashboard")
+    statements = dashboard.statements()
+    start = next(i for i, s in enumerate(statements) if s.startswith("CREATE TEMP TABLE"))
+    con.execute("BEGIN")
+    for statement in statements[start:]:
+        con.execute(statement)
+    for facet in ("client", "os", "device"):
+        con.execute(
+            "INSERT INTO campaign_facets (campaign, facet, value, kind, n)"
+            f" SELECT campaign, '{facet}', coalesce(json_extract(details, '$.client.{facet}'), ''),"
+            " type, count(*) FROM events WHERE type IN ('open', 'click')"
+            " AND source IN ('human', 'proxy') GROUP BY 1, 3, 4"
+        )
+    con.execute("COMMIT")
 
 
 def _pick(r: float) -> int:
@@ -420,13 +462,28 @@ class Api:
     def __init__(self, port: int, token: str) -> None:
         self.conn = http.client.HTTPConnection(LOOPBACK, port, timeout=120)
         self.headers = {"Authorization": f"Bearer {token}"}
+        self.token = token
 
-    def get(self, path: str) -> tuple[int, bytes, float]:
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, float]:
         t0 = time.perf_counter()
-        self.conn.request("GET", path, headers=self.headers)
+        self.conn.request("GET", path, headers=self.headers if headers is None else headers)
         r = self.conn.getresponse()
         body = r.read()
         return r.status, body, time.perf_counter() - t0
+
+    def session(self) -> dict[str, str]:
+        """Log in as the dashboard's form does; the headers a browser then sends."""
+        form = urllib.parse.urlencode({"token": self.token}).encode()
+        self.conn.request(
+            "POST",
+            "/dashboard/login",
+            body=form,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        r = self.conn.getresponse()
+        r.read()
+        cookie = (r.getheader("Set-Cookie") or "").split(";")[0]
+        return {"Cookie": cookie}
 
     def close(self) -> None:
         self.conn.close()
@@ -475,6 +532,16 @@ def run(
     qids = [
         con.execute("SELECT queue_id FROM messages WHERE id = ?", (i,)).fetchone()[0] for i in picks
     ]
+    samples = {
+        "recipients": [
+            r[0]
+            for r in con.execute(
+                "SELECT recipient FROM deliveries WHERE id IN"
+                f" ({','.join(str(rng.randint(1, deliveries)) for _ in range(200))})"
+            )
+        ],
+        "subjects": ["issue 42", "receipt #12345", "newsletter-07: issue 3", "no such words"],
+    }
     con.close()
     out["db_size_without_bodies_mb"] = round((size - raw_total) / 1e6, 1)
     largest = meta["largest_campaign"]["campaign"]
@@ -514,9 +581,68 @@ def run(
             status, body, _ = api.get(f"/api/stats?campaign={largest}")
             if status == 200:
                 out["sample_stats_body"] = json.loads(body)
+            queries.update(dashboard(api, largest, campaigns, samples, requests))
+            out["overview_page"] = overview_page(api, max(10, requests // 20))
         finally:
             api.close()
     out["queries"] = queries
     for name, q in queries.items():
         log(f"scale: {name}: p50 {q.get('p50_ms')} ms p99 {q.get('p99_ms')} ms {q['statuses']}")
+    return out
+
+
+def dashboard(
+    api: Api, largest: str, campaigns: list[str], samples: dict[str, list[str]], n: int
+) -> dict[str, Any]:
+    """Every API call the dashboard pages make, n requests each."""
+    q = urllib.parse.quote
+    rcpts, subjects = samples["recipients"], samples["subjects"]
+    any_campaign = [q(campaigns[i % len(campaigns)], safe="") for i in range(n)]
+    big = q(largest, safe="")
+    plan: dict[str, list[str]] = {
+        "dashboard: overview, 24h by hour": ["/api/overview?range=24h&bucket=hour"] * n,
+        "dashboard: overview, 30d by day": ["/api/overview?range=30d&bucket=day"] * n,
+        "dashboard: overview, 30d by hour": ["/api/overview?range=30d&bucket=hour"] * n,
+        "dashboard: campaign list": ["/api/campaign-list"] * n,
+        "dashboard: campaign page, largest": [f"/api/campaigns/{big}/summary"] * n,
+        "dashboard: campaign page, any": [f"/api/campaigns/{c}/summary" for c in any_campaign],
+        "dashboard: clients, largest": [f"/api/campaigns/{big}/clients"] * n,
+        "dashboard: domains, largest": [f"/api/campaigns/{big}/domains"] * n,
+        "dashboard: search, recipient": [
+            f"/api/messages?q={q(rcpts[i % len(rcpts)])}" for i in range(n)
+        ],
+        "dashboard: search, subject words": [
+            f"/api/messages?q={q(subjects[i % len(subjects)])}" for i in range(n)
+        ],
+        "dashboard: recipient page": [
+            f"/api/recipients/{q(rcpts[i % len(rcpts)], safe='@')}" for i in range(n)
+        ],
+        "dashboard: queue page (deferred, held)": ["/api/waiting"] * n,
+    }
+    out = {}
+    for name, paths in plan.items():
+        log(f"scale: {name} x{len(paths)}")
+        out[name] = time_requests(api, paths)
+    return out
+
+
+def overview_page(api: Api, n: int) -> dict[str, Any]:
+    """The overview as a logged-in browser loads it: the page, then its script and styles."""
+    headers = api.session()
+    assets = [
+        "/dashboard/static/vendor/uplot/uPlot.min.css",
+        "/dashboard/static/dashboard.css",
+        "/dashboard/static/vendor/uplot/uPlot.iife.min.js",
+        "/dashboard/static/dashboard.js",
+    ]
+    lat, statuses = [], {}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        for path in ["/dashboard/", *assets]:
+            status, _, _ = api.get(path, headers)
+            statuses[status] = statuses.get(status, 0) + 1
+        lat.append(time.perf_counter() - t0)
+    out = summary_ms(lat)
+    out["statuses"] = statuses
+    log(f"scale: overview page load: p50 {out.get('p50_ms')} ms p99 {out.get('p99_ms')} ms")
     return out

@@ -315,8 +315,12 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
         await store.message_history("Q1")
         message_sql = list(sql)
         sql.clear()
-        await store.campaign_link_clicks("spring", None, None)
+        await store.campaign_link_clicks("spring", T0, None)
         links_sql = list(sql)
+        sql.clear()
+        await store.tracking_stats("spring")  # all time: the counters
+        await store.campaign_link_clicks("spring")
+        counted_sql = list(sql)
     db = sqlite3.connect(config.store.path)
 
     def plan(statement: str) -> str:
@@ -339,8 +343,11 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
     assert "USING INDEX deliveries_message (message_id=?)" in message_plans[1]
     assert "USING INDEX events_message (message_id=?)" in message_plans[2]
     links_plans = [plan(s) for s in links_sql]
-    assert "USING INDEX events_campaign (campaign=? AND type=?)" in links_plans[0]
-    for p in stats_plans + message_plans + links_plans:
+    assert "USING INDEX events_campaign (campaign=? AND type=? AND at>?)" in links_plans[0]
+    counted_plans = [plan(s) for s in counted_sql]
+    assert "campaign_hourly_events USING PRIMARY KEY (campaign=?)" in counted_plans[0]
+    assert "USING PRIMARY KEY (campaign=? AND facet=?)" in counted_plans[1]
+    for p in stats_plans + message_plans + links_plans + counted_plans:
         assert not p.startswith("SCAN") and " SCAN " not in f" {p}", p
         assert "TEMP B-TREE FOR ORDER BY" not in p, p
     db.close()

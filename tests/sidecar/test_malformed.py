@@ -143,7 +143,11 @@ async def test_malformed_input_never_answers_500(
                     method, req["path"], headers=headers, data=req.get("data"),
                     skip_auto_headers=("Content-Type",),
                 )  # fmt: skip
-                body = await resp.read()
+                if resp.content_type == "text/event-stream":  # a live feed never ends: the
+                    body = b""  # answer's head is what is checked
+                    resp.close()
+                else:
+                    body = await resp.read()
                 what = f"{method} {req['path'][:80]} {str(req.get('headers'))[:60]}"
                 if resp.status >= 500:
                     failures.append(f"{resp.status} {what}: {body[:200]!r}")
