@@ -7,7 +7,7 @@ import re
 import pytest
 
 from relay.learn.bounce import classify, parse_report
-from relay.learn.bounce.classifier import report_verdict, rule_pattern
+from relay.learn.bounce.classifier import report_verdict, rule_pattern, text_reason
 from relay.learn.bounce.fastre import compile_fast, first_chars
 from relay.learn.bounce.rules import GENERIC_RULES, SPECIFIC_RULES
 
@@ -168,3 +168,37 @@ def test_fast_patterns_find_what_plain_ones_find() -> None:
             assert bool(fast.search(text)) == bool(plain.search(text)), (fast.pattern, text)
     insensitive = compile_fast(r"(?i)user unknown|no such user")
     assert insensitive.search("550 USER UNKNOWN") and not insensitive.search("xuser unknown")
+
+
+def test_shared_starts_are_read_once_and_find_the_same() -> None:
+    alternatives = r"user unknown|unknown user|user (?:is )?invalid|users?|\[suspend\]|\[s\]"
+    fast = compile_fast(alternatives)
+    plain = re.compile(alternatives)
+    assert r"\b(?:u(?:ser(?: (?:unknown|" in fast.pattern
+    for text, found in [
+        ("550 user is invalid", True),
+        ("an unknown user", True),
+        ("users", True),
+        ("xuse", False),
+        ("[suspend]", True),
+        ("[s]", True),
+        ("[su]", False),
+    ]:
+        assert bool(fast.search(text)) is found is bool(plain.search(text)), text
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "found"),
+    [
+        # a rule's gap does not step over the rule's own first word, yet finds the same
+        ("user user mail box user disabled", "suspend", True),
+        ("e-mail user a b c d disabled", "suspend", True),
+        ("user a b c d e disabled", "suspend", False),
+        ("tls tls a b c required", "failedstarttls", True),
+        ("tls a b c d required", "failedstarttls", False),
+        ("recipient mailbox user x y z does not exist", "userunknown", True),
+        ("user a b c d e does not exist", "userunknown", False),
+    ],
+)
+def test_gapped_rules_skip_repeated_first_words(text: str, reason: str, found: bool) -> None:
+    assert (text_reason(text) == reason) is found

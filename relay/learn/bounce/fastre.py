@@ -5,7 +5,9 @@ the pattern starts with a set of characters it can scan for. ``compile_fast`` re
 characters each top-level alternative can start with (letters, classes, groups, escapes; ``\\b``
 and ``^`` skipped) and, when it can tell for every alternative, prefixes ``(?=[...])``: the same
 matches, found at a fraction of the cost on long lines (tests/bench/bounce_speed.py). Words are
-matched from their start, which lets the engine give up inside a word at once.
+matched from their start, which lets the engine give up inside a word at once, and the lettered
+alternatives that share a literal start are factored (``user a|user b`` is ``user (?:a|b)``), so
+a word repeated down a line is read once per position, not once per alternative.
 """
 
 from __future__ import annotations
@@ -121,6 +123,69 @@ def first_chars(alternative: str) -> str | None:
     return s[0]
 
 
+_META = set("\\.^$*+?{}[]|()")
+_QUANTIFIERS = ("?", "*", "+", "{")
+
+
+def _literal_tokens(alternative: str) -> tuple[list[str], str]:
+    """The literal characters ``alternative`` starts with (each a token, escapes kept) and the
+    rest; a character that a quantifier follows belongs to the rest."""
+    tokens, i = [], 0
+    while i < len(alternative):
+        ch = alternative[i]
+        if ch == "\\" and i + 1 < len(alternative) and not alternative[i + 1].isalnum():
+            token = alternative[i : i + 2]
+        elif ch not in _META:
+            token = ch
+        else:
+            break
+        if alternative[i + len(token) : i + len(token) + 1] in _QUANTIFIERS:
+            break
+        tokens.append(token)
+        i += len(token)
+    return tokens, alternative[i:]
+
+
+def _factor(items: list[tuple[list[str], str]], fold: bool = False) -> str:
+    """Alternatives that share a literal start matched once: ``user a|user b`` becomes
+    ``user (?:a|b)``, so a search reads a repeated word once instead of once per alternative.
+    The engine's order of preference is kept: an alternative joins an earlier one's group only
+    when no alternative without a literal start (which could match at the same place) lies
+    between them; alternatives with different literal starts never match at the same place.
+    ``fold``: literals compared case-insensitively, as under ``(?i)``."""
+    entries: list[tuple[str, list[tuple[list[str], str]]] | str] = []
+    open_groups: dict[str, list[tuple[list[str], str]]] = {}
+    for tokens, rest in items:
+        if not tokens:
+            entries.append(rest)
+            open_groups = {}
+            continue
+        key = tokens[0].lower() if fold else tokens[0]
+        if key in open_groups:
+            open_groups[key].append((tokens, rest))
+        else:
+            open_groups[key] = [(tokens, rest)]
+            entries.append((key, open_groups[key]))
+    out = []
+    for entry in entries:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        members = entry[1]
+        if len(members) == 1:
+            out.append("".join(members[0][0]) + members[0][1])
+            continue
+        common = 1
+        while all(len(t) > common for t, _ in members) and (
+            len({t[common].lower() if fold else t[common] for t, _ in members}) == 1
+        ):
+            common += 1
+        head = "".join(members[0][0][:common])
+        tail = _factor([(t[common:], rest) for t, rest in members], fold)
+        out.append(f"{head}(?:{tail})")
+    return "|".join(out)
+
+
 def compile_fast(pattern: str, words: bool = True) -> re.Pattern[str]:
     """``re.compile(pattern)``, prefixed with a lookahead of its possible first characters.
 
@@ -138,7 +203,8 @@ def compile_fast(pattern: str, words: bool = True) -> re.Pattern[str]:
         # one word-start check for all the alternatives that begin with a letter
         lettered = [p for p, f in zip(parts, found, strict=True) if f and f.isalpha()]
         others = [p for p, f in zip(parts, found, strict=True) if not (f and f.isalpha())]
-        grouped = [rf"\b(?:{'|'.join(lettered)})"] if lettered else []
+        starts = [_literal_tokens(p.removeprefix("\\b")) for p in lettered]
+        grouped = [rf"\b(?:{_factor(starts, 'i' in flags)})"] if lettered else []
         body = "|".join(grouped + others)
     prefix = f"(?{flags})" if flags else ""
     if not found or any(not f for f in found):

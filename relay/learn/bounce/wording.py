@@ -5,10 +5,10 @@ from __future__ import annotations
 from relay.learn.bounce.fastre import compile_fast
 
 BOUNCE_BODY = compile_fast(
-    r"(?i)(?:could|can)(?:n't| ?not) (?:be delivered|be reached|deliver)|can't be delivered"
-    r"|(?:was|were) not delivered|undeliverable|undelivered|delivery (?:has )?failed"
+    r"(?i)c(?:ould|an)(?:n't| ?not) (?:be delivered|be reached|deliver)|can't be delivered"
+    r"|w(?:as|ere) not delivered|undeliverable|undelivered|delivery (?:has )?failed"
     r"|failed permanently|permanent (?:fatal )?error|permanent failure|unable to deliver"
-    r"|(?:wasn't|was not) able to deliver|did not reach"
+    r"|was(?:n't| not) able to deliver|did not reach"
     r"|delivery to the following|qmail-send program"
     r"|created automatically by mail delivery software|following addresses had"
     r"|failed recipient|address(?:es)? failed|failed address|delivery failure|returned mail"
