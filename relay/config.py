@@ -6,11 +6,13 @@ import dataclasses
 import ipaddress
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -168,6 +170,14 @@ class RelayConfig:
 class StoreConfig:
     path: str = field(default="var/outpost.db", metadata=_key(_str))
     busy_timeout: float = field(default=5.0, metadata=_key(parse_duration))
+    url: str = field(default="", metadata=_key(_str))
+    password_file: str = field(default="", metadata=_key(_str))
+    pool_size: int = field(default=10, metadata=_key(_int))
+
+    @property
+    def backend(self) -> str:
+        """ "postgres" when a url names a server, else "sqlite" (the file at path)."""
+        return "postgres" if self.url else "sqlite"
 
 
 @dataclass(frozen=True)
@@ -195,6 +205,13 @@ class DeliveryConfig:
     connect_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     command_timeout: float = field(default=300.0, metadata=_key(parse_duration))
     lease_time: float = field(default=600.0, metadata=_key(parse_duration))
+    node: str = field(default="", metadata=_key(_str))
+
+    @property
+    def node_name(self) -> str:
+        """Who holds this relay's leases: ``node``, or the machine's hostname when unset."""
+        return self.node or socket.gethostname()
+
     poll_interval: float = field(default=1.0, metadata=_key(parse_duration))
     wake_delay: float = field(default=0.01, metadata=_key(parse_duration))
     batch_size: int = field(default=200, metadata=_key(_int))
@@ -326,6 +343,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
             known = ", ".join(sorted(_SECTIONS))
             raise ConfigError(f"{source}: unknown section [{name}] (known sections: {known})")
         sections[name] = _build(cls, table, name, source)
+    store = data.get("store", {})
+    if isinstance(store, Mapping) and "path" in store and store.get("url"):
+        raise ConfigError(
+            f"{source}: store.path and store.url: set one (path = SQLite file, url = PostgreSQL)"
+        )
     config = Config(**sections, source=source)
     _check(config)
     return config
@@ -358,6 +380,7 @@ def _check(config: Config) -> None:
         raise ConfigError(f"{src}: relay.max_recipients: must be at least 1")
     if d.concurrency < 1 or d.destination_concurrency < 1:
         raise ConfigError(f"{src}: delivery.concurrency: must be at least 1")
+    _check_store(config.store, src)
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):
         raise ConfigError(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")
@@ -366,6 +389,24 @@ def _check(config: Config) -> None:
             raise ConfigError(
                 f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required"
             )
+
+
+def _check_store(store: StoreConfig, src: str) -> None:
+    if not store.url:
+        if store.password_file:
+            raise ConfigError(f"{src}: store.password_file: only used with store.url")
+        return
+    parts = urlsplit(store.url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError(f"{src}: store.url: expected postgresql://user@host:port/db")
+    if parts.password is not None:
+        raise ConfigError(
+            f"{src}: store.url: no password in the url; put it in store.password_file"
+        )
+    if not parts.hostname or not parts.path.strip("/"):
+        raise ConfigError(f"{src}: store.url: needs a host and a database name")
+    if store.pool_size < 2:
+        raise ConfigError(f"{src}: store.pool_size: must be at least 2")
 
 
 def load_config(path: str | os.PathLike[str] | None) -> Config:

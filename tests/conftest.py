@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import smtplib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from relay.app import RelayApp
 from relay.config import Config, parse_config
+from relay.store import Store, open_store
+from tests.pgserver import PgServer, binaries
+
+BACKENDS = ("sqlite", "postgres")
+# The [store] section the running test's configs get (set by the store_backend fixture).
+_store_section: dict[str, str] | None = None
 
 
 @dataclass
@@ -130,6 +137,78 @@ async def sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole run; missing binaries skip (fail under CI)."""
+    found = binaries()
+    if found is None:
+        message = "PostgreSQL is not installed (apt-get install postgresql)"
+        if os.environ.get("CI", "") not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PgServer.start(found)
+    yield server
+    server.stop()
+
+
+@dataclass
+class _PgDatabases:
+    """The PostgreSQL databases the running test made (dropped when it ends)."""
+
+    server: PgServer
+    names: list[str] = field(default_factory=list)
+
+    async def create(self) -> dict[str, str]:
+        name = await self.server.create_database()
+        self.names.append(name)
+        return self.server.store_section(name)
+
+
+_pg_databases: _PgDatabases | None = None
+
+
+@pytest.fixture(params=BACKENDS)
+async def store_backend(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Runs a test once per backend: make_config's [store] is a SQLite file in its tmp_path,
+    or a fresh database on the session's PostgreSQL server. Yields the backend's name."""
+    global _store_section, _pg_databases
+    if request.param == "postgres":
+        _pg_databases = _PgDatabases(request.getfixturevalue("pg_server"))
+        _store_section = await _pg_databases.create()
+    else:
+        _store_section = {}
+    try:
+        yield request.param
+    finally:
+        databases, _store_section, _pg_databases = _pg_databases, None, None
+        for name in databases.names if databases else ():
+            await databases.server.drop_database(name)  # type: ignore[union-attr]
+
+
+async def new_store() -> None:
+    """From now on make_config names a new, empty store (PostgreSQL: another database;
+    SQLite: the file in the tmp_path make_config is given, as always)."""
+    global _store_section
+    if _pg_databases is not None:
+        _store_section = await _pg_databases.create()
+
+
+def store_section(tmp_path: Path) -> dict[str, str]:
+    """The running test's [store] keys (the SQLite file in tmp_path unless on PostgreSQL)."""
+    return dict(_store_section) if _store_section else {"path": str(tmp_path / "outpost.db")}
+
+
+def store_toml(tmp_path: Path) -> str:
+    """The same, as a TOML [store] section for a config file a child process reads."""
+    keys = "".join(f'{k} = "{v}"\n' for k, v in store_section(tmp_path).items())
+    return f"[store]\n{keys}"
+
+
+async def open_test_store(tmp_path: Path, *, durable: bool = False) -> Store:
+    """The running test's store (the backend store_backend chose), opened as the relay would."""
+    return await open_store(parse_config({"store": store_section(tmp_path)}).store, durable=durable)
+
+
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
     """A config for tests: ephemeral ports, the store and secrets in tmp_path, fast retries."""
     secrets = tmp_path / "tracking.secrets"
@@ -140,7 +219,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> Config:
         token.write_text("test-admin-token\n")
     base: dict[str, dict[str, Any]] = {
         "relay": {"listen": ["127.0.0.1:0"], "hostname": "relay.test", "drain_timeout": "5s"},
-        "store": {"path": str(tmp_path / "outpost.db")},
+        "store": store_section(tmp_path),
         "delivery": {
             "transport": "file",
             "directory": str(tmp_path / "outbox"),

@@ -1,8 +1,8 @@
 """The store's interface: every async function the rest of Outpost calls, grouped by concern.
 
-A backend (``sqlite.py`` today) implements all of it; callers type against ``Store`` and get one
-from ``relay.store.open_store(config.store)``, so nothing outside ``relay/store/`` knows which
-database holds the data or writes a line of SQL.
+A backend (``sqlite.py``, ``postgres.py``) implements all of it; callers type against ``Store``
+and get one from ``relay.store.open_store(config.store)``, so nothing outside ``relay/store/``
+knows which database holds the data or writes a line of SQL.
 """
 
 from __future__ import annotations
@@ -38,20 +38,38 @@ class Store(Protocol):
 
     # --- leases and results
 
-    async def recover_leases(self) -> int:
-        """Return every lease to the queue: at start, leases held by a dead process are void."""
+    async def recover_leases(self, owner: str) -> int:
+        """At start, return to the queue the leases ``owner`` (this node) still holds, and those
+        taken before leases named their holder: the process that took them is gone. Leases of
+        other live nodes are left alone; they expire if their holder died."""
         ...
 
     async def lease_due_deliveries(
-        self, now: float, limit: int, lease_until: float, exclude_domains: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        lease_until: float,
+        exclude_domains: Sequence[str] = (),
+        owner: str = "",
     ) -> list[Lease]:
-        """Atomically move up to `limit` due deliveries to 'leased' and return them."""
+        """Atomically move up to `limit` due deliveries to 'leased' by `owner` until
+        `lease_until`, and return them. Leases whose expiry passed (their holder died or
+        stalled) are due again first: any live node takes them over. Never blocks on, or
+        returns, a delivery another node is leasing at the same moment."""
+        ...
+
+    async def renew_leases(
+        self, delivery_ids: Iterable[int], owner: str, lease_until: float
+    ) -> int:
+        """Extend `owner`'s leases still held on these deliveries (an attempt outlasting
+        lease_time); returns how many it still held."""
         ...
 
     async def message_raw(self, message_pk: int) -> bytes: ...
 
     async def next_due_at(self) -> float | None:
-        """When the earliest queued or deferred delivery becomes due (None: nothing waits)."""
+        """When the earliest queued or deferred delivery becomes due, or the earliest lease
+        expires (None: nothing waits)."""
         ...
 
     async def record_results(self, outcomes: Sequence[Outcome], now: float) -> None:
@@ -81,7 +99,11 @@ class Store(Protocol):
         ...
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Recorded events with an id above ``after_id``, in id order (the shape is the API's)."""
+        """Recorded events with an id above ``after_id``, in id order (the shape is the API's).
+
+        Gap-safe: event ids become visible in id order (a backend whose writers commit
+        concurrently orders their commits), so a reader that keeps the last id it saw never
+        misses an event committed later with a lower id."""
         ...
 
     async def last_event_id(self) -> int:

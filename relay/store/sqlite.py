@@ -183,34 +183,50 @@ class SqliteStore:
 
     # --- deliver
 
-    async def recover_leases(self) -> int:
-        """Return every lease to the queue: at start, leases held by a dead process are void."""
+    async def recover_leases(self, owner: str) -> int:
+        """At start, return to the queue the leases ``owner`` (this node) still holds, and those
+        taken before leases named their holder: the process that took them is gone."""
 
         async def work(db: aiosqlite.Connection) -> int:
             cur = await db.execute(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'leased'"
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
+                " WHERE state = 'leased' AND (lease_owner = ? OR lease_owner IS NULL)",
+                (owner,),
             )
             return cur.rowcount
 
         return await self._transaction(work)
 
     async def lease_due_deliveries(
-        self, now: float, limit: int, lease_until: float, exclude_domains: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        lease_until: float,
+        exclude_domains: Sequence[str] = (),
+        owner: str = "",
     ) -> list[Lease]:
-        """Atomically move up to `limit` due deliveries to 'leased' and return them."""
+        """Atomically move up to `limit` due deliveries to 'leased' by `owner` and return them;
+        expired leases (a dead or stalled holder) are due again first."""
 
         async def work(db: aiosqlite.Connection) -> list[Lease]:
+            cur = await db.execute(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
+                " WHERE state = 'leased' AND lease_until <= ?",
+                (now,),
+            )
+            if cur.rowcount > 0:
+                log.info("took over expired leases count=%d", cur.rowcount)
             paused = {row[0] async for row in await db.execute("SELECT domain FROM paused_domains")}
             if "*" in paused:
                 return []
             skip = sorted(paused | set(exclude_domains))
             marks = ",".join("?" * len(skip))
             cur = await db.execute(
-                "UPDATE deliveries SET state = 'leased', lease_until = ? WHERE id IN"
-                " (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
+                "UPDATE deliveries SET state = 'leased', lease_until = ?, lease_owner = ?"
+                " WHERE id IN (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
                 f" AND next_attempt_at <= ? AND domain NOT IN ({marks})"
                 " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
-                (lease_until, now, *skip, limit),
+                (lease_until, owner, now, *skip, limit),
             )
             ids = [row[0] for row in await cur.fetchall()]
             if not ids:
@@ -243,6 +259,24 @@ class SqliteStore:
 
         return await self._transaction(work)
 
+    async def renew_leases(
+        self, delivery_ids: Iterable[int], owner: str, lease_until: float
+    ) -> int:
+        """Extend `owner`'s leases still held on these deliveries; how many it still held."""
+        ids = [(lease_until, i, owner) for i in delivery_ids]
+        if not ids:
+            return 0
+
+        async def work(db: aiosqlite.Connection) -> int:
+            cur = await db.executemany(
+                "UPDATE deliveries SET lease_until = ? WHERE id = ? AND state = 'leased'"
+                " AND lease_owner = ?",
+                ids,
+            )
+            return cur.rowcount
+
+        return await self._transaction(work)
+
     async def message_raw(self, message_pk: int) -> bytes:
         async with self._ro.execute("SELECT raw FROM messages WHERE id = ?", (message_pk,)) as cur:
             row = await cur.fetchone()
@@ -251,9 +285,12 @@ class SqliteStore:
         return bytes(row[0])
 
     async def next_due_at(self) -> float | None:
-        """When the earliest queued or deferred delivery becomes due (None: nothing waits)."""
+        """When the earliest queued or deferred delivery becomes due, or the earliest lease
+        expires (None: nothing waits)."""
         async with self._ro.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'deferred')"
+            "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM deliveries"
+            " WHERE state IN ('queued', 'deferred')"
+            " UNION ALL SELECT min(lease_until) FROM deliveries WHERE state = 'leased')"
         ) as cur:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -278,7 +315,7 @@ class SqliteStore:
 
         async def work(db: aiosqlite.Connection) -> None:
             await db.executemany(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL"
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
                 " WHERE id = ? AND state = 'leased'",
                 ids,
             )
@@ -990,7 +1027,7 @@ async def _write_outcomes(
     )
     await db.executemany(
         "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
-        " lease_until = NULL, last_class = ?, last_code = ?, last_status = ?,"
+        " lease_until = NULL, lease_owner = NULL, last_class = ?, last_code = ?, last_status = ?,"
         " last_text = ?, last_remote = ?, updated_at = ? WHERE id = ?",
         [
             (

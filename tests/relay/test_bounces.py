@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
+import pytest
+
+from relay.config import Config
 from relay.learn.suppression import Rules, apply
-from relay.store import Event, Store
-from relay.store.sqlite import SqliteStore
-from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
+from relay.store import Event
+from tests import storeview
+from tests.conftest import RunningRelay, Sink, SinkScript, make_config, open_test_store, smarthost
 from tests.smtpclient import RawClient
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 MSG = b"From: app@example.com\r\nTo: x@example.org\r\nSubject: hello\r\n\r\nbody\r\n"
@@ -35,16 +41,13 @@ async def suppressions(relay: RunningRelay) -> dict[str, str]:
     return {r["address"]: r["reason"] for r in rows}
 
 
-async def events_of(store: Store, kind: str) -> list[dict]:
-    async with store._ro.execute(
-        "SELECT recipient, delivery_id, details FROM events WHERE type = ? ORDER BY id", (kind,)
-    ) as cur:
-        import json
-
-        return [
-            {"recipient": r[0], "delivery_id": r[1], "details": json.loads(r[2])}
-            for r in await cur.fetchall()
-        ]
+async def events_of(config: Config, kind: str) -> list[dict]:
+    rows = storeview.rows(
+        config,
+        "SELECT recipient, delivery_id, details FROM events WHERE type = ? ORDER BY id",
+        kind,
+    )
+    return [{"recipient": r[0], "delivery_id": r[1], "details": json.loads(r[2])} for r in rows]
 
 
 async def test_synchronous_550_suppresses_and_next_message_is_dropped(
@@ -62,7 +65,7 @@ async def test_synchronous_550_suppresses_and_next_message_is_dropped(
     await wait_for(lambda: _has(relay, "gone@example.org"))
     assert (await suppressions(relay))["gone@example.org"] == "hard-bounce"
     assert relay.app.store is not None
-    (bounced,) = await events_of(relay.app.store, "bounced")
+    (bounced,) = await events_of(relay.app.config, "bounced")
     assert bounced["details"]["bounce_type"] == "hard"
     assert bounced["details"]["reason"] == "userunknown"
     # the next message to that address is accepted from the app but dropped, with an event
@@ -71,7 +74,7 @@ async def test_synchronous_550_suppresses_and_next_message_is_dropped(
     await sink.wait_for(1)
     await relay.idle()
     assert [m.rcpts for m in sink.received] == [["ok@example.org"]]
-    (dropped,) = await events_of(relay.app.store, "dropped")
+    (dropped,) = await events_of(relay.app.config, "dropped")
     assert dropped["recipient"] == "gone@example.org"
     assert dropped["details"]["reason"] == "suppressed: hard-bounce"
 
@@ -133,7 +136,7 @@ async def test_late_dsn_at_the_verp_address_over_smtp(
     dsn = _gmail_dsn(verp, "reader@example.org").replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
     reply = await client.data(dsn.replace(b"\r\n.", b"\r\n..") + b".\r\n")
     assert reply == "250 2.0.0 Ok: report taken (bounce, 1 events)"
-    (bounced,) = await events_of(relay.app.store, "bounced")
+    (bounced,) = await events_of(relay.app.config, "bounced")
     (row,) = await relay.app.store.list_deliveries(state="delivered")
     assert bounced["delivery_id"] == row["delivery_id"]
     assert bounced["details"]["bounce_type"] == "hard"
@@ -162,7 +165,7 @@ async def test_autoreply_and_delay_notice_are_not_bounces(
         reply = await client.data(raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
         assert reply == f"250 2.0.0 Ok: report taken ({kind}, 0 events)"
     assert relay.app.store is not None
-    assert await events_of(relay.app.store, "bounced") == []
+    assert await events_of(relay.app.config, "bounced") == []
     assert await suppressions(relay) == {}
 
 
@@ -177,7 +180,7 @@ async def test_complaint_suppresses_permanently(tmp_path: Path, sink: Sink, star
     reply = await client.data(raw.replace(b"\r\n.", b"\r\n..") + b".\r\n")
     assert reply == "250 2.0.0 Ok: report taken (complaint, 1 events)"
     assert relay.app.store is not None
-    (complaint,) = await events_of(relay.app.store, "complaint")
+    (complaint,) = await events_of(relay.app.config, "complaint")
     assert complaint["recipient"] == "reader@yahoo.com" and complaint["delivery_id"] is not None
     assert await suppressions(relay) == {"reader@yahoo.com": "complaint"}
 
@@ -196,16 +199,17 @@ async def test_dsn_goes_to_sender_but_never_loops(tmp_path: Path, sink: Sink, st
     await asyncio.sleep(0.2)
     await relay.idle()
     assert relay.app.store is not None
-    async with relay.app.store._ro.execute(
-        "SELECT kind, mail_from, count(*) FROM messages GROUP BY kind, mail_from ORDER BY kind"
-    ) as cur:
-        rows = [tuple(r) for r in await cur.fetchall()]
+    rows = storeview.rows(
+        relay.app.config,
+        "SELECT kind, mail_from, count(*) FROM messages GROUP BY kind, mail_from"
+        " ORDER BY kind, mail_from",
+    )
     assert rows == [("dsn", "", 1), ("mail", "", 1), ("mail", "app@example.com", 1)]
     assert sink.received == []
 
 
 async def test_soft_bounces_suppress_after_the_limit_and_delivery_clears(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await open_test_store(tmp_path)
     rules = Rules(soft_limit=3, soft_window=7 * 86400, soft_period=7 * 86400)
     soft = {"bounce_type": "soft", "reason": "mailboxfull"}
     for n in range(3):
@@ -247,7 +251,7 @@ async def test_suppression_is_checked_again_at_delivery_time(
     await sink.wait_for(1)
     await relay.idle()
     assert [m.rcpts for m in sink.received] == [["fine@example.org"]]
-    (dropped,) = await events_of(relay.app.store, "dropped")
+    (dropped,) = await events_of(relay.app.config, "dropped")
     assert dropped["recipient"] == "late@example.org"
     assert dropped["details"]["reason"] == "suppressed: unsubscribe"
     (row,) = await relay.app.store.list_deliveries(state="dropped")

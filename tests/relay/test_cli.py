@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.store import NewMessage
-from relay.store.sqlite import SqliteStore
+from relay.config import load_config
+from relay.store import NewMessage, open_store
+from tests.conftest import store_section, store_toml
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 
@@ -24,7 +27,7 @@ def conf(tmp_path: Path) -> Path:
     (tmp_path / "token").write_text("tok\n")
     path = tmp_path / "outpost.toml"
     path.write_text(
-        f'[store]\npath = "{tmp_path / "o.db"}"\n'
+        f"{store_toml(tmp_path)}"
         f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
         f'[sidecar]\nadmin_token_file = "{tmp_path / "token"}"\n'
     )
@@ -39,7 +42,7 @@ def run(conf: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int
 
 def queue(conf: Path, *recipients: str) -> None:
     async def go() -> None:
-        store = await SqliteStore.open(conf.parent / "o.db")
+        store = await open_store(load_config(conf).store)
         await store.queue_message(
             NewMessage(
                 "QID1",
@@ -57,7 +60,7 @@ def queue(conf: Path, *recipients: str) -> None:
 
 def states(conf: Path) -> dict[str, str]:
     async def go() -> dict[str, str]:
-        store = await SqliteStore.open(conf.parent / "o.db")
+        store = await open_store(load_config(conf).store)
         try:
             return await store.delivery_states("QID1")
         finally:
@@ -191,7 +194,8 @@ def test_dkim_keygen_and_check(conf: Path, capsys: pytest.CaptureFixture[str], t
 
 def test_config_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = run(conf, capsys, "config", "check")
-    assert code == 0 and json.loads(out)["store"]["path"] == str(tmp_path / "o.db")
+    shown = json.loads(out)["store"]
+    assert code == 0 and store_section(tmp_path).items() <= shown.items()
     conf.write_text(conf.read_text() + '[relay]\nmax_recipients = "many"\n')
     code, _, err = run(conf, capsys, "config", "check")
     assert code == 2 and f"{conf}: relay.max_recipients: expected a whole number" in err

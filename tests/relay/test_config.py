@@ -96,3 +96,31 @@ def test_backoff_default_is_postfix_like() -> None:
     doubling = zip(backoff, backoff[1:-1], strict=False)
     assert backoff[0] == 300 and all(b == a * 2 for a, b in doubling)
     assert backoff[-1] <= 4000
+
+
+def test_store_url_selects_postgres_and_path_stays_the_default() -> None:
+    assert Config().store.backend == "sqlite"
+    url = "postgresql://outpost@db.example.com:5432/outpost"
+    store = parse_config({"store": {"url": url, "password_file": "/etc/outpost/db"}}).store
+    assert store.backend == "postgres" and store.url == url
+
+
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        (
+            {"path": "var/o.db", "url": "postgresql://o@h/db"},
+            "t.toml: store.path and store.url: set one",
+        ),
+        ({"url": "postgresql://o:hunter2@h/db"}, "t.toml: store.url: no password in the url"),
+        ({"url": "mysql://o@h/db"}, "t.toml: store.url: expected postgresql://"),
+        ({"url": "postgresql://o@h"}, "t.toml: store.url: needs a host and a database name"),
+        ({"password_file": "p"}, "t.toml: store.password_file: only used with store.url"),
+        ({"urll": "x"}, "t.toml: unknown key store.urll"),
+    ],
+)
+def test_store_config_errors(store: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"store": store}, source="t.toml")
+    assert str(caught.value).startswith(message)
+    assert "hunter2" not in str(caught.value)

@@ -12,7 +12,6 @@ import re
 import signal
 import smtplib
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Sink, SinkScript
+from relay.config import Config
+from tests import storeview
+from tests.conftest import Sink, SinkScript, make_config, store_toml
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 ROOT = Path(__file__).parents[2]
 DRAIN_TIMEOUT = 5.0
@@ -52,9 +55,7 @@ listen = ["127.0.0.1:{port}"]
 hostname = "relay.test"
 drain_timeout = "{DRAIN_TIMEOUT:.0f}s"
 
-[store]
-path = "{tmp_path / "outpost.db"}"
-
+{store_toml(tmp_path)}
 [delivery]
 transport = "smarthost"
 smarthost = "127.0.0.1:{sink.port}"
@@ -262,25 +263,21 @@ def sink_keys(sink: Sink) -> Counter[Key]:
     return Counter(key_of(m.data) for m in sink.received)
 
 
-def read_store(path: Path) -> list[tuple[Key, str]]:
+def read_store(config: Config) -> list[tuple[Key, str]]:
     """(key, delivery state) for every delivery, read-only (the relay may be dead or running)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = db.execute(
-            "SELECT m.raw, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        ).fetchall()
-    finally:
-        db.close()
+    rows = storeview.rows(
+        config, "SELECT m.raw, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id"
+    )
     return [(key_of(bytes(raw)), state) for raw, state in rows]
 
 
-async def wait_until_settled(path: Path, timeout: float = 30.0) -> list[tuple[Key, str]]:
+async def wait_until_settled(config: Config, timeout: float = 30.0) -> list[tuple[Key, str]]:
     """Poll the store until no delivery is queued, leased or deferred."""
     rows: list[tuple[Key, str]] = []
     try:
         async with asyncio.timeout(timeout):
             while True:
-                rows = read_store(path)
+                rows = read_store(config)
                 if not any(state in UNFINISHED for _, state in rows):
                     return rows
                 await asyncio.sleep(0.05)
@@ -319,7 +316,7 @@ async def test_sigkill_under_load_loses_no_accepted_message(
     tmp_path: Path, slow_sink: Sink, relay_process: RelayProcess
 ) -> None:
     total, clients = 600, 6
-    store = tmp_path / "outpost.db"
+    store = make_config(tmp_path)
     await relay_process.start()
     load = Load(relay_process.port)
     deadline = time.monotonic() + 45
@@ -376,7 +373,7 @@ async def test_sigterm_under_load_drains_and_keeps_the_queue(
 ) -> None:
     total, clients = 150, 3
     slow_sink.script.hang_data = 0.05  # deliveries lag behind accepts: a queue builds up
-    store = tmp_path / "outpost.db"
+    store = make_config(tmp_path)
     await relay_process.start()
     load = Load(relay_process.port)
     deadline = time.monotonic() + 20

@@ -13,6 +13,8 @@ from relay.store import Lease, Result
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
+
 DATA = Path(__file__).parent.parent / "data" / "messages"
 MSG = b"From: app@example.com\r\nTo: b@example.org\r\nSubject: t\r\n\r\nbody\r\n"
 
@@ -214,7 +216,9 @@ async def test_leases_left_by_a_crash_are_recovered(
     assert relay.app.delivery is not None and relay.app.store is not None
     await relay.app.delivery.stop(1.0)  # no workers: what we queue stays queued
     queue_id = await submit(relay, MSG, ["b@example.org"])
-    leased = await relay.app.store.lease_due_deliveries(1e12, 10, 1e12)  # as a dying process would
+    # as this node's previous process would have, before it died
+    node = config.delivery.node_name
+    leased = await relay.app.store.lease_due_deliveries(1e12, 10, 1e12, owner=node)
     assert [lease.recipient for lease in leased] == ["b@example.org"]
     assert await states(relay, queue_id) == {"b@example.org": "leased"}
     await relay.stop()

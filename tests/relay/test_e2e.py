@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.render import headers
 from tests.conftest import Sink, make_config, smarthost
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 DATA = Path(__file__).parent.parent / "data" / "messages"
 

@@ -14,6 +14,8 @@ import pytest
 from tests.conftest import RunningRelay, Sink, make_config
 from tests.dnsserver import DnsServer
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
+
 ZONE: dict[tuple[str, str], list[Any]] = {
     # preferred MX listed second: the relay must sort by preference, not take answer order
     ("pref.test", "MX"): [(20, "mx2.pref.test"), (10, "mx1.pref.test")],

@@ -5,10 +5,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from relay.render import headers
-from tests.conftest import Sink, make_config, smarthost
+from tests.conftest import Sink, make_config, new_store, smarthost
 from tests.relay.dkim_verify import verify_with_opendkim
 from tests.relay.test_render import BASE, HTML_MSG, TRACK_ON, _keys
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 
 def _rendered_parts(data: bytes) -> tuple[bytes, str | None]:
@@ -24,6 +28,7 @@ async def test_pooled_rendering_matches_inline(tmp_path: Path, sink: Sink, start
     for processes in (0, 1):
         run = tmp_path / f"run{processes}"
         run.mkdir()
+        await new_store()  # the same ids as the first run: a second, fresh store
         (run / "tracking.secrets").write_text("test-secret-0123456789abcdef\n")
         config = make_config(
             run,

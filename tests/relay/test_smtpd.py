@@ -11,6 +11,8 @@ from relay.receive.auth import hash_password
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
+
 MSG = b"From: a@example.com\r\nTo: b@example.org\r\nSubject: t\r\n\r\nbody\r\n.\r\n"
 
 

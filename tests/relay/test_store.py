@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 
-from relay.config import StoreConfig
-from relay.store import Store, open_store
+from relay.config import StoreConfig, parse_config
+from relay.store import Event, NewMessage, Store, open_store
 from relay.store.migrations import latest_version, migrations, statements
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
+from tests import storeview
+from tests.conftest import open_test_store
+from tests.pgserver import PgServer
 
 
 def _public(cls: type) -> set[str]:
@@ -22,25 +28,44 @@ def _public(cls: type) -> set[str]:
     }
 
 
-def test_interface_and_backend_list_the_same_functions() -> None:
-    backend = _public(SqliteStore) - {"open"}  # opening is the factory's business
-    assert backend == _public(Store)
+BACKEND_CLASSES = [SqliteStore, PostgresStore]
 
 
-def test_interface_signatures_match_the_backend() -> None:
+@pytest.mark.parametrize("backend", BACKEND_CLASSES)
+def test_interface_and_backend_list_the_same_functions(backend: type) -> None:
+    found = _public(backend) - {"open"}  # opening is the factory's business
+    assert found == _public(Store)
+
+
+@pytest.mark.parametrize("backend", BACKEND_CLASSES)
+def test_interface_signatures_match_the_backend(backend: type) -> None:
     for name in _public(Store):
         want = inspect.signature(getattr(Store, name))
-        got = inspect.signature(getattr(SqliteStore, name))
+        got = inspect.signature(getattr(backend, name))
         assert list(want.parameters) == list(got.parameters), name
         for p in want.parameters.values():
             assert got.parameters[p.name].default == p.default, (name, p.name)
 
 
-def test_migrations_are_numbered_without_gaps() -> None:
-    steps = migrations("sqlite")
+def test_backend_functions_are_in_the_interface_order() -> None:
+    """postgres.py keeps interface.py's order, so a function added to both lands alike."""
+    order = [n for n in vars(Store) if n in _public(Store)]
+    found = [n for n in vars(PostgresStore) if n in _public(Store)]
+    assert found == order
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_migrations_are_numbered_without_gaps(backend: str) -> None:
+    steps = migrations(backend)
     assert [m.version for m in steps] == list(range(1, len(steps) + 1))
     assert steps[0].name == "initial"
-    assert latest_version("sqlite") == len(steps)
+    assert latest_version(backend) == len(steps)
+
+
+def test_both_backends_have_the_same_migrations() -> None:
+    """A schema change lands in both backends at the same version number and name."""
+    names = {b: [(m.version, m.name) for m in migrations(b)] for b in ("sqlite", "postgres")}
+    assert names["sqlite"] == names["postgres"]
 
 
 def test_statements_ignore_comments_and_blank_parts() -> None:
@@ -85,10 +110,9 @@ async def test_a_newer_store_is_refused(tmp_path: Path) -> None:
         await open_store(StoreConfig(path=str(path)), durable=False)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_events_after_is_a_feed_in_id_order(tmp_path: Path) -> None:
-    from relay.store import Event, NewMessage
-
-    store = await open_store(StoreConfig(path=str(tmp_path / "s.db")), durable=False)
+    store = await open_test_store(tmp_path)
     try:
         assert await store.last_event_id() == 0
         assert await store.events_after(0) == []
@@ -121,3 +145,131 @@ async def test_events_after_is_a_feed_in_id_order(tmp_path: Path) -> None:
         assert pk > 0
     finally:
         await store.close()
+
+
+# --- PostgreSQL: schema versions and migrations under an advisory lock
+
+
+async def test_postgres_migrates_once_when_nodes_start_together(pg_server: PgServer) -> None:
+    name = await pg_server.create_database(empty=True)
+    try:
+        url, password = pg_server.url(name), str(pg_server.password_file)
+        stores = await asyncio.gather(
+            *(PostgresStore.open(url, password_file=password, durable=False) for _ in range(4))
+        )
+        for store in stores:
+            await store.close()
+        config = parse_config({"store": pg_server.store_section(name)})
+        version = storeview.value(config, "SELECT version FROM schema_version")
+        assert version == latest_version("postgres")
+        assert storeview.value(config, "SELECT count(*) FROM schema_version") == 1
+    finally:
+        await pg_server.drop_database(name)
+
+
+async def test_postgres_refuses_a_newer_schema(pg_server: PgServer) -> None:
+    name = await pg_server.create_database()
+    try:
+        conn = await asyncpg.connect(
+            pg_server.url(name), password=pg_server.password_file.read_text().strip()
+        )
+        await conn.execute("UPDATE schema_version SET version = version + 1")
+        await conn.close()
+        with pytest.raises(RuntimeError, match="newer than this Outpost"):
+            await PostgresStore.open(
+                pg_server.url(name), password_file=str(pg_server.password_file), durable=False
+            )
+    finally:
+        await pg_server.drop_database(name)
+
+
+# --- leases: expiry, takeover by another node, renewal, a restart taking back its own
+
+
+async def _queue(store: Store, queue_id: str, *recipients: str, at: float = 100.0) -> int:
+    return await store.queue_message(
+        NewMessage(
+            queue_id, at, "app@example.com", "127.0.0.1", b"Subject: x\r\n\r\nx\r\n", recipients
+        )
+    )
+
+
+@pytest.mark.usefixtures("store_backend")
+async def test_an_expired_lease_is_taken_over_by_a_live_node(tmp_path: Path) -> None:
+    a, b = await open_test_store(tmp_path), await open_test_store(tmp_path)
+    try:
+        await _queue(a, "Q1", "x@example.org", "y@example.org")
+        got = await a.lease_due_deliveries(100.0, 10, 110.0, owner="a")
+        assert sorted(lease.recipient for lease in got) == ["x@example.org", "y@example.org"]
+        assert await b.lease_due_deliveries(105.0, 10, 115.0, owner="b") == []  # a holds them
+        assert await b.next_due_at() == 110.0  # when a's leases expire
+        taken = await b.lease_due_deliveries(110.5, 10, 120.0, owner="b")  # a died meanwhile
+        assert sorted(lease.delivery_id for lease in taken) == sorted(g.delivery_id for g in got)
+        assert all(lease.attempts == 0 for lease in taken)  # no attempt was recorded
+        assert await a.renew_leases([g.delivery_id for g in got], "a", 130.0) == 0  # lost
+        assert await b.renew_leases([t.delivery_id for t in taken], "b", 130.0) == 2
+        assert await a.lease_due_deliveries(125.0, 10, 140.0, owner="a") == []  # renewed: b's
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.usefixtures("store_backend")
+async def test_a_restart_takes_back_only_its_own_leases(tmp_path: Path) -> None:
+    a, b = await open_test_store(tmp_path), await open_test_store(tmp_path)
+    try:
+        await _queue(a, "Q1", "x@example.org", "y@example.org")
+        (mine,) = await a.lease_due_deliveries(100.0, 1, 1e9, owner="a")
+        (theirs,) = await b.lease_due_deliveries(100.0, 1, 1e9, owner="b")
+        assert await a.recover_leases("a") == 1  # node a restarted: its lease is void
+        assert await a.delivery_states("Q1") == {
+            mine.recipient: "queued",
+            theirs.recipient: "leased",
+        }
+        (again,) = await a.lease_due_deliveries(101.0, 10, 1e9, owner="a")
+        assert again.delivery_id == mine.delivery_id
+        await b.release_leases([theirs.delivery_id])  # b drains at SIGTERM
+        assert (await b.delivery_states("Q1"))[theirs.recipient] == "queued"
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- event ids: a reader tailing events_after never skips an event that committed late
+
+
+@pytest.mark.usefixtures("store_backend")
+async def test_events_after_skips_nothing_under_concurrent_writers(tmp_path: Path) -> None:
+    writers = [await open_test_store(tmp_path, durable=True) for _ in range(6)]
+    reader = await open_test_store(tmp_path)
+    rounds, per_batch = 40, 3
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    async def write(store: Store, n: int) -> None:
+        for i in range(rounds):
+            batch = [Event("complaint", float(i), recipient=f"w{n}@example.net")] * per_batch
+            await store.record_events(batch)
+
+    async def tail() -> None:
+        cursor = 0
+        while True:
+            finished = done.is_set()
+            got = await reader.events_after(cursor, limit=50)
+            seen.extend(e["id"] for e in got)
+            cursor = seen[-1] if seen else 0
+            if finished and not got:
+                return
+            await asyncio.sleep(0)
+
+    try:
+        tailer = asyncio.create_task(tail())
+        await asyncio.gather(*(write(s, n) for n, s in enumerate(writers)))
+        done.set()
+        await tailer
+        everything = [e["id"] for e in await reader.events_after(0, limit=100_000)]
+        assert len(everything) == len(writers) * rounds * per_batch
+        assert seen == everything  # in order, and nothing committed late was skipped
+    finally:
+        for store in [*writers, reader]:
+            await store.close()

@@ -1,9 +1,8 @@
-"""Sidecar test parts: real deliveries in a SQLite store, the app on a loopback test server."""
+"""Sidecar test parts: real deliveries in the test's store, the app on a loopback test server."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,10 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
 from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
-from relay.store import NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
+from relay.store import NewMessage, Outcome, Result, open_store
 from sidecar.app import TRACKER, make_app
 from sidecar.tracking import Tracker
+from tests import storeview
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 HUMAN_UA = (
@@ -43,7 +42,7 @@ async def seed(
     now = time.time()
     received = received_at if received_at is not None else now - 3700
     done_at = delivered_at if delivered_at is not None else now - 3600
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         pk = await store.queue_message(
             NewMessage(
                 queue_id=queue_id,
@@ -99,11 +98,11 @@ def tracker_of(client: TestClient) -> Tracker:
 
 
 def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
-    """Events straight from the database file (a separate connection), in time order."""
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute(
-            "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id"
-        ).fetchall()
+    """Events straight from the database (a separate connection), in time order."""
+    rows = storeview.rows(
+        config,
+        "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id",
+    )
     out = [
         {
             "at": r[0],
@@ -119,6 +118,5 @@ def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
 
 
 def suppressions(config: Config) -> dict[str, tuple[str, float | None]]:
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute("SELECT address, reason, expires_at FROM suppressions").fetchall()
+    rows = storeview.rows(config, "SELECT address, reason, expires_at FROM suppressions")
     return {r[0]: (r[1], r[2]) for r in rows}

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import pytest
+
 from relay.render.tokens import HONEYPOT_LINK, TokenKind
 from sidecar.tracking import GIF, location
 from tests.conftest import make_config
@@ -21,6 +23,8 @@ from tests.sidecar.helpers import (
     token,
     tracker_of,
 )
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 URLS = [
     "https://example.com/a?x=1&y=2",
@@ -152,7 +156,11 @@ async def test_events_are_batched_and_flushed_on_shutdown(tmp_path: Path) -> Non
     assert {e["details"]["source"] for e in db_events(config, "click")} == {"human"}
 
 
-async def test_a_locked_store_never_delays_a_click_nor_loses_it(tmp_path: Path) -> None:
+async def test_a_locked_store_never_delays_a_click_nor_loses_it(
+    tmp_path: Path, store_backend: str
+) -> None:
+    if store_backend != "sqlite":
+        pytest.skip("a SQLite file lock; PostgreSQL writers don't lock each other out")
     config = make_config(tmp_path, store={"busy_timeout": "100ms"})
     ids = await seed(config, "Q1", [f"r{i}@example.org" for i in range(10)], links=URLS)
     async with sidecar(config, settle=0.0) as client:

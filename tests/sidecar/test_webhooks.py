@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import aiosqlite
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -27,7 +26,6 @@ from cryptography.x509.oid import NameOID
 
 from relay.config import ConfigError
 from relay.store import Store
-from relay.store.sqlite import SqliteStore
 from sidecar.webhooks import (
     SENDGRID_SIGNATURE_HEADER,
     SENDGRID_TIMESTAMP_HEADER,
@@ -46,6 +44,10 @@ from sidecar.webhooks import (
     verify_sendgrid,
     verify_sns,
 )
+from tests import storeview
+from tests.conftest import make_config, open_test_store
+
+pytestmark = pytest.mark.usefixtures("store_backend")  # every test on both backends
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "webhooks"
 NOW = 1_760_000_000.0
@@ -207,7 +209,7 @@ def config(
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await SqliteStore.open(tmp_path / "outpost.db", durable=False)
+    s = await open_test_store(tmp_path)
     yield s
     await s.close()
 
@@ -243,22 +245,23 @@ Client = TestClient[web.Request, web.Application]
 
 
 async def rows(tmp_path: Path) -> list[dict[str, Any]]:
-    async with aiosqlite.connect(tmp_path / "outpost.db") as db:
-        async with db.execute(
-            "SELECT type, at, message_id, delivery_id, recipient, campaign, details"
-            " FROM events ORDER BY id"
-        ) as cur:
-            keys = ("type", "at", "message_pk", "delivery_id", "recipient", "campaign", "details")
-            out = [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+    found = storeview.rows(
+        make_config(tmp_path),
+        "SELECT type, at, message_id, delivery_id, recipient, campaign, details"
+        " FROM events ORDER BY id",
+    )
+    keys = ("type", "at", "message_pk", "delivery_id", "recipient", "campaign", "details")
+    out = [dict(zip(keys, r, strict=True)) for r in found]
     for r in out:
         r["details"] = json.loads(r["details"])
     return out
 
 
 async def suppressions(tmp_path: Path) -> dict[str, tuple[str, float | None]]:
-    async with aiosqlite.connect(tmp_path / "outpost.db") as db:
-        async with db.execute("SELECT address, reason, expires_at FROM suppressions") as cur:
-            return {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
+    found = storeview.rows(
+        make_config(tmp_path), "SELECT address, reason, expires_at FROM suppressions"
+    )
+    return {r[0]: (r[1], r[2]) for r in found}
 
 
 async def nothing_recorded(tmp_path: Path) -> None:
@@ -887,7 +890,7 @@ async def test_body_over_the_limit_is_413(
 async def test_store_failure_answers_500_and_forgets_the_ids(
     tmp_path: Path, config: WebhookConfig, clock: Clock, sendgrid_key: ec.EllipticCurvePrivateKey
 ) -> None:
-    broken = await SqliteStore.open(tmp_path / "broken.db", durable=False)
+    broken = await open_test_store(tmp_path)
     await broken.close()  # every write now fails
     dedup = MemoryDedup()
     c = await serve(WebhookHandler(broken, config, dedup, clock=clock))
