@@ -227,6 +227,39 @@ async def test_leases_left_by_a_crash_are_recovered(
     assert len(sink.received) == 1
 
 
+async def test_a_slow_attempt_keeps_its_lease_and_a_dead_nodes_is_taken_over(
+    tmp_path: Path, start_relay
+) -> None:
+    """Two relays on one store: an attempt outlasting lease_time is renewed (the other relay
+    leaves it alone); a lease whose holder died expires and the live relay takes it over."""
+    slow = Sink(SinkScript(hang_data=1.0))
+    await slow.start()
+    try:
+        delivery = smarthost(slow) | {"lease_time": "300ms", "poll_interval": "50ms"}
+        a = await start_relay(make_config(tmp_path, delivery=delivery | {"node": "a"}))
+        b = await start_relay(make_config(tmp_path, delivery=delivery | {"node": "b"}))
+        queue_id = await submit(a, MSG, ["b@example.org"])
+        await wait_states(a, queue_id, {"b@example.org": "delivered"})
+        assert slow.data_attempts == 1  # renewed every 100 ms: never leased twice
+        # a node that leased and died: its lease expires, the live node (b) delivers
+        assert a.app.store is not None and b.app.store is not None
+        await a.stop()
+        slow.script.hang_data = 0.0
+        queue_id = await submit(b, MSG, ["c@example.org"])
+        assert b.app.delivery is not None
+        await b.app.delivery.stop(1.0)  # b's workers off while the dead node takes the lease
+        now = b.app.clock()
+        (dead,) = await b.app.store.lease_due_deliveries(now, 10, now + 0.3, owner="a")
+        assert await states(b, queue_id) == {"c@example.org": "leased"}
+        await b.stop()
+        b = await start_relay(make_config(tmp_path, delivery=delivery | {"node": "b"}))
+        assert await states(b, queue_id) == {"c@example.org": "leased"}  # not b's to recover
+        await wait_states(b, queue_id, {"c@example.org": "delivered"})
+        assert slow.data_attempts == 2 and len(slow.received) == 2
+    finally:
+        await slow.stop()
+
+
 def _lease(received_at: float = 0.0, attempts: int = 0) -> Lease:
     return Lease(
         1,
