@@ -1,4 +1,4 @@
-"""`outpostctl`: the operator's command line (config, queue, suppression, dkim, bounce, auth)."""
+"""`outpostctl`: the operator's command line (config, queue, suppression, dkim, bounce, store)."""
 
 from __future__ import annotations
 
@@ -339,6 +339,38 @@ def cmd_dkim_check(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- store
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy a SQLite store into an empty PostgreSQL database, printing rows per table."""
+    from relay.store.copy import TargetNotEmpty, copy_sqlite_to_postgres
+
+    last: dict[str, int] = {}
+
+    def progress(table: str, rows: int) -> None:
+        last[table] = rows
+        print(f"{table}: {rows} rows", flush=True)
+
+    if not Path(args.source).is_file():
+        print(f"outpostctl: {args.source}: no such store file", file=sys.stderr)
+        return 2
+    try:
+        copied = asyncio.run(
+            copy_sqlite_to_postgres(
+                args.source, args.to, password_file=args.password_file, progress=progress
+            )
+        )
+    except TargetNotEmpty as exc:
+        print(f"outpostctl: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    for table in copied:
+        if table not in last:
+            print(f"{table}: 0 rows")
+    print(f"copied {sum(copied.values())} rows in {len(copied)} tables", flush=True)
+    return 0
+
+
 # --- parser
 
 
@@ -400,6 +432,10 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim").add_argument(
         "--domain", required=True
     )
+    p = add("copy", cmd_store_copy, "copy a SQLite store into empty PostgreSQL", "store")
+    p.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    p.add_argument("--to", required=True, help="postgresql://user@host:port/db")
+    p.add_argument("--password-file", default="", help="file holding the database password")
     return parser
 
 
