@@ -89,6 +89,7 @@ class DeliveryService:
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
+        self._leasing = False  # between taking leases and handing them to workers
         self.node = config.node_name  # the holder named in this relay's leases
 
     # --- control
@@ -132,8 +133,9 @@ class DeliveryService:
     async def idle(self) -> None:
         """Wait until no delivery is queued, leased or in flight (tests and `queue flush`)."""
         while True:
-            busy = self._tasks or any(d.pending for d in self._dest.values())
             due = await self._store.next_due_at()
+            # read after the store: a lease the query saw is then still flagged or dispatched
+            busy = self._leasing or self._tasks or any(d.pending for d in self._dest.values())
             if not busy and (due is None or due > self._clock()):
                 return
             await asyncio.sleep(0.02)
@@ -175,14 +177,18 @@ class DeliveryService:
             got: list[Lease] = []
             if room > 0:
                 now = self._clock()
+                self._leasing = True
                 try:
                     got = await self._store.lease_due_deliveries(
                         now, room, now + cfg.lease_time, owner=self.node
                     )
                 except Exception:
                     log.exception("leasing failed; retrying")
-                for lease in await self._drop_suppressed(got):
-                    self._dispatch(lease)
+                try:
+                    for lease in await self._drop_suppressed(got):
+                        self._dispatch(lease)
+                finally:
+                    self._leasing = False
             if got and len(got) == room:
                 continue  # more may be due; the workers make room
             timeout = cfg.poll_interval

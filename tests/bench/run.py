@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bench.run                 # everything (about 15-25 minutes)
     .venv/bin/python -m tests.bench.run --quick         # small runs: checks the harness itself
-    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale; repeatable)
+    .venv/bin/python -m tests.bench.run --only smtp     # one section (smtp|http|scale|postgres)
 
 Full runs write tests/bench/results/latest.json and latest.md (the table for the README);
 --quick runs write quick.json and quick.md instead, so they never replace real figures. A
@@ -26,8 +26,13 @@ from typing import Any
 from tests.bench import common
 from tests.bench.common import RESULTS, log
 
-SECTIONS = ("smtp", "http", "scale")
-TOOLS_FOR = {"smtp": ["smtp-source", "smtp-sink", "postfix"], "http": ["nginx", "wrk"], "scale": []}
+SECTIONS = ("smtp", "http", "scale", "postgres")
+TOOLS_FOR = {
+    "smtp": ["smtp-source", "smtp-sink", "postfix"],
+    "http": ["nginx", "wrk"],
+    "scale": [],
+    "postgres": ["smtp-source", "smtp-sink", "postfix"],
+}
 LABELS = {
     "sink": "a. smtp-sink alone (ceiling)",
     "postfix": "b. Postfix relay -> smtp-sink",
@@ -152,6 +157,20 @@ def main(argv: list[str] | None = None) -> int:
                     scale.run(
                         args.scale_deliveries,
                         args.scale_requests,
+                        rebuild=args.rebuild_store,
+                        keep=args.keep,
+                    )
+                )
+            elif name == "postgres":
+                from tests.bench import postgres
+
+                data.update(
+                    postgres.run(
+                        args.messages,
+                        tuple(s for s in args.sizes.split(",") if s),
+                        args.scale_deliveries,
+                        args.scale_requests,
+                        multinode_messages=1000 if args.quick else 5000,
                         rebuild=args.rebuild_store,
                         keep=args.keep,
                     )
@@ -435,6 +454,50 @@ def render(res: dict[str, Any]) -> str:
             )
         if rows:
             parts += ["", _table(["Query", "n", "p50 ms", "p99 ms", "notes"], rows)]
+    pg = res.get("postgres")
+    if pg:
+        parts += [
+            "",
+            f"**PostgreSQL** ({pg.get('date', '')[:16]}): `smtp-source -d`, 20 sessions in all"
+            f" (split across the relays), {pg.get('messages')} messages, tracking and DKIM off,"
+            " durable accepts; the tests' own PostgreSQL server (fsync on).",
+        ]
+        if pg.get("error"):
+            parts += ["", f"failed: {pg['error']}"]
+        rows = [
+            [
+                r["scenario"],
+                r["size"],
+                _n(r.get("accept_msgs_per_s")),
+                _n(r.get("end_to_end_msgs_per_s")),
+            ]
+            for r in pg.get("runs", [])
+        ]
+        if rows:
+            parts += [
+                "",
+                _table(["Store, relays", "size", "accept msg/s", "end to end msg/s"], rows),
+            ]
+        sc = pg.get("scale", {})
+        qrows = [
+            [name, _n(q.get("n")), _n(q.get("p50_ms"), 2), _n(q.get("p99_ms"), 2)]
+            for name, q in sc.get("queries", {}).items()
+        ]
+        if qrows:
+            parts += [
+                "",
+                f"Stats on PostgreSQL (the scale store, moved by `store copy` in"
+                f" {sc.get('copy_seconds')} s):",
+                "",
+                _table(["Query", "n", "p50 ms", "p99 ms"], qrows),
+            ]
+        mn = pg.get("multinode")
+        if mn:
+            parts += [
+                "",
+                f"Multi-node proof ({'passed' if mn.get('passed') else 'FAILED'}): "
+                f"`{mn.get('summary', '')}`",
+            ]
     tg = res.get("targets") or []
     if tg:
         parts += [

@@ -450,25 +450,9 @@ def time_requests(api: Api, paths: list[str], warmup: int = 5) -> dict[str, Any]
     return out
 
 
-def run(
-    deliveries: int = 1_000_000,
-    requests: int = 1000,
-    raw_size: int = 5_000,
-    rebuild: bool = False,
-    keep: bool = False,
-) -> dict[str, Any]:
-    store, meta = get_store(deliveries, raw_size, rebuild)
-    size = sum(
-        os.path.getsize(f"{store}{s}") for s in ("", "-wal") if os.path.exists(f"{store}{s}")
-    )
-    out: dict[str, Any] = {
-        "store": meta,
-        "db_size_mb": round(size / 1e6, 1),
-        "db_size_without_bodies_mb": None,
-        "requests_per_query": requests,
-    }
+def sample_queries(store: Path, requests: int) -> tuple[list[str], list[str]]:
+    """The campaigns (largest first) and random queue ids the timed requests ask for."""
     con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
-    raw_total = con.execute("SELECT sum(length(raw)) FROM messages").fetchone()[0] or 0
     rng = random.Random(7)
     n_msgs = con.execute("SELECT max(id) FROM messages").fetchone()[0]
     picks = [rng.randint(1, n_msgs) for _ in range(requests)]
@@ -476,13 +460,22 @@ def run(
         con.execute("SELECT queue_id FROM messages WHERE id = ?", (i,)).fetchone()[0] for i in picks
     ]
     con.close()
-    out["db_size_without_bodies_mb"] = round((size - raw_total) / 1e6, 1)
-    largest = meta["largest_campaign"]["campaign"]
-    campaigns = [c["campaign"] for c in _campaign_sizes(store)]
+    return [c["campaign"] for c in _campaign_sizes(store)], qids
 
-    with workdir("scale", keep=keep) as d, Processes() as procs:
-        port = free_port()
-        cfg = sidecar_config(d, port, store)
+
+def query_sidecar(
+    d: Path,
+    cfg: Path,
+    port: int,
+    meta: dict[str, Any],
+    campaigns: list[str],
+    qids: list[str],
+    requests: int,
+) -> tuple[dict[str, Any], Any]:
+    """Start a sidecar on cfg and time the admin queries; (queries, a sample stats body)."""
+    largest = meta["largest_campaign"]["campaign"]
+    sample = None
+    with Processes() as procs:
         token = (d / "admin.token").read_text().strip()
         logf = open(d / "sidecar.log", "wb")  # noqa: SIM115
         proc = procs.start(
@@ -513,9 +506,41 @@ def run(
             queries["stats, all mail"] = time_requests(api, ["/api/stats"] * n_all, warmup=1)
             status, body, _ = api.get(f"/api/stats?campaign={largest}")
             if status == 200:
-                out["sample_stats_body"] = json.loads(body)
+                sample = json.loads(body)
         finally:
             api.close()
+    return queries, sample
+
+
+def run(
+    deliveries: int = 1_000_000,
+    requests: int = 1000,
+    raw_size: int = 5_000,
+    rebuild: bool = False,
+    keep: bool = False,
+) -> dict[str, Any]:
+    store, meta = get_store(deliveries, raw_size, rebuild)
+    size = sum(
+        os.path.getsize(f"{store}{s}") for s in ("", "-wal") if os.path.exists(f"{store}{s}")
+    )
+    out: dict[str, Any] = {
+        "store": meta,
+        "db_size_mb": round(size / 1e6, 1),
+        "db_size_without_bodies_mb": None,
+        "requests_per_query": requests,
+    }
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    raw_total = con.execute("SELECT sum(length(raw)) FROM messages").fetchone()[0] or 0
+    con.close()
+    out["db_size_without_bodies_mb"] = round((size - raw_total) / 1e6, 1)
+    campaigns, qids = sample_queries(store, requests)
+
+    with workdir("scale", keep=keep) as d:
+        port = free_port()
+        cfg = sidecar_config(d, port, store)
+        queries, sample = query_sidecar(d, cfg, port, meta, campaigns, qids, requests)
+    if sample is not None:
+        out["sample_stats_body"] = sample
     out["queries"] = queries
     for name, q in queries.items():
         log(f"scale: {name}: p50 {q.get('p50_ms')} ms p99 {q.get('p99_ms')} ms {q['statuses']}")

@@ -187,6 +187,7 @@ async def test_verp_return_path_names_the_delivery(tmp_path: Path, sink: Sink, s
     token = local.removeprefix("bounces+")
     claims = signer(tmp_path).read(token.upper(), TokenKind.BOUNCE)  # survives case folding
     assert relay.app.store is not None
+    await relay.idle()
     (row,) = await relay.app.store.list_deliveries(state="delivered")
     assert claims is not None and claims.delivery_id == row["delivery_id"]
 
