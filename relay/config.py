@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -399,7 +399,7 @@ def _check_store(store: StoreConfig, src: str) -> None:
     parts = urlsplit(store.url)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ConfigError(f"{src}: store.url: expected postgresql://user@host:port/db")
-    if parts.password is not None:
+    if parts.password is not None or "password" in parse_qs(parts.query):
         raise ConfigError(
             f"{src}: store.url: no password in the url; put it in store.password_file"
         )

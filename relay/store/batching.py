@@ -27,6 +27,7 @@ class GroupCommit(Generic[T, R]):
         self._max_batch = max_batch
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
+        self.commits = 0  # transactions written (fewer than items when writes were shared)
 
     async def submit(self, item: T) -> R:
         fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -45,6 +46,7 @@ class GroupCommit(Generic[T, R]):
             del self._pending[: self._max_batch]
             try:
                 results = await self._write([item for item, _ in batch])
+                self.commits += 1
             except BaseException as exc:  # every waiter learns the batch failed
                 for _, fut in batch:
                     if not fut.done():

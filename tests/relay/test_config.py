@@ -113,6 +113,7 @@ def test_store_url_selects_postgres_and_path_stays_the_default() -> None:
             "t.toml: store.path and store.url: set one",
         ),
         ({"url": "postgresql://o:hunter2@h/db"}, "t.toml: store.url: no password in the url"),
+        ({"url": "postgresql://o@h/db?password=hunter2"}, "t.toml: store.url: no password in"),
         ({"url": "mysql://o@h/db"}, "t.toml: store.url: expected postgresql://"),
         ({"url": "postgresql://o@h"}, "t.toml: store.url: needs a host and a database name"),
         ({"password_file": "p"}, "t.toml: store.password_file: only used with store.url"),

@@ -273,3 +273,18 @@ async def test_events_after_skips_nothing_under_concurrent_writers(tmp_path: Pat
     finally:
         for store in [*writers, reader]:
             await store.close()
+
+
+@pytest.mark.usefixtures("store_backend")
+async def test_concurrent_accepts_share_durable_commits(tmp_path: Path) -> None:
+    """Group commit: sessions that arrive while a commit is on its way share the next one."""
+    store = await open_test_store(tmp_path, durable=True)
+    try:
+        pks = await asyncio.gather(
+            *(_queue(store, f"Q{i}", f"r{i}@example.org") for i in range(40))
+        )
+        assert len(set(pks)) == 40
+        assert len(await store.list_deliveries(state="queued")) == 40
+        assert store._accepts.commits < 40  # type: ignore[attr-defined]
+    finally:
+        await store.close()
