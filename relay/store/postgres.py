@@ -343,6 +343,8 @@ class PostgresStore:
 
         async def work(conn: Conn) -> int:
             unsubscribes = [e for e in events if e.type == "unsubscribe"]
+            if unsubscribes:  # "seen before?" must not race another sidecar's same click;
+                await _lock_event_ids(conn)  # no row lock is held yet, so no deadlock either
             known = {e.delivery_id for e in unsubscribes if e.delivery_id is not None}
             seen_before = {
                 int(r[0])
@@ -377,7 +379,6 @@ class PostgresStore:
                     str(e.details.get("method", "")),
                     e.at,
                 )
-            # events last: their id lock is held to commit, after every row lock is taken
             await _insert_events(conn, write)
             return len(write)
 
@@ -1072,7 +1073,9 @@ async def _write_outcomes(conn: Conn, outcomes: Sequence[Outcome], now: float) -
 
 async def _lock_event_ids(conn: Conn) -> None:
     """Order event commits: held to commit, so ids become visible in id order (gap-safe
-    readers). Taken after every row lock of the transaction, so it can't deadlock with one."""
+    readers). A holder takes no row lock after it (events are a transaction's last write;
+    record_tracking's suppressions rows are locked only by writers that never take this
+    lock), so it can't deadlock with one."""
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
 
 
