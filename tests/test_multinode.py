@@ -15,7 +15,7 @@ import os
 import smtplib
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +152,9 @@ def figure(body: Any, key: str) -> Any:
     return None
 
 
-async def until(predicate_timeout: float, check: object) -> None:
-    async with asyncio.timeout(predicate_timeout):
-        while not check():  # type: ignore[operator]
+async def until(timeout: float, check: Callable[[], bool]) -> None:
+    async with asyncio.timeout(timeout):
+        while not check():
             await asyncio.sleep(0.1)
 
 
