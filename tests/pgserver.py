@@ -117,23 +117,28 @@ class PgServer:
             f"-c listen_addresses=127.0.0.1 -p {server.port} -c unix_socket_directories=''"
             " -c fsync=on -c synchronous_commit=on -c max_connections=300"
         )
-        server._run(
-            "pg_ctl",
-            "-D",
-            str(root / "data"),
-            "-l",
-            str(root / "log"),
-            "-o",
-            options,
-            "-w",
-            "start",
-        )
-        run_in_thread(server._make_template())  # callers may be inside a running loop
+        try:
+            server._run(
+                "pg_ctl",
+                "-D",
+                str(root / "data"),
+                "-l",
+                str(root / "log"),
+                "-o",
+                options,
+                "-w",
+                "start",
+            )
+            run_in_thread(server._make_template())  # callers may be inside a running loop
+        except BaseException:
+            server.stop()  # never leave a server running behind a failed start
+            raise
         return server
 
     def stop(self) -> None:
         try:
-            self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
+            if (self.root / "data" / "postmaster.pid").exists():
+                self._run("pg_ctl", "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
