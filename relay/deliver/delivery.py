@@ -122,7 +122,10 @@ class DeliveryService:
             self._renew_task.cancel()
             await asyncio.gather(self._renew_task, return_exceptions=True)
         untried = self._held()
-        await self._store.release_leases(untried)
+        await self._store.release_leases(untried, owner=self.node)
+        for d in self._dest.values():  # given back: a second stop has nothing to return
+            d.pending.clear()
+        self._inflight.clear()
         if untried:
             log.info("returned leases to the queue count=%d", len(untried))
         for channels in self._idle.values():
@@ -159,14 +162,16 @@ class DeliveryService:
             if not held:
                 continue
             try:
-                kept = await self._store.renew_leases(
-                    held, self.node, self._clock() + cfg.lease_time
+                kept = set(
+                    await self._store.renew_leases(held, self.node, self._clock() + cfg.lease_time)
                 )
             except Exception:
                 log.exception("lease renewal failed; retrying")
                 continue
-            if kept < len(held):
-                log.warning("leases lost count=%d (taken over after expiry)", len(held) - kept)
+            # a lease not renewed was either finished meanwhile (no longer held) or taken over
+            lost = (set(held) - kept) & set(self._held())
+            if lost:
+                log.warning("leases lost count=%d (taken over after expiry)", len(lost))
 
     async def _run(self) -> None:
         cfg = self._config
@@ -336,6 +341,8 @@ class DeliveryService:
                 f"{result.code} {result.text}",
             )
         await self._store.record_results(outcomes, now)
+        for lease in leases:  # recorded: no longer a lease of ours to renew or return
+            self._inflight.discard(lease.delivery_id)
         if self._after_results is not None:
             try:
                 await self._after_results(outcomes)

@@ -60,9 +60,9 @@ class Store(Protocol):
 
     async def renew_leases(
         self, delivery_ids: Iterable[int], owner: str, lease_until: float
-    ) -> int:
+    ) -> list[int]:
         """Extend `owner`'s leases still held on these deliveries (an attempt outlasting
-        lease_time); returns how many it still held."""
+        lease_time); returns the ids of those it still held."""
         ...
 
     async def message_raw(self, message_pk: int) -> bytes: ...
@@ -76,8 +76,9 @@ class Store(Protocol):
         """Write attempts, new delivery states and their events (group-committed)."""
         ...
 
-    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
-        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
+    async def release_leases(self, delivery_ids: Iterable[int], owner: str | None = None) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted.
+        With owner, only leases it still holds (not one another node took over meanwhile)."""
         ...
 
     # --- events

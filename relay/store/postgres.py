@@ -35,6 +35,8 @@ BACKEND = "postgres"
 R = TypeVar("R")
 Conn = Any  # an asyncpg connection (asyncpg ships no type hints)
 
+RETRIES = 5  # a transaction PostgreSQL rolled back (deadlock, serialisation) is run again
+
 # Advisory lock keys (64-bit, fixed): one for migrations, one that orders event commits.
 MIGRATION_LOCK = 0x6F7574706F737401
 EVENTS_LOCK = 0x6F7574706F737402
@@ -121,8 +123,18 @@ class PostgresStore:
         return await asyncio.shield(self._run_transaction(work))
 
     async def _run_transaction(self, work: Callable[[Conn], Awaitable[R]]) -> R:
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await work(conn)
+        """Run work, again when PostgreSQL rolled it back to break a deadlock or a
+        serialisation conflict: it then had no effect, and work is only SQL, so it repeats."""
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await work(conn)
+            except asyncpg.TransactionRollbackError:
+                if attempt == RETRIES - 1:
+                    raise
+                log.info("store transaction rolled back by the server; retrying")
+                await asyncio.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
 
     # --- accept
 
@@ -203,8 +215,9 @@ class PostgresStore:
             return _count(
                 await conn.execute(
                     "UPDATE deliveries SET state = 'queued', lease_until = NULL,"
-                    " lease_owner = NULL WHERE state = 'leased'"
-                    " AND (lease_owner = $1 OR lease_owner IS NULL)",
+                    " lease_owner = NULL WHERE id IN (SELECT id FROM deliveries"
+                    " WHERE state = 'leased' AND (lease_owner = $1 OR lease_owner IS NULL)"
+                    " ORDER BY id FOR UPDATE)",
                     owner,
                 )
             )
@@ -228,8 +241,10 @@ class PostgresStore:
                 await conn.execute(
                     "UPDATE deliveries SET state = 'queued', lease_until = NULL,"
                     " lease_owner = NULL WHERE id IN (SELECT id FROM deliveries"
-                    " WHERE state = 'leased' AND lease_until <= $1 FOR UPDATE SKIP LOCKED)",
+                    " WHERE state = 'leased' AND lease_until <= $1"
+                    " AND lease_owner IS DISTINCT FROM $2 FOR UPDATE SKIP LOCKED)",
                     now,
+                    owner,
                 )
             )
             if expired:
@@ -256,17 +271,19 @@ class PostgresStore:
 
     async def renew_leases(
         self, delivery_ids: Iterable[int], owner: str, lease_until: float
-    ) -> int:
-        """Extend `owner`'s leases still held on these deliveries; how many it still held."""
-        ids = list(delivery_ids)
+    ) -> list[int]:
+        """Extend `owner`'s leases still held on these deliveries; the ids it still held."""
+        ids = sorted(set(delivery_ids))
         if not ids:
-            return 0
+            return []
 
-        async def work(conn: Conn) -> int:
-            return _count(
-                await conn.execute(
-                    "UPDATE deliveries SET lease_until = $1 WHERE id = ANY($2::bigint[])"
-                    " AND state = 'leased' AND lease_owner = $3",
+        async def work(conn: Conn) -> list[int]:
+            return sorted(
+                int(r[0])
+                for r in await conn.fetch(
+                    "UPDATE deliveries SET lease_until = $1 WHERE id IN (SELECT id FROM deliveries"
+                    " WHERE id = ANY($2::bigint[]) AND state = 'leased' AND lease_owner = $3"
+                    " ORDER BY id FOR UPDATE) RETURNING id",
                     lease_until,
                     ids,
                     owner,
@@ -297,16 +314,17 @@ class PostgresStore:
 
     async def _write_results(self, batch: list[tuple[Sequence[Outcome], float]]) -> list[None]:
         async def work(conn: Conn) -> None:
-            events: list[Event] = []
-            for outcomes, now in batch:
-                events += await _write_outcomes(conn, outcomes, now)
+            events = await _write_outcomes(
+                conn, [(o, now) for outcomes, now in batch for o in outcomes]
+            )
             await _insert_events(conn, events)
 
         await self._transaction(work)
         return [None] * len(batch)
 
-    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
-        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
+    async def release_leases(self, delivery_ids: Iterable[int], owner: str | None = None) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted.
+        With owner, only leases it still holds (not one another node took over meanwhile)."""
         ids = list(delivery_ids)
         if not ids:
             return
@@ -314,8 +332,11 @@ class PostgresStore:
         async def work(conn: Conn) -> None:
             await conn.execute(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
-                " WHERE id = ANY($1::bigint[]) AND state = 'leased'",
+                " WHERE id IN (SELECT id FROM deliveries WHERE id = ANY($1::bigint[])"
+                " AND state = 'leased' AND ($2::text IS NULL OR lease_owner = $2)"
+                " ORDER BY id FOR UPDATE)",
                 ids,
+                owner,
             )
 
         await self._transaction(work)
@@ -1004,13 +1025,15 @@ async def _insert_deliveries(conn: Conn, rows: list[tuple[int, str, str, float, 
     )
 
 
-async def _write_outcomes(conn: Conn, outcomes: Sequence[Outcome], now: float) -> list[Event]:
-    """Attempts and new delivery states; returns their events, for the caller to insert last.
+async def _write_outcomes(conn: Conn, outcomes: Sequence[tuple[Outcome, float]]) -> list[Event]:
+    """Attempts and new delivery states (rows updated in id order: concurrent writers lock
+    them in one order, so they can't deadlock); returns the events, for the caller to insert
+    last.
 
     'queued' = returned untried (no event); 'dropped' = not sent, suppressed meanwhile (an
     event, no attempt).
     """
-    tried = [o for o in outcomes if o.state not in ("queued", "dropped")]
+    tried = [(o, now) for o, now in outcomes if o.state not in ("queued", "dropped")]
     if tried:
         await conn.executemany(
             "INSERT INTO attempts (delivery_id, at, class, code, status, text, remote)"
@@ -1025,7 +1048,7 @@ async def _write_outcomes(conn: Conn, outcomes: Sequence[Outcome], now: float) -
                     o.result.text,
                     o.result.remote,
                 )
-                for o in tried
+                for o, now in tried
             ],
         )
     if outcomes:
@@ -1046,7 +1069,7 @@ async def _write_outcomes(conn: Conn, outcomes: Sequence[Outcome], now: float) -
                     now,
                     o.lease.delivery_id,
                 )
-                for o in sorted(outcomes, key=lambda o: o.lease.delivery_id)
+                for o, now in sorted(outcomes, key=lambda item: item[0].lease.delivery_id)
             ],
         )
     return [
@@ -1066,7 +1089,7 @@ async def _write_outcomes(conn: Conn, outcomes: Sequence[Outcome], now: float) -
                 **o.event_details,
             },
         )
-        for o in outcomes
+        for o, now in outcomes
         if o.state != "queued"
     ]
 

@@ -211,8 +211,8 @@ class SqliteStore:
         async def work(db: aiosqlite.Connection) -> list[Lease]:
             cur = await db.execute(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
-                " WHERE state = 'leased' AND lease_until <= ?",
-                (now,),
+                " WHERE state = 'leased' AND lease_until <= ? AND lease_owner IS NOT ?",
+                (now, owner),
             )
             if cur.rowcount > 0:
                 log.info("took over expired leases count=%d", cur.rowcount)
@@ -261,19 +261,19 @@ class SqliteStore:
 
     async def renew_leases(
         self, delivery_ids: Iterable[int], owner: str, lease_until: float
-    ) -> int:
-        """Extend `owner`'s leases still held on these deliveries; how many it still held."""
-        ids = [(lease_until, i, owner) for i in delivery_ids]
+    ) -> list[int]:
+        """Extend `owner`'s leases still held on these deliveries; the ids it still held."""
+        ids = sorted(set(delivery_ids))
         if not ids:
-            return 0
+            return []
 
-        async def work(db: aiosqlite.Connection) -> int:
-            cur = await db.executemany(
-                "UPDATE deliveries SET lease_until = ? WHERE id = ? AND state = 'leased'"
-                " AND lease_owner = ?",
-                ids,
+        async def work(db: aiosqlite.Connection) -> list[int]:
+            cur = await db.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE state = 'leased' AND lease_owner = ?"
+                f" AND id IN ({','.join('?' * len(ids))}) RETURNING id",
+                (lease_until, owner, *ids),
             )
-            return cur.rowcount
+            return sorted(int(r[0]) for r in await cur.fetchall())
 
         return await self._transaction(work)
 
@@ -307,16 +307,17 @@ class SqliteStore:
         await self._transaction(work)
         return [None] * len(batch)
 
-    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
-        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
-        ids = [(i,) for i in delivery_ids]
+    async def release_leases(self, delivery_ids: Iterable[int], owner: str | None = None) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted.
+        With owner, only leases it still holds (not one another node took over meanwhile)."""
+        ids = [(i, owner, owner) for i in delivery_ids]
         if not ids:
             return
 
         async def work(db: aiosqlite.Connection) -> None:
             await db.executemany(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
-                " WHERE id = ? AND state = 'leased'",
+                " WHERE id = ? AND state = 'leased' AND (? IS NULL OR lease_owner = ?)",
                 ids,
             )
 

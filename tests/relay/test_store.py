@@ -206,8 +206,10 @@ async def test_an_expired_lease_is_taken_over_by_a_live_node(tmp_path: Path) -> 
         taken = await b.lease_due_deliveries(110.5, 10, 120.0, owner="b")  # a died meanwhile
         assert sorted(lease.delivery_id for lease in taken) == sorted(g.delivery_id for g in got)
         assert all(lease.attempts == 0 for lease in taken)  # no attempt was recorded
-        assert await a.renew_leases([g.delivery_id for g in got], "a", 130.0) == 0  # lost
-        assert await b.renew_leases([t.delivery_id for t in taken], "b", 130.0) == 2
+        assert await a.renew_leases([g.delivery_id for g in got], "a", 130.0) == []  # lost
+        assert await b.renew_leases([t.delivery_id for t in taken], "b", 130.0) == sorted(
+            t.delivery_id for t in taken
+        )
         assert await a.lease_due_deliveries(125.0, 10, 140.0, owner="a") == []  # renewed: b's
     finally:
         await a.close()
@@ -228,7 +230,9 @@ async def test_a_restart_takes_back_only_its_own_leases(tmp_path: Path) -> None:
         }
         (again,) = await a.lease_due_deliveries(101.0, 10, 1e9, owner="a")
         assert again.delivery_id == mine.delivery_id
-        await b.release_leases([theirs.delivery_id])  # b drains at SIGTERM
+        await a.release_leases([theirs.delivery_id], owner="a")  # not a's: left alone
+        assert (await b.delivery_states("Q1"))[theirs.recipient] == "leased"
+        await b.release_leases([theirs.delivery_id], owner="b")  # b drains at SIGTERM
         assert (await b.delivery_states("Q1"))[theirs.recipient] == "queued"
     finally:
         await a.close()
