@@ -1113,6 +1113,11 @@ async def _migrate(db: aiosqlite.Connection) -> None:
     for step in migrations(BACKEND)[version:]:
         await db.execute("BEGIN IMMEDIATE")
         try:
+            async with db.execute("PRAGMA user_version") as cur:
+                row = await cur.fetchone()
+            if row and int(row[0]) >= step.version:  # the other process (relay, sidecar)
+                await db.execute("COMMIT")  # starting at the same time applied it meanwhile
+                continue
             for statement in step.statements():
                 await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {step.version}")

@@ -100,6 +100,7 @@ async def test_links_pixel_honeypot_and_list_unsubscribe(
         (0, "https://example.com/post?a=1&b=2")
     ]
     delivery = claims[0].delivery_id if claims[0] else -1
+    await relay.idle()  # the sink has the copy; the relay records the result just after
     states = await relay.app.store.list_deliveries(state="delivered")
     assert [r["delivery_id"] for r in states] == [delivery]
 

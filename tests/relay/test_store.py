@@ -292,3 +292,17 @@ async def test_concurrent_accepts_share_durable_commits(tmp_path: Path) -> None:
         assert store._accepts.commits < 40  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+async def test_sqlite_processes_starting_together_migrate_once(tmp_path: Path) -> None:
+    """The relay and the sidecar open a new store at the same moment: each step runs once."""
+    path = str(tmp_path / "new.db")
+    stores = await asyncio.gather(
+        *(SqliteStore.open(path, durable=False) for _ in range(4)), return_exceptions=True
+    )
+    assert not [s for s in stores if isinstance(s, BaseException)], stores
+    for store in stores:
+        assert isinstance(store, SqliteStore)
+        await store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == latest_version("sqlite")
