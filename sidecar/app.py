@@ -203,6 +203,7 @@ def make_app(
             Rules.from_config(config.bounces),
             notifier=notifier,
             body_timeout=config.sidecar.request_body_timeout,
+            feedback_format=config.feedback.format,
         ),
     )
     webhooks.add_routes(app, hooks)

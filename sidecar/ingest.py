@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from relay.config import FeedbackConfig
 from relay.learn.ingest import ingest
 from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules
@@ -31,7 +32,9 @@ class IngestEndpoint:
         clock: Callable[[], float] = time.time,
         notifier: LateNotifier | None = None,
         body_timeout: float = BODY_TIMEOUT,
+        feedback_format: str = FeedbackConfig().format,
     ) -> None:
+        self._feedback_format = feedback_format  # the relay's [feedback] format: read it back alike
         self._notifier = notifier
         self._store = store
         self._token = token
@@ -66,6 +69,7 @@ class IngestEndpoint:
             rules=self._rules,
             now=self._clock(),
             notifier=self._notifier,
+            feedback_format=self._feedback_format,
         )
         return web.json_response(
             {

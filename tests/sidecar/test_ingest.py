@@ -157,3 +157,53 @@ async def test_a_stalled_body_is_408_and_records_nothing(tmp_path: Path) -> None
             assert (status, body["error"]) == (408, "timeout")
             assert body["detail"] == "the report did not arrive within 0.3 s"
     assert db_events(config, "bounced") == []
+
+
+def feedback_report(feedback_id: str) -> bytes:
+    """An ARF complaint whose attached original carries only a Feedback-ID and the recipient
+    (the Message-ID was rewritten on the way: only the Feedback-ID can match)."""
+    return (
+        "From: feedback@arf.mail.yahoo.com\r\nTo: fbl@example.com\r\nSubject: FW: hi\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=feedback-report; boundary="b"\r\n\r\n'
+        "--b\r\nContent-Type: text/plain\r\n\r\nThis is an email abuse report.\r\n"
+        "--b\r\nContent-Type: message/feedback-report\r\n\r\n"
+        "Feedback-Type: abuse\r\nUser-Agent: Yahoo!-Mail-Feedback/2.0\r\nVersion: 0.1\r\n"
+        "Original-Rcpt-To: reader@example.org\r\n\r\n"
+        "--b\r\nContent-Type: message/rfc822\r\n\r\n"
+        "Message-ID: <rewritten@forwarder.example>\r\n"
+        f"Feedback-ID: {feedback_id}\r\nTo: reader@example.org\r\n\r\nHello.\r\n--b--\r\n"
+    ).encode()
+
+
+async def test_complaints_are_read_with_the_configured_feedback_id_format(tmp_path: Path) -> None:
+    """The relay writes Feedback-ID by [feedback] format; the sidecar reads it back by the same
+    one (a report in the default layout names no campaign under this format)."""
+    config = make_config(
+        tmp_path,
+        feedback={"feedback_id": True, "format": "{mailtype}:{campaign}:{sender}"},
+        bounces={"report_match_window": "0s"},  # "a delivery to them lately" can't match
+    )
+    ids = await seed(config, "Q1", ["reader@example.org"], campaign="spring")
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with sidecar(config) as client:
+        default_layout = await client.post(
+            "/ingest/dsn", data=feedback_report("spring:-:bulk:example.com"), headers=auth
+        )
+        assert default_layout.status == 200
+        assert (await default_layout.json())["matched"] == 0
+        configured = await client.post(
+            "/ingest/dsn", data=feedback_report("bulk:spring:example.com"), headers=auth
+        )
+        assert configured.status == 200
+        assert await configured.json() == {
+            "kind": "complaint",
+            "events": 1,
+            "matched": 1,
+            "unmatched": 0,
+        }
+    (complaint,) = db_events(config, "complaint")
+    assert (complaint["recipient"], complaint["delivery_id"]) == (
+        "reader@example.org",
+        ids["reader@example.org"],
+    )
