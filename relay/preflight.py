@@ -46,6 +46,10 @@ def file_problems(config: Config, *, relay: bool = True, sidecar: bool = True) -
         if r.tls_cert_file and r.tls_key_file:
             attempt("relay.tls_cert_file", lambda: tls_context(r.tls_cert_file, r.tls_key_file))
         secret_files = [("delivery.smarthost_password_file", d.smarthost_password_file)]
+        secret_files += [
+            (f"routes[{i}].smarthost_password_file", route.smarthost_password_file)
+            for i, route in enumerate(config.routes)
+        ]
         if d.tls_ca_file:
             attempt(
                 "delivery.tls_ca_file", lambda: ssl.create_default_context(cafile=d.tls_ca_file)

@@ -255,6 +255,7 @@ def test_dkim_keygen_and_check(conf: Path, capsys: pytest.CaptureFixture[str], t
 
 
 def test_config_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    good = conf.read_text()
     assert run(conf, capsys, "config", "check") == (0, f"{conf}: ok\n", "")
     code, out, _ = run(conf, capsys, "config", "check", "--show")
     assert code == 0 and json.loads(out)["store"]["path"] == str(tmp_path / "o.db")
@@ -283,6 +284,18 @@ def test_config_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 2 and out == ""
     assert "tracking.secrets_file: " in err and "cannot read tracking secrets" in err
     assert f"sidecar.admin_token_file: can't read {tmp_path / 'no-token'}" in err
+    # a route's own smarthost password file, read only when the relay would use it
+    conf.write_text(
+        good + '[[routes]]\nname = "partner"\nrecipient_domains = ["partner.example"]\n'
+        'transport = "smarthost"\nsmarthost = "127.0.0.1:2525"\nsmarthost_username = "u"\n'
+        f'smarthost_password_file = "{tmp_path / "no-password"}"\n'
+    )
+    code, out, err = run(conf, capsys, "config", "check")
+    assert code == 2 and out == ""
+    assert err == (
+        f"invalid: {conf}: routes[0].smarthost_password_file: "
+        f"can't read {tmp_path / 'no-password'} (No such file or directory)\n"
+    )
 
 
 def test_daemons_refuse_a_bad_config(tmp_path: Path) -> None:
