@@ -161,6 +161,7 @@ def make_app(
         webhooks.StoreDedup(lambda: app[STORE]),
         notifier=notifier,
         body_timeout=config.sidecar.request_body_timeout,
+        unsubscribe_scope=config.streams.unsubscribe_scope,
     )
 
     app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])

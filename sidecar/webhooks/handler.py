@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 from aiohttp import web
 
 from relay.learn.notify_sender import LateNotifier
+from relay.learn.scopes import unsubscribe_scope
 from relay.store import Event, Store
 from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
 from sidecar.webhooks.dedup import Dedup
@@ -60,7 +62,9 @@ class WebhookHandler:
         clock: Callable[[], float] = time.time,
         notifier: LateNotifier | None = None,
         body_timeout: float = BODY_TIMEOUT,
+        unsubscribe_scope: str = "broadcast",
     ) -> None:
+        self._unsubscribe_scope = unsubscribe_scope  # [streams] unsubscribe_scope, as for our links
         self._notifier = notifier  # late bounces and complaints: a DSN to the app's sender
         self._store = store
         self._config = config
@@ -145,6 +149,7 @@ class WebhookHandler:
                 duplicates += 1
         try:
             store = self._store() if callable(self._store) else self._store
+            events = await self._scoped(store, events)
             late = []
             if events and self._notifier is not None:
                 late = await self._notifier.select(store, events)
@@ -175,6 +180,26 @@ class WebhookHandler:
         return web.json_response(
             {"accepted": accepted, "duplicates": duplicates, "recorded": len(events)}
         )
+
+    async def _scoped(self, store: Store, events: list[Event]) -> list[Event]:
+        """Unsubscribes reported by a provider get the scope one through our own link would:
+        the message's campaign or list (by the delivery it names) under unsubscribe_scope."""
+        wanted = [e for e in events if e.type == "unsubscribe" and "scope" not in e.details]
+        if not wanted:
+            return events
+        chosen = {id(e) for e in wanted}
+        ids = {e.delivery_id for e in wanted if e.delivery_id is not None}
+        targets = await store.tracking_targets(ids) if ids else {}
+        out = []
+        for e in events:
+            if id(e) in chosen:
+                target = targets.get(e.delivery_id) if e.delivery_id is not None else None
+                campaign = target["campaign"] if target is not None else e.campaign
+                list_id = target["list_id"] if target is not None else ""
+                scope = unsubscribe_scope(self._unsubscribe_scope, campaign, list_id)
+                e = replace(e, details={**e.details, "scope": scope})
+            out.append(e)
+        return out
 
 
 def add_routes(app: web.Application, handler: WebhookHandler) -> None:

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from relay.config import ConfigError
-from relay.store import Store
+from relay.store import NewMessage, Outcome, Result, Store
 from relay.store.sqlite import SqliteStore
 from sidecar.webhooks import (
     SENDGRID_SIGNATURE_HEADER,
@@ -1047,3 +1047,56 @@ async def test_store_dedup_and_seen_before_use_the_store_interface() -> None:
         assert await dedup.remember("ses", "m2", NOW)
         await dedup.forget("ses", "m2")
         assert memory.rows == {("ses", "m1")}
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("broadcast", "broadcast"),
+        ("campaign", "campaign:spring"),
+        ("list", "list:news.example.com"),
+    ],
+)
+async def test_provider_unsubscribes_take_the_configured_scope(
+    store: Store, config: WebhookConfig, clock: Clock, tmp_path: Path, mode: str, expected: str
+) -> None:
+    """[streams] unsubscribe_scope applies to a provider's unsubscribe as to our own link: the
+    campaign or list of the message the event names (by our delivery id), else broadcast."""
+    await store.queue_message(
+        NewMessage(
+            queue_id="Q1",
+            received_at=NOW - 60,
+            mail_from="news@example.com",
+            client_addr="127.0.0.1",
+            raw=b"Subject: hi\r\n\r\nhello\r\n",
+            recipients=("leaver@example.com",),
+            campaign="spring",
+            stream="broadcast",
+            list_id="news.example.com",
+        )
+    )
+    (lease,) = await store.lease_due_deliveries(NOW, 10, NOW + 60)
+    await store.record_results(
+        [Outcome(lease, Result(2, 250, "2.0.0", "ok"), "delivered", 0.0)], NOW
+    )
+    c = await serve(
+        WebhookHandler(store, config, MemoryDedup(), clock=clock, unsubscribe_scope=mode)
+    )
+    try:
+        named = dict(
+            fixture("mailgun_events.json")["unsubscribed"],
+            **{"user-variables": {"outpost_delivery": str(lease.delivery_id)}},
+        )
+        resp = await c.post("/webhooks/mailgun", json=mailgun_signature(named))
+        assert resp.status == 200
+        assert await resp.json() == {"accepted": 1, "duplicates": 0, "recorded": 1}
+    finally:
+        await c.close()
+    (event,) = [r for r in await rows(tmp_path) if r["type"] == "unsubscribe"]
+    assert (event["delivery_id"], event["details"]["scope"]) == (lease.delivery_id, expected)
+    (entry,) = await store.list_suppressions(now=NOW)
+    assert (entry["address"], entry["reason"], entry["scope"]) == (
+        "leaver@example.com",
+        "unsubscribe",
+        expected,
+    )
