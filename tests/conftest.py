@@ -235,10 +235,11 @@ class RunningRelay:
         mail_from: str = "app@example.com",
         rcpts: tuple[str, ...] = ("a@example.org",),
         mail_options: tuple[str, ...] = (),
+        rcpt_options: tuple[str, ...] = (),
     ) -> dict[str, tuple[int, bytes]]:
         """Send with smtplib (in a thread: the relay runs on this loop). Returns refusals."""
         return await asyncio.to_thread(
-            send_smtplib, self.host, self.port, raw, mail_from, rcpts, mail_options
+            send_smtplib, self.host, self.port, raw, mail_from, rcpts, mail_options, rcpt_options
         )
 
     async def idle(self, timeout: float = 10.0) -> None:
@@ -259,9 +260,10 @@ def send_smtplib(
     mail_from: str,
     rcpts: tuple[str, ...],
     mail_options: tuple[str, ...] = (),
+    rcpt_options: tuple[str, ...] = (),
 ) -> dict[str, tuple[int, bytes]]:
     with smtplib.SMTP(host, port, timeout=10) as client:
-        return client.sendmail(mail_from, list(rcpts), raw, mail_options=list(mail_options))
+        return client.sendmail(mail_from, list(rcpts), raw, list(mail_options), list(rcpt_options))
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from relay.config import BouncesConfig
-from relay.deliver.dsn import Notice, build_dsn, should_notify
+from relay.deliver.dsn import Notice, build_dsn, notice_action, should_notify
 from relay.store import Event, Store
 
 log = logging.getLogger("outpost.notify")
@@ -77,18 +77,19 @@ async def tell_sender(
     return queue_id
 
 
-def late_failure(event: Event) -> Notice:
-    """What a late bounce or complaint event says, as one DSN recipient block."""
+def late_failure(event: Event, orcpt: str = "") -> Notice:
+    """What a late bounce or complaint event says, as one DSN recipient block (with the ORCPT
+    the sender gave for that recipient)."""
     d = event.details
     if event.type == "complaint":
         kind = str(d.get("feedback_type") or "abuse")
         text = f"550 5.7.1 the recipient reported this message ({kind} complaint)"
-        return Notice(event.recipient, "5.7.1", text, "")
+        return Notice(event.recipient, "5.7.1", text, "", orcpt=orcpt)
     status = str(d.get("status") or ("5.0.0" if d.get("bounce_type") == "hard" else "4.0.0"))
     if not status.startswith("5"):  # a report after delivery is final for this message
         status = "5" + status[1:] if len(status) > 1 else "5.0.0"
     text = str(d.get("diagnostic") or d.get("text") or d.get("reason") or "reported after delivery")
-    return Notice(event.recipient, status, text, str(d.get("remote") or ""))
+    return Notice(event.recipient, status, text, str(d.get("remote") or ""), orcpt=orcpt)
 
 
 class LateNotifier:
@@ -122,6 +123,8 @@ class LateNotifier:
                 continue  # not one of our deliveries, or a report about someone else
             if delivery["state"] in ("bounced", "expired", "dropped"):
                 continue  # told at delivery time, or never sent
+            if notice_action("bounced", delivery["dsn_notify"], False, False, True) is None:
+                continue  # the sender asked for no failure notices (NOTIFY=NEVER, SUCCESS, ...)
             if await store.delivery_event_count(e.delivery_id, [e.type]):
                 continue  # an earlier report of this kind already told the sender
             seen.add((e.delivery_id, e.type))
@@ -144,9 +147,11 @@ class LateNotifier:
                 self._queue_local,
                 hostname=self._hostname,
                 about=about,
-                failures=[late_failure(e) for e, _ in group],
+                failures=[late_failure(e, str(dl.get("dsn_orcpt") or "")) for e, dl in group],
                 now=now,
                 seed=f"late.{d['delivery_id']}",
+                ret=str(d.get("dsn_ret") or ""),
+                envid=str(d.get("dsn_envid") or ""),
             )
             if queue_id is not None:
                 sent.append(queue_id)

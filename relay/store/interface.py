@@ -236,7 +236,10 @@ class Store(Protocol):
     # --- reports in (bounces, complaints, provider webhooks)
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
-        """A delivery with its message's ids: what a VERP or tracking token resolves to."""
+        """A delivery with its message's ids: what a VERP or tracking token resolves to.
+
+        Keys: delivery_id, message_pk, queue_id, recipient, state, campaign, kind, mail_from,
+        received_at, stream, and the DSN request: dsn_notify, dsn_orcpt, dsn_ret, dsn_envid."""
         ...
 
     async def delivery_event_count(self, delivery_id: int, types: Sequence[str]) -> int:

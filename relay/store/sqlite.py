@@ -624,7 +624,8 @@ class SqliteStore:
         """A delivery with its message's ids: what a VERP or tracking token resolves to."""
         async with self._ro.execute(
             "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
-            " m.mail_from, m.received_at, m.stream FROM deliveries d"
+            " m.mail_from, m.received_at, m.stream, d.dsn_notify, d.dsn_orcpt, m.dsn_ret,"
+            " m.dsn_envid FROM deliveries d"
             " JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
             (delivery_id,),
         ) as cur:
@@ -642,6 +643,10 @@ class SqliteStore:
             "mail_from",
             "received_at",
             "stream",
+            "dsn_notify",
+            "dsn_orcpt",
+            "dsn_ret",
+            "dsn_envid",
         )
         return dict(zip(keys, row, strict=True))
 

@@ -131,3 +131,46 @@ async def test_never_to_the_null_sender_never_about_a_dsn_never_twice(tmp_path: 
         assert [(q[0], q[1], q[3]) for q in queued] == [("", "app@example.com", "dsn")]
         await store.record_events(events[:1])
         assert await notifier.select(store, events[:1]) == []  # reported before: told already
+
+
+async def test_a_late_bounce_follows_the_senders_dsn_request(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """RFC 3461 for reports that come after delivery too: NOTIFY=NEVER (or SUCCESS only) gets no
+    notice; NOTIFY=FAILURE gets one carrying its ENVID, ORCPT and RET=HDRS."""
+    relay = await start_relay(config(tmp_path, sink))
+    returns = {}
+    for rcpt, notify in (
+        ("never@example.org", "NOTIFY=NEVER"),
+        ("success@example.org", "NOTIFY=SUCCESS"),
+        ("failure@example.org", "NOTIFY=FAILURE"),
+    ):
+        await relay.send(
+            MSG,
+            mail_from="app@example.com",
+            rcpts=(rcpt,),
+            mail_options=("RET=HDRS", "ENVID=batch+2D7"),
+            rcpt_options=(notify, f"ORCPT=rfc822;{rcpt.replace('@', '+40')}"),
+        )
+        got = await sink.wait_for(len(sink.received) + 1)
+        returns[rcpt] = got[-1].mail_from
+    await relay.idle()
+    sink.received.clear()
+    for rcpt, verp in returns.items():
+        taken = await report(relay, verp, _gmail_dsn(verp, rcpt))
+        assert taken == "250 2.0.0 Ok: report taken (bounce, 1 events)"
+    await relay.idle()
+    (notice,) = await sink.wait_for(1)  # only the recipient that asked for failure notices
+    await relay.idle()
+    assert len(sink.received) == 1
+    msg, status = dsn_parts(notice.data)
+    assert "Final-Recipient: rfc822; failure@example.org" in status
+    assert "Original-Recipient: rfc822; failure@example.org" in status
+    assert "Original-Envelope-Id: batch+2D7" in status  # xtext, as given (RFC 3464 2.2.1)
+    returned = next(
+        p
+        for p in msg.walk()
+        if p.get_content_type() != "multipart/report"
+        and p.get_content_type() in ("text/rfc822-headers", "message/rfc822")
+    )
+    assert returned.get_content_type() == "text/rfc822-headers"  # RET=HDRS: headers only
