@@ -370,6 +370,8 @@ EVENT_TYPES = (
     "click",
     "unsubscribe",
     "complaint",
+    "paused",
+    "resumed",
 )
 
 

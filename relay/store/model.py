@@ -104,6 +104,15 @@ class Event:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+def pause_event(kind: str, scope: str, value: str, reason: str, at: float) -> Event:
+    """The 'paused' / 'resumed' event of a sending domain or campaign (it names no message;
+    a campaign's carries the campaign, so per-campaign feeds see it)."""
+    campaign = value if scope == "campaign" else ""
+    return Event(
+        kind, at, None, None, "", campaign, {"scope": scope, "value": value, "reason": reason}
+    )
+
+
 @dataclass(frozen=True)
 class OutboundAttempt:
     """One try to hand events to a destination, and where its cursor goes after it.

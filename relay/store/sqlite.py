@@ -21,7 +21,7 @@ from relay.render.tokens import HONEYPOT_LINK
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
-from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome
+from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome, pause_event
 
 log = logging.getLogger("outpost.store")
 
@@ -412,7 +412,8 @@ class SqliteStore:
             return [{**json.loads(row[0]), "updated_at": row[1]} for row in await cur.fetchall()]
 
     async def pause_sender(self, scope: str, value: str, reason: str, now: float) -> bool:
-        """Stop sending mail of a domain or campaign; False when it was paused already."""
+        """Stop sending mail of a domain or campaign, with a 'paused' event in the same
+        transaction; False (and no event) when it was paused already."""
 
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(
@@ -422,20 +423,28 @@ class SqliteStore:
                 " WHERE sender_pauses.resumed_at IS NOT NULL",
                 (scope, value, reason, now),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            await _insert_events(db, [pause_event("paused", scope, value, reason, now)])
+            return True
 
         return await self._transaction(work)
 
     async def resume_sender(self, scope: str, value: str, now: float) -> bool:
-        """An operator's resume: True when a pause in force was lifted."""
+        """An operator's resume: True (and a 'resumed' event naming the pause's reason) when a
+        pause in force was lifted."""
 
         async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+            async with db.execute(
                 "UPDATE sender_pauses SET resumed_at = ? WHERE scope = ? AND value = ?"
-                " AND resumed_at IS NULL",
+                " AND resumed_at IS NULL RETURNING reason",
                 (now, scope, value),
-            )
-            return cur.rowcount > 0
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                return False
+            await _insert_events(db, [pause_event("resumed", scope, value, str(row[0]), now)])
+            return True
 
         return await self._transaction(work)
 

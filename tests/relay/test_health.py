@@ -99,6 +99,17 @@ async def test_hard_bounces_pause_the_domain_until_an_operator_resumes(
     assert await store.count_waiting() == {why: 1}
     (waiting,) = await store.list_deliveries(state="queued")
     assert waiting["recipient"] == "later@dest.example" and waiting["attempts"] == 0
+    # the pause is an event (so webhooks and NATS carry it), recorded once however often checked
+    (paused,) = [e for e in await store.events_after(0, 1000) if e["type"] == "paused"]
+    assert (paused["recipient"], paused["campaign"], paused["delivery_id"]) == ("", "", None)
+    assert paused["details"] == {
+        "scope": "domain",
+        "value": "list.example",
+        "reason": "hard-bounce rate 20.0% > 5.0% on 20 messages",
+    }
+    assert await check_health(store, config, clock.t) != []
+    after = await store.events_after(paused["id"], 1000)
+    assert [e for e in after if e["type"] in ("paused", "resumed")] == []
 
     # visible: outpostctl health and /api/health, /metrics
     path = tmp_path / "o.toml"
@@ -141,6 +152,10 @@ async def test_hard_bounces_pause_the_domain_until_an_operator_resumes(
         )
         assert resp.status == 200
     assert await store.sender_pauses() == []
+    after = await store.events_after(paused["id"], 1000)
+    (resumed,) = [e for e in after if e["type"] in ("paused", "resumed")]
+    assert resumed["type"] == "resumed"
+    assert resumed["details"] == {**paused["details"]}  # names the pause it lifted
 
     # the old bounces don't pause it again; the held message goes at the next look
     clock.t += 61
