@@ -259,6 +259,8 @@ class DeliveryConfig:
     )
     dns_nameservers: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
     egress_addresses: tuple[str, ...] = field(default=(), metadata=_key(_list(_address)))
+    # local addresses outgoing connections bind to, spread over (empty: the system chooses)
+    source_addresses: tuple[str, ...] = field(default=(), metadata=_key(_list(_address)))
     backoff: tuple[float, ...] = field(
         default=(300.0, 600.0, 1200.0, 2400.0, 3960.0), metadata=_key(_list(parse_duration))
     )
@@ -481,9 +483,11 @@ class ShapingConfig:
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """One [[warmup]] entry: a sending domain's daily caps, from its first day."""
+    """One [[warmup]] entry: the daily caps of a sending domain, or of a source address (one of
+    delivery.source_addresses), from its first day."""
 
     domain: str = field(default="", metadata=_key(_lower))
+    source_address: str = field(default="", metadata=_key(_address))
     start: str = field(default="", metadata=_key(_date))
     daily_limits: tuple[int, ...] = field(default=(), metadata=_key(_list(_int)))
     initial: int = field(default=50, metadata=_key(_int))
@@ -765,11 +769,17 @@ def _check_deliverability(config: Config) -> list[str]:
     domains: set[str] = set()
     for i, w in enumerate(config.warmup):
         where = f"{src}: warmup[{i}]"
-        if not w.domain or not w.start:
-            errors.append(f"{where}: domain and start are required")
-        if w.domain in domains:
-            errors.append(f"{where}.domain: {w.domain!r} has two schedules")
-        domains.add(w.domain)
+        if bool(w.domain) == bool(w.source_address) or not w.start:
+            errors.append(f"{where}: domain (or source_address) and start are required")
+        if w.source_address and w.source_address not in config.delivery.source_addresses:
+            errors.append(
+                f"{where}.source_address: {w.source_address} is not one of"
+                " delivery.source_addresses"
+            )
+        subject = w.domain or w.source_address
+        if subject in domains:
+            errors.append(f"{where}: {subject!r} has two schedules")
+        domains.add(subject)
         if not w.daily_limits and not w.growth:
             errors.append(f"{where}: give daily_limits or a growth factor")
         if w.growth and w.growth < 1:

@@ -40,6 +40,7 @@ class Received:
     rcpts: list[str]
     data: bytes
     options: list[str]
+    peer: str = ""  # the client's address (which source address the relay connected from)
 
 
 Reply = str | None  # None: accept with the default 250
@@ -128,6 +129,7 @@ class Sink:
             list(envelope.rcpt_tos),
             bytes(envelope.original_content or b""),
             list(envelope.mail_options),
+            str(session.peer[0]) if isinstance(session.peer, tuple) else "",
         )
         if self.script.hang_data:
             await asyncio.sleep(self.script.hang_data)

@@ -48,9 +48,7 @@ def test_readme_counts_the_partial_indexes_of_the_schema() -> None:
         p.read_text() for p in sorted((ROOT / "relay/store/migrations/sqlite").glob("*.sql"))
     )
     # by name: a migration that rebuilds the table creates the same index again
-    partial_on_events = set(
-        re.findall(r"CREATE INDEX (\w+) ON events \([^)]*\)\s+WHERE", schema)
-    )
+    partial_on_events = set(re.findall(r"CREATE INDEX (\w+) ON events \([^)]*\)\s+WHERE", schema))
     words = {1: "one", 2: "two", 3: "three", 4: "four"}
     claim = re.search(r"and (\w+) small partial index(es)? on\s+open/click events", README)
     assert claim is not None

@@ -420,6 +420,9 @@ class DeliveryService:
             result = results[lease.delivery_id]
             state, next_at = decide(lease, result, now, cfg.backoff, cfg.maximal_queue_lifetime)
             details = bounce_details(state, result)
+            source = self._gate.source_of(lease) if self._gate is not None else ""
+            if source:  # which address it left from: per-source warm-up reads it back
+                details = {**details, "egress": source}
             outcomes.append(Outcome(lease, result, state, next_at, details, dsn_passed_on))
             log.info(
                 "%s queue_id=%s to=<%s> relay=%s delay=%.1f attempt=%d dsn=%s reply=%r",

@@ -19,7 +19,7 @@ from typing import Any
 
 import dns.asyncresolver
 
-from relay.config import Config
+from relay.config import Config, WarmupConfig
 from relay.deliver import health, mx, routes, warmup
 from relay.deliver.sender import Channel, Transport
 from relay.deliver.shaping import Shaper, classify
@@ -36,8 +36,16 @@ class Plan:
 
     route: routes.Choice
     bucket: str
-    key: str
+    key: str  # route|bucket|target|source: connections are opened and reused per key
     mx_hosts: tuple[str, ...] | None = None
+    source: str = ""  # the local address to connect from ('' = the system's choice)
+
+    def through(self, source: str) -> Plan:
+        """The same plan leaving from a source address."""
+        route, bucket, target, _ = self.key.split(SEP)
+        return dataclasses.replace(
+            self, source=source, key=SEP.join((route, bucket, target, source))
+        )
 
 
 class Planner:
@@ -86,7 +94,7 @@ class Planner:
         self.shaper.bucket(bucket, rule)
         self.shaper.add_domain(bucket, facts.recipient_domain)
         target = facts.recipient_domain if mx_route else ""
-        return Plan(choice, bucket, SEP.join((choice.name, bucket, target)), facts.mx_hosts)
+        return Plan(choice, bucket, SEP.join((choice.name, bucket, target, "")), facts.mx_hosts)
 
 
 class Gate:
@@ -115,8 +123,10 @@ class Gate:
             )
         self._plans: dict[int, Plan] = {}
         self._slots: dict[str, asyncio.Semaphore] = {}
-        self._warmup = {w.domain: w for w in config.warmup}
+        self._warmup = {w.domain: w for w in config.warmup if w.domain}
+        self._source_warmup = {w.source_address: w for w in config.warmup if w.source_address}
         self._allowances: dict[tuple[str, str], warmup.Allowance] = {}
+        self._rotation: dict[str, int] = {}  # per route: the next uncapped source address
         self._health_at = float("-inf")
         self._health: asyncio.Task[None] | None = None
 
@@ -152,7 +162,7 @@ class Gate:
                 else:
                     reason = self.shaper.buckets[bucket].reason
                     later.append((lease.delivery_id, at, f"shaping {bucket}: {reason}"))
-        go = await self._warm(shaped, now, later)
+        go = await self._egress(await self._warm(shaped, now, later), now, later)
         if later:
             await self._store.postpone(later, now)
             log.info("held back count=%d first_reason=%r", len(later), later[0][2])
@@ -179,31 +189,89 @@ class Gate:
                 go.append(item)
         tomorrow = warmup.next_day_start(now)
         for domain, group in by_domain.items():
-            allowance = await self.allowance(domain, now)
+            schedule = self._warmup[domain]
+            allowance = await self.allowance(schedule, now)
             if allowance.limit is None:
                 go += group
                 continue
             granted = await self._store.take_daily(
-                warmup.key(domain), allowance.today, allowance.limit, len(group)
+                warmup.key(schedule), allowance.today, allowance.limit, len(group)
             )
             go += group[:granted]
-            why = f"warm-up {domain}: day {allowance.ramp_day} limit {allowance.limit} reached"
+            why = warmup.waiting_reason(schedule, allowance)
             later += [(lease.delivery_id, tomorrow, why) for lease, _ in group[granted:]]
         return go
 
-    async def allowance(self, domain: str, now: float) -> warmup.Allowance:
-        """Today's warm-up position of a sending domain (past days' rates read once a day)."""
-        schedule = self._warmup[domain]
+    async def _egress(
+        self,
+        items: list[tuple[Lease, Plan]],
+        now: float,
+        later: list[tuple[int, float, str]],
+    ) -> list[tuple[Lease, Plan]]:
+        """A source address for each delivery of a route that lists several: the ones warming
+        up first, each up to today's cap (oldest mail first), the rest spread over the warm
+        ones in turn. With every address capped and spent, the rest waits for tomorrow."""
+        go: list[tuple[Lease, Plan]] = []
+        by_route: dict[str, list[tuple[Lease, Plan]]] = {}
+        for item in items:
+            cfg = item[1].route.delivery
+            if cfg.source_addresses and cfg.transport != "file":
+                by_route.setdefault(item[1].route.name, []).append(item)
+            else:
+                go.append(item)
+        for name, group in by_route.items():
+            capped: list[tuple[WarmupConfig, warmup.Allowance]] = []
+            free: list[str] = []
+            for address in group[0][1].route.delivery.source_addresses:
+                schedule = self._source_warmup.get(address)
+                a = await self.allowance(schedule, now) if schedule is not None else None
+                if schedule is None or a is None or a.limit is None:
+                    free.append(address)
+                else:
+                    capped.append((schedule, a))
+            sources: list[str] = []
+            for schedule, a in capped:
+                if len(sources) == len(group):
+                    break
+                assert a.limit is not None
+                n = await self._store.take_daily(
+                    warmup.key(schedule), a.today, a.limit, len(group) - len(sources)
+                )
+                sources += [schedule.source_address] * n
+            if free:
+                turn = self._rotation.get(name, 0)
+                rest = len(group) - len(sources)
+                sources += [free[(turn + i) % len(free)] for i in range(rest)]
+                self._rotation[name] = (turn + rest) % len(free)
+            go += [
+                (lease, plan.through(src))
+                for (lease, plan), src in zip(group[: len(sources)], sources, strict=True)
+            ]
+            if len(sources) < len(group):
+                why = "; ".join(warmup.waiting_reason(s, a) for s, a in capped)
+                tomorrow = warmup.next_day_start(now)
+                later += [(lease.delivery_id, tomorrow, why) for lease, _ in group[len(sources) :]]
+        return go
+
+    async def allowance(self, schedule: WarmupConfig, now: float) -> warmup.Allowance:
+        """Today's warm-up position of a sending domain or source address (past days' rates
+        read once a day)."""
+        subject = warmup.subject(schedule)
         today = warmup.utc_day(now)
-        hit = self._allowances.get((domain, today.isoformat()))
+        hit = self._allowances.get((subject, today.isoformat()))
         if hit is not None:
             return hit
-        history = await day_history(self._store, schedule.domain, schedule.start, today)
+        history = await day_history(self._store, schedule, today)
         found = warmup.allowance(schedule, today, history)
-        self._allowances = {(domain, today.isoformat()): found} | {
+        self._allowances = {(subject, today.isoformat()): found} | {
             k: v for k, v in self._allowances.items() if k[1] == today.isoformat()
         }
         return found
+
+    def source_of(self, lease: Lease) -> str:
+        """The source address a leased delivery leaves from ('' = the system's choice)."""
+        plan = self._plans.get(lease.delivery_id)
+        return plan.source if plan is not None else ""
 
     # --- the workers' side
 
@@ -213,8 +281,8 @@ class Gate:
             return plan.key
         # not planned (the gate failed and the workers send unshaped): [delivery], as before
         if self._config.delivery.transport == "mx":
-            return SEP.join((routes.DEFAULT, f"default:{lease.domain}", lease.domain))
-        return SEP.join((routes.DEFAULT, f"route:{routes.DEFAULT}", ""))
+            return SEP.join((routes.DEFAULT, f"default:{lease.domain}", lease.domain, ""))
+        return SEP.join((routes.DEFAULT, f"route:{routes.DEFAULT}", "", ""))
 
     def forget(self, delivery_id: int) -> None:
         self._plans.pop(delivery_id, None)
@@ -247,9 +315,9 @@ class Gate:
         return b.blocked_until if b else 0.0
 
     async def open(self, key: str) -> Channel | Result:
-        route, _, target = key.split(SEP)
+        route, _, target, source = key.split(SEP)
         transport = self._transports.get(route, self._transports[routes.DEFAULT])
-        return await transport.open(target or route)
+        return await transport.open(target or route, source)
 
     async def learn(self, outcomes: Sequence[Outcome], keys: dict[int, str], now: float) -> None:
         """Adaptive shaping from the results; changed buckets are published to the store."""
@@ -313,25 +381,30 @@ def facts(lease: Lease) -> routes.Facts:
 
 
 async def day_history(
-    store: Store, domain: str, start: str, today: date
+    store: Store, schedule: WarmupConfig, today: date
 ) -> dict[date, warmup.DayStats]:
-    """Per past day of a warm-up: sent (the allowance used), bounces and complaints."""
-    used = await store.daily_counts(warmup.key(domain), start)
+    """Per past day of a warm-up: sent (the allowance used), bounces and complaints, of its
+    sending domain or of the mail that left from its source address."""
+    used = await store.daily_counts(warmup.key(schedule), schedule.start)
     out: dict[date, warmup.DayStats] = {}
-    day = date.fromisoformat(start)
+    day = date.fromisoformat(schedule.start)
     while day < today:
         since = warmup.day_start(day)
-        rows = [
-            r
-            for r in await store.sender_counts(since, since + warmup.DAY)
-            if r["sender_domain"] == domain
-        ]
         sent = used.get(day.isoformat(), 0)
-        out[day] = warmup.DayStats(
-            sent,
-            sum(int(r["hard"] or 0) + int(r["soft"] or 0) for r in rows),
-            sum(int(r["complaint"] or 0) for r in rows),
-        )
+        if schedule.source_address:
+            got = (await store.egress_counts(since, since + warmup.DAY)).get(
+                schedule.source_address, {}
+            )
+            bounced, complaints = int(got.get("bounced", 0)), int(got.get("complaint", 0))
+        else:
+            rows = [
+                r
+                for r in await store.sender_counts(since, since + warmup.DAY)
+                if r["sender_domain"] == schedule.domain
+            ]
+            bounced = sum(int(r["hard"] or 0) + int(r["soft"] or 0) for r in rows)
+            complaints = sum(int(r["complaint"] or 0) for r in rows)
+        out[day] = warmup.DayStats(sent, bounced, complaints)
         day += timedelta(days=1)
     return out
 

@@ -72,23 +72,29 @@ async def shaping_rows(config: Config, store: Store) -> list[dict[str, Any]]:
 
 
 async def warmup_rows(config: Config, store: Store, now: float) -> list[dict[str, Any]]:
-    """Per [[warmup]] domain: today's ramp day, allowance, what was sent and what waits."""
+    """Per [[warmup]] domain or source address: today's ramp day, allowance, what was sent and
+    what waits."""
     waiting = await store.count_waiting()
     today = warmup.utc_day(now)
     out = []
     for schedule in config.warmup:
-        history = await day_history(store, schedule.domain, schedule.start, today)
+        history = await day_history(store, schedule, today)
         a = warmup.allowance(schedule, today, history)
-        used = await store.daily_counts(warmup.key(schedule.domain), a.today)
-        prefix = f"warm-up {schedule.domain}:"
+        used = await store.daily_counts(warmup.key(schedule), a.today)
+        prefix = warmup.waiting_prefix(schedule)
+        subject = (
+            {"source_address": schedule.source_address}
+            if schedule.source_address
+            else {"domain": schedule.domain}
+        )
         out.append(
             {
-                "domain": schedule.domain,
+                **subject,
                 "today": a.today,
                 "ramp_day": a.ramp_day,
                 "limit": a.limit,
                 "sent_today": used.get(a.today, 0),
-                "waiting": sum(n for why, n in waiting.items() if why.startswith(prefix)),
+                "waiting": sum(n for why, n in waiting.items() if prefix in why),
                 "paused_days": [{"day": d, "why": w} for d, w in a.paused_days],
             }
         )

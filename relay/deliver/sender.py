@@ -277,7 +277,9 @@ class Transport:
         """The key deliveries are grouped and connections reused by."""
         return domain if self._config.transport == "mx" else self._config.transport
 
-    async def open(self, destination: str) -> Channel | Result:
+    async def open(self, destination: str, source: str = "") -> Channel | Result:
+        """A channel to a destination, connecting from ``source`` when given (a local address
+        of delivery.source_addresses)."""
         cfg = self._config
         if cfg.transport == "file":
             return FileChannel(Path(cfg.directory))
@@ -292,7 +294,7 @@ class Transport:
             return hops
         last: Result | None = None
         for hop in hops:  # next MX on connection failure (RFC 5321 5.1)
-            channel = await self._connect(hop)
+            channel = await self._connect(hop, source)
             if not isinstance(channel, Result):
                 log.info("connected destination=%s remote=%s", destination, channel.remote)
                 return channel
@@ -308,7 +310,7 @@ class Transport:
         assert last is not None
         return last
 
-    async def _connect(self, hop: Hop) -> Channel | Result:
+    async def _connect(self, hop: Hop, source: str = "") -> Channel | Result:
         cfg = self._config
         remote = f"{hop.name}[{hop.address}]:{hop.port}"
         smarthost = cfg.transport == "smarthost"
@@ -322,6 +324,7 @@ class Transport:
             start_tls=False,  # STARTTLS is done below, by policy, verified against hop.name
             validate_certs=True,
             tls_context=self._tls,
+            source_address=(source, 0) if source else None,
         )
         try:
             await asyncio.wait_for(client.connect(), cfg.connect_timeout)

@@ -1,4 +1,5 @@
-"""Warm-up: a new sending domain's daily cap, from its schedule, its start day and its paused days.
+"""Warm-up: a new sending domain's (or source address's) daily cap, from its schedule, its start
+day and its paused days.
 
 Pure: dates and counts in, limits out. Day 1 is `start` (UTC days). The ramp does not advance
 on a day whose bounce or complaint rate crossed the schedule's threshold: such a day is not
@@ -63,9 +64,9 @@ def crossed(schedule: WarmupConfig, stats: DayStats) -> str:
 
 @dataclass(frozen=True)
 class Allowance:
-    """Today's position of one domain on its ramp."""
+    """Today's position of one sending domain or source address on its ramp."""
 
-    domain: str
+    domain: str  # the schedule's subject: a sending domain or a source address
     today: str
     ramp_day: int  # 1-based; paused days are not counted
     limit: int | None  # None: warm, no cap
@@ -84,7 +85,7 @@ def allowance(schedule: WarmupConfig, today: date, history: Mapping[date, DaySta
         day += timedelta(days=1)
     ramp_day = max((today - start).days + 1 - len(paused), 1)
     return Allowance(
-        schedule.domain,
+        subject(schedule),
         today.isoformat(),
         ramp_day,
         limit_for(schedule, ramp_day),
@@ -92,6 +93,24 @@ def allowance(schedule: WarmupConfig, today: date, history: Mapping[date, DaySta
     )
 
 
-def key(domain: str) -> str:
-    """The daily counter warm-up spends from."""
-    return f"warmup:{domain}"
+def subject(schedule: WarmupConfig) -> str:
+    """What a schedule caps: a sending domain, or a source address."""
+    return schedule.domain or schedule.source_address
+
+
+def key(schedule: WarmupConfig) -> str:
+    """The daily counter a schedule spends from."""
+    if schedule.source_address:
+        return f"warmup:source:{schedule.source_address}"
+    return f"warmup:{schedule.domain}"
+
+
+def waiting_reason(schedule: WarmupConfig, a: Allowance) -> str:
+    """What a delivery held by this schedule waits for (queue list, count_waiting)."""
+    what = f"source {schedule.source_address}" if schedule.source_address else schedule.domain
+    return f"warm-up {what}: day {a.ramp_day} limit {a.limit} reached"
+
+
+def waiting_prefix(schedule: WarmupConfig) -> str:
+    what = f"source {schedule.source_address}" if schedule.source_address else schedule.domain
+    return f"warm-up {what}:"

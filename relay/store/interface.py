@@ -107,6 +107,12 @@ class Store(Protocol):
         delivered, deferred, hard, soft (bounces and expiries), complaint, open_human."""
         ...
 
+    async def egress_counts(self, since: float, until: float) -> dict[str, dict[str, int]]:
+        """Per source address mail left from (the 'egress' of its attempt events): bounced
+        (bounces and expiries) and complaint counts of events in [since, until). Reports
+        that came later count for the address their delivery left from."""
+        ...
+
     async def count_waiting(self) -> dict[str, int]:
         """Queued deliveries held back by us, per reason (warm-up, shaping, pause)."""
         ...

@@ -488,6 +488,22 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    async def egress_counts(self, since: float, until: float) -> dict[str, dict[str, int]]:
+        async with self._ro.execute(
+            "SELECT coalesce(json_extract(e.details, '$.egress'),"
+            " json_extract(d.details, '$.egress')) AS egress,"
+            " sum(e.type IN ('bounced', 'expired')), sum(e.type = 'complaint')"
+            " FROM events e LEFT JOIN events d ON d.delivery_id = e.delivery_id"
+            " AND d.type = 'delivered'"
+            " WHERE e.at >= ? AND e.at < ? AND e.type IN ('bounced', 'expired', 'complaint')"
+            " GROUP BY egress HAVING egress IS NOT NULL",
+            (since, until),
+        ) as cur:
+            return {
+                str(r[0]): {"bounced": int(r[1]), "complaint": int(r[2])}
+                for r in await cur.fetchall()
+            }
+
     async def count_waiting(self) -> dict[str, int]:
         """Queued deliveries held back by us, per reason (warm-up, shaping, pause)."""
         async with self._ro.execute(

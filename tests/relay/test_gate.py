@@ -32,7 +32,7 @@ async def test_paused_campaign_waits_untried_and_others_go(tmp_path: Path) -> No
         leases = await store.lease_due_deliveries(T0, 10, T0 + 60)
         go = await gate.admit(leases, T0)
         assert [lease.queue_id for lease in go] == ["Q2"]
-        assert gate.destination(go[0]) == SEP.join(("default", "route:default", ""))
+        assert gate.destination(go[0]) == SEP.join(("default", "route:default", "", ""))
         (held,) = await store.list_deliveries(state="queued")
         assert held["queue_id"] == "Q1" and held["attempts"] == 0
         assert held["next_attempt_at"] == T0 + config.health.check_interval
@@ -41,8 +41,10 @@ async def test_paused_campaign_waits_untried_and_others_go(tmp_path: Path) -> No
         (state,) = await store.shaping_states()
         assert state["bucket"] == "route:default" and state["domains"] == ["x.test"]
         # a lease the gate never planned (it failed: the workers send unshaped) goes as before
-        assert gate.destination(leases[0]) == SEP.join(("default", "route:default", ""))
+        assert gate.destination(leases[0]) == SEP.join(("default", "route:default", "", ""))
         mx_gate = Gate(make_config(tmp_path, delivery={"transport": "mx"}), store)
-        assert mx_gate.destination(leases[0]) == SEP.join(("default", "default:x.test", "x.test"))
+        assert mx_gate.destination(leases[0]) == SEP.join(
+            ("default", "default:x.test", "x.test", "")
+        )
     finally:
         await store.close()

@@ -15,6 +15,7 @@ import pytest
 from relay import cli
 from relay.config import ConfigError, WarmupConfig, parse_config
 from relay.deliver.warmup import DayStats, allowance, limit_for, next_day_start
+from relay.store import Event
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.relay.test_shaping import Clock, drive
 
@@ -50,7 +51,11 @@ def test_next_day_start() -> None:
 @pytest.mark.parametrize(
     ("entry", "message"),
     [
-        ({"domain": "a.example"}, "t.toml: warmup[0]: domain and start are required"),
+        ({"domain": "a.example"}, "t.toml: warmup[0]: domain (or source_address) and start are"),
+        (
+            {"source_address": "127.0.0.9", "start": "2027-01-01", "daily_limits": [1]},
+            "t.toml: warmup[0].source_address: 127.0.0.9 is not one of delivery.source_addresses",
+        ),
         ({"domain": "a.example", "start": "2027-02-30", "daily_limits": [1]}, "t.toml: warmup[0]"),
         ({"domain": "a.example", "start": "2027-01-01"}, "t.toml: warmup[0]: give daily_limits"),
         ({"domain": "a", "start": "2027-01-01", "growth": 0.5}, "t.toml: warmup[0].growth: must"),
@@ -197,3 +202,108 @@ async def test_a_day_with_too_many_bounces_holds_the_ramp(
 
     (row,) = await report.warmup_rows(config, relay.app.store, clock())
     assert row["paused_days"] == [{"day": START, "why": "bounce rate 20.0% > 5.0%"}]
+
+
+# --- per source address: several local addresses, one of them new
+
+
+def sources(sink: Sink, *addresses: str) -> dict[str, Any]:
+    return smarthost(sink) | {"source_addresses": list(addresses)}
+
+
+async def test_a_new_source_address_takes_its_day_cap_and_the_warm_one_the_rest(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """Connections leave from delivery.source_addresses; the one warming up carries exactly
+    its cap of the day (the oldest mail), the warm one everything else."""
+    clock = Clock(DAY1 + 3600)
+    warm = [{"source_address": "127.0.0.3", "start": START, "daily_limits": [3, 5]}]
+    config = make_config(tmp_path, delivery=sources(sink, "127.0.0.2", "127.0.0.3"), warmup=warm)
+    relay = await start_relay(config, clock=clock)
+    await asyncio.to_thread(send_from, relay, "app@any.example", 12, "w")
+    await relay.idle()
+    by_peer: dict[str, list[str]] = {}
+    for m in sink.received:
+        by_peer.setdefault(m.peer, []).append(m.rcpts[0])
+    assert by_peer["127.0.0.3"] == ["w0@dest.example", "w1@dest.example", "w2@dest.example"]
+    assert sorted(by_peer["127.0.0.2"]) == sorted(f"w{i}@dest.example" for i in range(3, 12))
+    assert set(by_peer) == {"127.0.0.2", "127.0.0.3"}
+    store = relay.app.store
+    assert store is not None
+    assert await store.count_waiting() == {}
+    from relay.deliver import report
+
+    (row,) = await report.warmup_rows(config, store, clock())
+    assert row == {
+        "source_address": "127.0.0.3",
+        "today": START,
+        "ramp_day": 1,
+        "limit": 3,
+        "sent_today": 3,
+        "waiting": 0,
+        "paused_days": [],
+    }
+    # the address each delivery left from is in its event (what the ramp reads back)
+    events = await store.events_after(0, 1000)
+    egress = {
+        e["recipient"]: e["details"].get("egress") for e in events if e["type"] == "delivered"
+    }
+    assert egress["w0@dest.example"] == "127.0.0.3" and egress["w5@dest.example"] == "127.0.0.2"
+    # a complaint that comes later counts for the address its delivery left from
+    (first,) = [
+        e for e in events if e["type"] == "delivered" and e["recipient"] == "w0@dest.example"
+    ]
+    await store.record_events(
+        [
+            Event(
+                "complaint",
+                clock() + 60,
+                first["message_id"],
+                first["delivery_id"],
+                "w0@dest.example",
+            )
+        ]
+    )
+    assert await store.egress_counts(DAY1, DAY1 + 86400) == {
+        "127.0.0.3": {"bounced": 0, "complaint": 1}
+    }
+
+
+async def test_a_lone_new_source_address_holds_the_rest_and_a_bad_day_holds_its_ramp(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    gone = {"w0@dest.example"}  # 1 of the 3 sent on day 1 bounces: 33 % > 5 %
+    sink.script = SinkScript(rcpt=lambda s, r: "550 5.1.1 unknown" if r in gone else None)
+    clock = Clock(DAY1 + 3600)
+    warm = [{"source_address": "127.0.0.3", "start": START, "daily_limits": [3, 5]}]
+    config = make_config(
+        tmp_path,
+        delivery=sources(sink, "127.0.0.3"),
+        warmup=warm,
+        bounces={"notify_sender": False},
+    )
+    relay = await start_relay(config, clock=clock)
+    store = relay.app.store
+    assert store is not None
+    await asyncio.to_thread(send_from, relay, "app@any.example", 12, "w")
+    await relay.idle()
+    assert [m.rcpts[0] for m in sink.received] == ["w1@dest.example", "w2@dest.example"]
+    why = "warm-up source 127.0.0.3: day 1 limit 3 reached"
+    assert await store.count_waiting() == {why: 9}
+    for row in await store.list_deliveries(state="queued"):
+        assert row["attempts"] == 0 and row["next_attempt_at"] == DAY1 + 86400
+    assert await store.egress_counts(DAY1, DAY1 + 86400) == {
+        "127.0.0.3": {"bounced": 1, "complaint": 0}
+    }
+
+    # day 2: the bad day did not count, so the cap is day 1's again (3, not 5), oldest first
+    clock.t = DAY1 + 86400 + 60
+    relay.app.delivery.wake()  # type: ignore[union-attr]
+    await relay.idle()
+    assert [m.rcpts[0] for m in sink.received][2:] == [f"w{i}@dest.example" for i in (3, 4, 5)]
+    assert {m.peer for m in sink.received} == {"127.0.0.3"}
+    from relay.deliver import report
+
+    (row,) = await report.warmup_rows(config, store, clock())
+    assert (row["ramp_day"], row["limit"], row["sent_today"], row["waiting"]) == (1, 3, 3, 6)
+    assert row["paused_days"] == [{"day": START, "why": "bounce rate 33.3% > 5.0%"}]
