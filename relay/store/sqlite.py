@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import math
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,12 +61,15 @@ class SqliteStore:
         """Open (creating or migrating) the store. durable=True fsyncs every commit."""
         private.touch(path)  # 0600 in a 0700 directory; SQLite gives -wal/-shm the same mode
         writer = await aiosqlite.connect(str(path), isolation_level=None)
+        reader: aiosqlite.Connection | None = None
         try:
             await _configure(writer, busy_timeout, durable)
             await _migrate(writer)
             reader = await aiosqlite.connect(str(path), isolation_level=None)
             await _configure(reader, busy_timeout, durable)
-        except BaseException:
+        except BaseException:  # close both: a connection's thread left open keeps the process
+            if reader is not None:
+                await reader.close()
             await writer.close()
             raise
         return cls(writer, reader, durable)
@@ -2039,7 +2043,18 @@ def _domain(address: str) -> str:
 
 async def _configure(db: aiosqlite.Connection, busy_timeout: float, durable: bool) -> None:
     await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-    await db.execute("PRAGMA journal_mode = WAL")
+    # Switching a new file to WAL while another process does the same (the relay and the
+    # sidecar starting together) can fail at once with "locked": SQLite calls no busy handler
+    # there. Try again until the busy timeout.
+    deadline = asyncio.get_running_loop().time() + busy_timeout
+    while True:
+        try:
+            await db.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
     await db.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
     await db.execute("PRAGMA foreign_keys = ON")
 
