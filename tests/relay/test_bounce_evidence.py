@@ -285,3 +285,37 @@ def test_a_phquery_report_is_an_unknown_user_not_an_unknown_host(
 def test_a_dns_error_report_subject_still_reads_as_an_unknown_host() -> None:
     assert classify(None, "Returned mail - DNS error report").reason == "hostunknown"
     assert classify(None, "Returned mail - nameserver error report").reason != "hostunknown"
+
+
+def test_a_delay_warning_that_names_a_failed_connection_gives_that_cause() -> None:
+    # Exim-style delay warning (reduced from flufl.bounce's simple_40): the warning's own
+    # "Delivery attempts will continue" is not the cause; the failed connection is.
+    raw = (
+        b"From: Mail Delivery System <MAILER-DAEMON@moeu2.kundenserver.example>\r\n"
+        b"To: list-bounces@example.org\r\n"
+        b"Subject: Warning: message delayed 2 days\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+        b"This message was created automatically by mail delivery software.\r\n\r\n"
+        b"A message that you sent has not yet been delivered to one or more of\r\n"
+        b"its recipients after 2 days.\r\n\r\n"
+        b"The message has not yet been delivered to the following addresses:\r\n\r\n"
+        b"  <user@example.com>\r\n\r\n"
+        b"host lsvk.example[192.0.2.137]:\r\n"
+        b"connection to mail exchanger failed\r\n\r\n"
+        b"No action is required on your part. Delivery attempts will continue for\r\n"
+        b"some time, and this warning may be repeated at intervals if the message\r\n"
+        b"remains undelivered.\r\n\r\n"
+        b"--- The header of the original message is following. ---\r\n"
+    )
+    report = parse_report(raw)
+    assert report.kind == "delay"
+    (result,) = report.results
+    assert (result.recipient, result.type, result.reason) == (
+        "user@example.com",
+        "soft",
+        "networkerror",
+    )
+    assert result.diagnostic == "connection to mail exchanger failed"
+    # a delay warning that names no cause is still expired
+    (bare,) = parse_report(raw.replace(b"connection to mail exchanger failed", b"")).results
+    assert bare.reason == "expired"

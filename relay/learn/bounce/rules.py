@@ -630,6 +630,12 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"out of (?:disk|storage)",
         ),
     ),
+    # a failed connection named in a delay warning is its cause, not the warning's own "delivery
+    # attempts will continue" (expired)
+    (
+        "networkerror",
+        (r"connection to (?:the )?(?:mail exchanger|remote (?:host|server)|mail server) failed",),
+    ),
     (
         "expired",
         (
