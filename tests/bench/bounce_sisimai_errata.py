@@ -196,6 +196,17 @@ ERRATA: tuple[Erratum, ...] = (
         "%MAIL-E-OPENOUT ... -SYSTEM-F-EXDISKQUOTA, disk quota exceeded (PMDF on VMS)",
     ),
     Erratum(
+        "simple_40.txt",
+        "729623ca382a7969",
+        "user@example.com",
+        "onhold",
+        "user@example.com",
+        "networkerror",
+        UNREAD_WORDING,
+        "(delay warning) The message has not yet been delivered to the following addresses: "
+        "<user@example.com> host lsvk.de[213.165.78.137]: connection to mail exchanger failed",
+    ),
+    Erratum(
         "netscape_01.txt",
         "b5f9e9c9af5640a9",
         "bbbbb@corel.com",
