@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 # Why Sisimai is wrong, one sentence per kind of mistake.
 FILTERED_WITHOUT_COMMAND = (
-    "the receiving system says the mailbox does not exist and mentions no filter; Sisimai 4.25 "
-    "reads any user-unknown wording as filtered when it cannot tell at which SMTP command the "
-    "mail was refused (Reason::Filtered::true, the branch for an unknown command)"
+    "the receiving system's own report (no SMTP reply quoted, or an X.1.x status) says the "
+    "mailbox does not exist and mentions no filter; Sisimai 4.25 reads any user-unknown wording "
+    "as filtered when it cannot tell at which SMTP command the mail was refused "
+    "(Reason::Filtered::true, the branch for an unknown command)"
 )
 UNREAD_WORDING = (
     "the text names the cause, but none of Sisimai 4.25's phrases matches it, so it says "
