@@ -13,7 +13,11 @@ recipient it names is one case:
 - **recipient found**: Outpost printed a row for that address (case-insensitive);
 - **hard/soft**: that row's type (or the message's first row when the address was not found)
   is ``hard`` exactly when Sisimai's reason is one of userunknown hostunknown hasmoved notaccept;
-- **reason**: that row's reason is Sisimai's (see ``SAME_AS_4`` for names Sisimai 4 lacks).
+- **reason**: that row's reason is Sisimai's (see ``SAME_AS_4`` for names Sisimai 4 lacks, and
+  ``UNDECIDED``: onhold and undefined compare as one).
+
+Each figure is printed twice: *strict*, against Sisimai's labels as they are, and *corrected*,
+with the known reference errors of ``bounce_sisimai_errata`` replaced by the right answer.
 
 A message Sisimai does not read at all is listed (``-v``) but not scored. Files of one corpus
 are passed to one ``outpostctl`` process and one Perl process.
