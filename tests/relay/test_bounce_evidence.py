@@ -202,3 +202,120 @@ def test_shared_starts_are_read_once_and_find_the_same() -> None:
 )
 def test_gapped_rules_skip_repeated_first_words(text: str, reason: str, found: bool) -> None:
     assert (text_reason(text) == reason) is found
+
+
+def test_a_transcript_line_that_agrees_with_the_status_is_the_diagnostic() -> None:
+    # Sendmail (reduced from flufl.bounce's dsn_11): an alias loop, then "User unknown" for
+    # every expansion; the recipient's Status 5.1.1 names which transcript line is its own.
+    raw = (
+        b"From: Mail Delivery Subsystem <MAILER-DAEMON@example.com>\r\n"
+        b"To: <list-bounces@example.org>\r\n"
+        b"Subject: Returned mail: User unknown\r\n"
+        b"MIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        b"--B\r\n\r\n"
+        b"   ----- The following addresses had permanent fatal errors -----\r\n"
+        b"<joem@example.com>\r\n\r\n"
+        b"   ----- Transcript of session follows -----\r\n"
+        b"554 joem@example.com... aliasing/forwarding loop broken (11 aliases deep; 10 max)\r\n"
+        b"550 joem@example.com... User unknown\r\n"
+        b"550 <joem@example.com>... User unknown\r\n\r\n"
+        b"--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        b"Reporting-MTA: dns; example.com\r\n\r\n"
+        b"Final-Recipient: RFC822; <joem@example.com>\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n\r\n"
+        b"--B--\r\n"
+    )
+    (result,) = parse_report(raw).results
+    assert (result.type, result.reason) == ("hard", "userunknown")
+    assert result.diagnostic == "550 joem@example.com... User unknown"
+    # without a status naming a cause, the first line about the address is still the one
+    (loop,) = parse_report(raw.replace(b"Status: 5.1.1", b"Status: 5.0.0")).results
+    assert loop.diagnostic.startswith("554 joem@example.com... aliasing/forwarding loop")
+    assert (loop.type, loop.reason) == ("soft", "systemerror")
+
+
+_PHQUERY_HEAD = (
+    b"From: <MAILER-DAEMON@mta1.service.example.edu>\r\n"
+    b"To: <list-bounces@example.org>\r\n"
+    b"Subject: Returned mail - nameserver error report\r\n"
+    b"Content-Type: text/plain\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("body", "recipient", "diagnostic"),
+    [
+        # phquery (a CSO/ph directory lookup, not DNS), reduced from flufl.bounce's simple_37
+        (
+            b" --------Message not delivered to the following addresses:\r\n\r\n"
+            b"            user@example.edu\r\n\r\n"
+            b" --------Error Detail (phquery V3.0):\r\n\r\n"
+            b"---- user@example.edu\r\n"
+            b"     Does not have a final email delivery point,\r\n"
+            b"     please contact this person by alternate means.\r\n\r\n"
+            b" --------Unsent Message below:\r\n\r\nMessage removed\r\n",
+            "user@example.edu",
+            "Does not have a final email delivery point,",
+        ),
+        # ... and from yale_01: a bare name the directory does not know, so no address
+        (
+            b" --------Message not delivered to the following:\r\n\r\n"
+            b" userx    No matches to nameserver query\r\n\r\n"
+            b" --------Error Detail (phquery V4.1):\r\n\r\n"
+            b' The message, "No matches to nameserver query," is generated whenever\r\n'
+            b" the on-line directory fails to locate either a ph alias, name or\r\n"
+            b" nickname field that matches the supplied name.\r\n\r\n"
+            b" --------Unsent Message below:\r\n\r\nMessage removed\r\n",
+            "",
+            "userx No matches to nameserver query",
+        ),
+    ],
+)
+def test_a_phquery_report_is_an_unknown_user_not_an_unknown_host(
+    body: bytes, recipient: str, diagnostic: str
+) -> None:
+    report = parse_report(_PHQUERY_HEAD + body)
+    assert report.kind == "bounce"
+    (result,) = report.results
+    assert (result.recipient, result.type, result.reason) == (recipient, "hard", "userunknown")
+    assert result.diagnostic == diagnostic
+
+
+def test_a_dns_error_report_subject_still_reads_as_an_unknown_host() -> None:
+    assert classify(None, "Returned mail - DNS error report").reason == "hostunknown"
+    assert classify(None, "Returned mail - nameserver error report").reason != "hostunknown"
+
+
+def test_a_delay_warning_that_names_a_failed_connection_gives_that_cause() -> None:
+    # Exim-style delay warning (reduced from flufl.bounce's simple_40): the warning's own
+    # "Delivery attempts will continue" is not the cause; the failed connection is.
+    raw = (
+        b"From: Mail Delivery System <MAILER-DAEMON@moeu2.kundenserver.example>\r\n"
+        b"To: list-bounces@example.org\r\n"
+        b"Subject: Warning: message delayed 2 days\r\n"
+        b"Content-Type: text/plain\r\n\r\n"
+        b"This message was created automatically by mail delivery software.\r\n\r\n"
+        b"A message that you sent has not yet been delivered to one or more of\r\n"
+        b"its recipients after 2 days.\r\n\r\n"
+        b"The message has not yet been delivered to the following addresses:\r\n\r\n"
+        b"  <user@example.com>\r\n\r\n"
+        b"host lsvk.example[192.0.2.137]:\r\n"
+        b"connection to mail exchanger failed\r\n\r\n"
+        b"No action is required on your part. Delivery attempts will continue for\r\n"
+        b"some time, and this warning may be repeated at intervals if the message\r\n"
+        b"remains undelivered.\r\n\r\n"
+        b"--- The header of the original message is following. ---\r\n"
+    )
+    report = parse_report(raw)
+    assert report.kind == "delay"
+    (result,) = report.results
+    assert (result.recipient, result.type, result.reason) == (
+        "user@example.com",
+        "soft",
+        "networkerror",
+    )
+    assert result.diagnostic == "connection to mail exchanger failed"
+    # a delay warning that names no cause is still expired
+    (bare,) = parse_report(raw.replace(b"connection to mail exchanger failed", b"")).results
+    assert bare.reason == "expired"

@@ -5,7 +5,13 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-from relay.learn.bounce.classifier import derive_status, parse_status, report_verdict, settle
+from relay.learn.bounce.classifier import (
+    derive_status,
+    parse_status,
+    report_verdict,
+    settle,
+    status_reason,
+)
 from relay.learn.bounce.fields import (
     ADDR_RE,
     clean_address,
@@ -71,7 +77,8 @@ def _results_from_dsn(
         status_field = field_value(block, "status")
         diagnostic = tidy(strip_type(field_value(block, "diagnostic-code")))
         if not diagnostic:
-            diagnostic = line_about(report_text, recipient)
+            named = parse_status(status_field)
+            diagnostic = line_about(report_text, recipient, named and status_reason(named))
         action_words = field_value(block, "action").lower().split()
         action = action_words[0] if action_words else ""
         status_class = (parse_status(status_field) or parse_status(diagnostic) or "")[:1]

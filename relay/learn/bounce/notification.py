@@ -127,20 +127,33 @@ def context_verdict(verdict: Verdict, status: str | None, context: str) -> Verdi
     return fallback
 
 
-def line_about(report_text: str, address: str) -> str:
-    """The notification line (or the lines after it) that gives a reason for ``address``."""
+def line_about(report_text: str, address: str, reason: str | None = None) -> str:
+    """The notification line (or the lines after it) that gives a reason for ``address``.
+
+    When the address has several such lines (a Sendmail transcript: "554 ... aliasing/forwarding
+    loop broken", then "550 ... User unknown") the first one that words ``reason`` (the one the
+    recipient's Status names) is taken, else the first one.
+    """
     lines = report_text.splitlines()
     lowered = address.lower()
+    first = ""
     for i, line in enumerate(lines):
         if lowered not in line.lower():
             continue
         rest = line.lower().replace(lowered, "")
+        found = ""
         if FAILURE_WORDS.search(rest):
-            return " ".join(line.split())
-        following = paragraph_after(lines, i, 3)
-        if following and FAILURE_WORDS.search(" ".join(following)):
-            return " ".join(" ".join(following).split())
-    return ""
+            found = " ".join(line.split())
+        else:
+            following = paragraph_after(lines, i, 3)
+            if following and FAILURE_WORDS.search(" ".join(following)):
+                found = " ".join(" ".join(following).split())
+        if not found:
+            continue
+        if reason is None or says_reason(normalise(found), reason):
+            return found
+        first = first or found
+    return first
 
 
 def has_code(text: str) -> bool:

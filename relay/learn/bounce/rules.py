@@ -340,7 +340,9 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"unrout(?:e)?able (?:address|domain)",
             r"mail domain mentioned in email address is unknown",
             r"account or domain may not exist",
-            r"(?:name ?server|dns) error report",
+            # "Returned mail - nameserver error report" is phquery's (a CSO/ph directory, not
+            # DNS): its lines word the cause ("No matches to nameserver query", userunknown)
+            r"dns error report",
         ),
     ),
     # a rule of its own: its leading digits would otherwise make every digit a start for all of
@@ -627,6 +629,12 @@ SPECIFIC_RULES: tuple[tuple[str, tuple[str, ...]], ...] = (
             r"system (?:is )?full",
             r"out of (?:disk|storage)",
         ),
+    ),
+    # a failed connection named in a delay warning is its cause, not the warning's own "delivery
+    # attempts will continue" (expired)
+    (
+        "networkerror",
+        (r"connection to (?:the )?(?:mail exchanger|remote (?:host|server)|mail server) failed",),
     ),
     (
         "expired",
