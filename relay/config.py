@@ -7,6 +7,7 @@ import ipaddress
 import math
 import os
 import re
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -270,6 +271,13 @@ class DeliveryConfig:
     connect_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     command_timeout: float = field(default=300.0, metadata=_key(parse_duration))
     lease_time: float = field(default=600.0, metadata=_key(parse_duration))
+    node: str = field(default="", metadata=_key(_str))
+
+    @property
+    def node_name(self) -> str:
+        """Who holds this relay's leases: ``node``, or the machine's hostname when unset."""
+        return self.node or socket.gethostname()
+
     poll_interval: float = field(default=1.0, metadata=_key(parse_duration))
     wake_delay: float = field(default=0.01, metadata=_key(parse_duration))
     batch_size: int = field(default=200, metadata=_key(_int))

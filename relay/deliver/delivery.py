@@ -107,7 +107,8 @@ class DeliveryService:
         self._raw: OrderedDict[int, bytes] = OrderedDict()
         self._links_recorded: OrderedDict[int, None] = OrderedDict()
         self._loop_task: asyncio.Task[None] | None = None
-        self._leasing = False
+        self._renew_task: asyncio.Task[None] | None = None
+        self.node = config.node_name  # the holder named in this relay's leases
 
     # --- control
 
@@ -116,10 +117,11 @@ class DeliveryService:
         self._wake.set()
 
     async def start(self) -> None:
-        recovered = await self._store.recover_leases()
+        recovered = await self._store.recover_leases(self.node)
         if recovered:
-            log.info("recovered leases count=%d", recovered)
+            log.info("recovered leases count=%d node=%s", recovered, self.node)
         self._loop_task = asyncio.create_task(self._run(), name="delivery-scheduler")
+        self._renew_task = asyncio.create_task(self._renew(), name="lease-renewal")
 
     async def stop(self, timeout: float) -> None:
         """Drain: finish transactions in flight (up to timeout), return every other lease."""
@@ -128,15 +130,20 @@ class DeliveryService:
         if self._loop_task is not None:
             # not cancelled: a lease taken mid-way must reach `pending`, to be returned below
             await self._loop_task
-        if self._tasks:
+        if self._tasks:  # lease renewal runs on while the last attempts finish
             _, late = await asyncio.wait(set(self._tasks), timeout=timeout)
             for task in late:
                 task.cancel()
             if late:
                 await asyncio.wait(late)
-        untried = [lease.delivery_id for d in self._dest.values() for lease in d.pending]
-        untried += list(self._inflight)
-        await self._store.release_leases(untried)
+        if self._renew_task is not None:
+            self._renew_task.cancel()
+            await asyncio.gather(self._renew_task, return_exceptions=True)
+        untried = self._held()
+        await self._store.release_leases(untried, owner=self.node)
+        for d in self._dest.values():  # given back: a second stop has nothing to return
+            d.pending.clear()
+        self._inflight.clear()
         if untried:
             log.info("returned leases to the queue count=%d", len(untried))
         for channels in self._idle.values():
@@ -157,6 +164,32 @@ class DeliveryService:
 
     # --- scheduling
 
+    def _held(self) -> list[int]:
+        """The deliveries this relay holds a lease on: waiting for a worker or in flight."""
+        pending = [lease.delivery_id for d in self._dest.values() for lease in d.pending]
+        return pending + list(self._inflight)
+
+    async def _renew(self) -> None:
+        """Every third of lease_time, extend the leases still held: an attempt (or a queue of
+        them behind a slow destination) may outlast lease_time, and an unrenewed lease is
+        taken over by another node as if this one had died."""
+        cfg = self._config
+        while True:
+            await asyncio.sleep(cfg.lease_time / 3)
+            held = self._held()
+            if not held:
+                continue
+            try:
+                until = self._clock() + cfg.lease_time
+                kept = set(await self._store.renew_leases(held, self.node, until))
+            except Exception:
+                log.exception("lease renewal failed; retrying")
+                continue
+            # a lease not renewed was either finished meanwhile (no longer held) or taken over
+            lost = (set(held) - kept) & set(self._held())
+            if lost:
+                log.warning("leases lost count=%d (taken over after expiry)", len(lost))
+
     async def _run(self) -> None:
         cfg = self._config
         while not self._stopping:
@@ -170,7 +203,7 @@ class DeliveryService:
                 try:
                     try:
                         got = await self._store.lease_due_deliveries(
-                            now, room, now + cfg.lease_time
+                            now, room, now + cfg.lease_time, owner=self.node
                         )
                     except Exception:
                         log.exception("leasing failed; retrying")

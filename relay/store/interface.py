@@ -38,28 +38,46 @@ class Store(Protocol):
 
     # --- leases and results
 
-    async def recover_leases(self) -> int:
-        """Return every lease to the queue: at start, leases held by a dead process are void."""
+    async def recover_leases(self, owner: str) -> int:
+        """At start, return to the queue the leases ``owner`` (this node) still holds, and those
+        taken before leases named their holder: the process that took them is gone. Leases of
+        other live nodes are left alone; they expire if their holder died."""
         ...
 
     async def lease_due_deliveries(
-        self, now: float, limit: int, lease_until: float, exclude_domains: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        lease_until: float,
+        exclude_domains: Sequence[str] = (),
+        owner: str = "",
     ) -> list[Lease]:
-        """Atomically move up to `limit` due deliveries to 'leased' and return them."""
+        """Atomically move up to `limit` due deliveries to 'leased' by `owner` until
+        `lease_until`, and return them. Leases of another holder whose expiry passed (it died
+        or stalled) are due again first: a live node takes them over."""
+        ...
+
+    async def renew_leases(
+        self, delivery_ids: Iterable[int], owner: str, lease_until: float
+    ) -> list[int]:
+        """Extend `owner`'s leases still held on these deliveries (an attempt outlasting
+        lease_time); returns the ids of those it still held."""
         ...
 
     async def message_raw(self, message_pk: int) -> bytes: ...
 
     async def next_due_at(self) -> float | None:
-        """When the earliest queued or deferred delivery becomes due (None: nothing waits)."""
+        """When the earliest queued or deferred delivery becomes due, or the earliest lease
+        expires (None: nothing waits)."""
         ...
 
     async def record_results(self, outcomes: Sequence[Outcome], now: float) -> None:
         """Write attempts, new delivery states and their events (group-committed)."""
         ...
 
-    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
-        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
+    async def release_leases(self, delivery_ids: Iterable[int], owner: str | None = None) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted.
+        With owner, only leases it still holds (not one another node took over meanwhile)."""
         ...
 
     # --- deliverability (shaping, warm-up, health pauses)

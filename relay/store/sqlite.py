@@ -224,34 +224,50 @@ class SqliteStore:
 
     # --- deliver
 
-    async def recover_leases(self) -> int:
-        """Return every lease to the queue: at start, leases held by a dead process are void."""
+    async def recover_leases(self, owner: str) -> int:
+        """At start, return to the queue the leases ``owner`` (this node) still holds, and those
+        taken before leases named their holder: the process that took them is gone."""
 
         async def work(db: aiosqlite.Connection) -> int:
             cur = await db.execute(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL WHERE state = 'leased'"
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
+                " WHERE state = 'leased' AND (lease_owner = ? OR lease_owner IS NULL)",
+                (owner,),
             )
             return cur.rowcount
 
         return await self._transaction(work)
 
     async def lease_due_deliveries(
-        self, now: float, limit: int, lease_until: float, exclude_domains: Sequence[str] = ()
+        self,
+        now: float,
+        limit: int,
+        lease_until: float,
+        exclude_domains: Sequence[str] = (),
+        owner: str = "",
     ) -> list[Lease]:
-        """Atomically move up to `limit` due deliveries to 'leased' and return them."""
+        """Atomically move up to `limit` due deliveries to 'leased' by `owner` and return them;
+        expired leases of another holder (dead or stalled) are due again first."""
 
         async def work(db: aiosqlite.Connection) -> list[Lease]:
+            cur = await db.execute(
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
+                " WHERE state = 'leased' AND lease_until <= ? AND lease_owner IS NOT ?",
+                (now, owner),
+            )
+            if cur.rowcount > 0:
+                log.warning("took over expired leases count=%d", cur.rowcount)
             paused = {row[0] async for row in await db.execute("SELECT domain FROM paused_domains")}
             if "*" in paused:
                 return []
             skip = sorted(paused | set(exclude_domains))
             marks = ",".join("?" * len(skip))
             cur = await db.execute(
-                "UPDATE deliveries SET state = 'leased', lease_until = ? WHERE id IN"
-                " (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
+                "UPDATE deliveries SET state = 'leased', lease_until = ?, lease_owner = ?"
+                " WHERE id IN (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
                 f" AND next_attempt_at <= ? AND domain NOT IN ({marks})"
                 " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
-                (lease_until, now, *skip, limit),
+                (lease_until, owner, now, *skip, limit),
             )
             ids = [row[0] for row in await cur.fetchall()]
             if not ids:
@@ -301,10 +317,31 @@ class SqliteStore:
             raise KeyError(message_pk)
         return bytes(row[0])
 
+    async def renew_leases(
+        self, delivery_ids: Iterable[int], owner: str, lease_until: float
+    ) -> list[int]:
+        """Extend `owner`'s leases still held on these deliveries; the ids it still held."""
+        ids = sorted(set(delivery_ids))
+        if not ids:
+            return []
+
+        async def work(db: aiosqlite.Connection) -> list[int]:
+            cur = await db.execute(
+                "UPDATE deliveries SET lease_until = ? WHERE state = 'leased' AND lease_owner = ?"
+                f" AND id IN ({','.join('?' * len(ids))}) RETURNING id",
+                (lease_until, owner, *ids),
+            )
+            return sorted(int(r[0]) for r in await cur.fetchall())
+
+        return await self._transaction(work)
+
     async def next_due_at(self) -> float | None:
-        """When the earliest queued or deferred delivery becomes due (None: nothing waits)."""
+        """When the earliest queued or deferred delivery becomes due, or the earliest lease
+        expires (None: nothing waits)."""
         async with self._ro.execute(
-            "SELECT min(next_attempt_at) FROM deliveries WHERE state IN ('queued', 'deferred')"
+            "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM deliveries"
+            " WHERE state IN ('queued', 'deferred')"
+            " UNION ALL SELECT min(lease_until) FROM deliveries WHERE state = 'leased')"
         ) as cur:
             row = await cur.fetchone()
         return None if row is None or row[0] is None else float(row[0])
@@ -321,16 +358,17 @@ class SqliteStore:
         await self._transaction(work)
         return [None] * len(batch)
 
-    async def release_leases(self, delivery_ids: Iterable[int]) -> None:
-        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted."""
-        ids = [(i,) for i in delivery_ids]
+    async def release_leases(self, delivery_ids: Iterable[int], owner: str | None = None) -> None:
+        """Give leases back untried (draining at SIGTERM): due again at once, no attempt counted.
+        With owner, only leases it still holds (not one another node took over meanwhile)."""
+        ids = [(i, owner, owner) for i in delivery_ids]
         if not ids:
             return
 
         async def work(db: aiosqlite.Connection) -> None:
             await db.executemany(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL"
-                " WHERE id = ? AND state = 'leased'",
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
+                " WHERE id = ? AND state = 'leased' AND (? IS NULL OR lease_owner = ?)",
                 ids,
             )
 
@@ -344,7 +382,8 @@ class SqliteStore:
 
         async def work(db: aiosqlite.Connection) -> None:
             await db.executemany(
-                "UPDATE deliveries SET state = 'queued', lease_until = NULL, next_attempt_at = ?,"
+                "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL,"
+                " next_attempt_at = ?,"
                 " shaping_wait = shaping_wait + max(? - ?, 0), waiting_for = ?"
                 " WHERE id = ? AND state = 'leased'",
                 [(until, until, now, why, delivery_id) for delivery_id, until, why in items],
@@ -1803,7 +1842,8 @@ async def _write_outcomes(
     )
     await db.executemany(
         "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
-        " lease_until = NULL, waiting_for = '', last_class = ?, last_code = ?, last_status = ?,"
+        " lease_until = NULL, lease_owner = NULL, waiting_for = '', last_class = ?,"
+        " last_code = ?, last_status = ?,"
         " last_text = ?, last_remote = ?, updated_at = ? WHERE id = ?",
         [
             (

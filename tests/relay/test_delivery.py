@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from relay.deliver.delivery import decide, next_delay
 from relay.render import headers
 from relay.store import Lease, Result
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
+from tests.relay.test_shaping import Clock
 from tests.smtpclient import RawClient
 
 DATA = Path(__file__).parent.parent / "data" / "messages"
@@ -216,13 +218,63 @@ async def test_leases_left_by_a_crash_are_recovered(
     assert relay.app.delivery is not None and relay.app.store is not None
     await relay.app.delivery.stop(1.0)  # no workers: what we queue stays queued
     queue_id = await submit(relay, MSG, ["b@example.org"])
-    leased = await relay.app.store.lease_due_deliveries(1e12, 10, 1e12)  # as a dying process would
+    node = relay.app.delivery.node  # as this node would, dying with a lease in hand
+    leased = await relay.app.store.lease_due_deliveries(1e12, 10, 1e12, owner=node)
     assert [lease.recipient for lease in leased] == ["b@example.org"]
     assert await states(relay, queue_id) == {"b@example.org": "leased"}
     await relay.stop()
-    again = await start_relay(config)
+    again = await start_relay(config)  # same node name: its own leases come back at start
     await wait_states(again, queue_id, {"b@example.org": "delivered"})
     assert len(sink.received) == 1
+
+
+async def test_an_expired_lease_of_a_dead_node_is_taken_over(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """lease_time is read: a lease held by another node (dead, never restarted) goes back to
+    the queue once it expired, without a restart; an unexpired one is left alone."""
+    clock = Clock(1_800_000_000.0)
+    config = make_config(
+        tmp_path,
+        delivery=smarthost(sink) | {"poll_interval": "50ms", "lease_time": "10m", "node": "b"},
+    )
+    relay = await start_relay(config, clock=clock)
+    store = relay.app.store
+    assert relay.app.delivery is not None and store is not None
+    await relay.app.delivery.stop(1.0)  # park the workers while the dead node takes the lease
+    queue_id = await submit(relay, MSG, ["b@example.org"])
+    await store.lease_due_deliveries(clock() + 1, 10, clock() + 600, owner="a")  # node a dies
+    await relay.stop()
+    live = await start_relay(config, clock=clock)  # node b: a's lease is not its own
+    assert live.app.store is not None
+    await asyncio.sleep(0.3)
+    assert await states(live, queue_id) == {"b@example.org": "leased"}  # a may still be alive
+    assert sink.received == []
+    clock.t += 601  # a's lease expired: b takes it over and delivers, once
+    live.app.delivery.wake()  # type: ignore[union-attr]
+    await wait_states(live, queue_id, {"b@example.org": "delivered"})
+    assert len(sink.received) == 1
+
+
+async def test_a_slow_attempt_keeps_its_lease_by_renewal(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """An attempt that outlasts lease_time renews its lease, so another node can't take it."""
+    sink.script = SinkScript(hang_data=1.2)
+    config = make_config(
+        tmp_path,
+        delivery=smarthost(sink) | {"lease_time": "300ms", "command_timeout": "5s", "node": "b"},
+    )
+    relay = await start_relay(config)
+    store = relay.app.store
+    assert store is not None
+    queue_id = await submit(relay, MSG, ["b@example.org"])
+    await asyncio.sleep(0.8)  # mid-DATA, well past the first lease's expiry
+    assert await states(relay, queue_id) == {"b@example.org": "leased"}
+    now = time.time()
+    assert await store.lease_due_deliveries(now, 10, now + 60, owner="a") == []
+    await wait_states(relay, queue_id, {"b@example.org": "delivered"})
+    assert sink.data_attempts == 1
 
 
 def _lease(received_at: float = 0.0, attempts: int = 0) -> Lease:
