@@ -34,6 +34,7 @@ from relay.learn.suppression import read_suppression_csv
 from relay.output import Output, add_arguments, guard_pipe
 from relay.preflight import file_problems
 from relay.receive.auth import hash_password
+from relay.receive.policy import check_address
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
 from relay.render.dkimkeys import generate_key, txt_record, write_key
 from relay.store import Store, open_store
@@ -305,6 +306,32 @@ def cmd_suppression_remove(args: argparse.Namespace) -> int:
     gone = with_store(args, lambda s: s.unsuppress(args.address, scope=args.scope))
     print(f"removed: {args.address.lower()}" if gone else f"not suppressed: {args.address}")
     return 0 if gone else 1
+
+
+def _address_arg(text: str) -> str:
+    """An address for the privacy commands, checked as a recipient address is at RCPT."""
+    a = text.strip()
+    if check_address(a, smtputf8=True, sender=False):
+        raise argparse.ArgumentTypeError(f"not an email address: {text!r}")
+    return a.lower()
+
+
+def cmd_privacy_export(args: argparse.Namespace) -> int:
+    """Everything held about an address, as one JSON document (an access request)."""
+    held = with_store(args, lambda s: s.privacy_export(args.address))
+    print(json.dumps(held, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_privacy_erase(args: argparse.Namespace) -> int:
+    """Delete or anonymise every row naming an address; print what was removed."""
+    removed = with_store(args, lambda s: s.privacy_erase(args.address, time.time()))
+    if not removed:
+        print(f"nothing held about {args.address}")
+        return 0
+    for table, n in sorted(removed.items()):
+        print(f"{table}: {n}")
+    return 0
 
 
 def cmd_suppression_export(args: argparse.Namespace) -> int:
@@ -767,6 +794,11 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim", True).add_argument(
         "--domain", required=True
     )
+    for name, func, text in (
+        ("export", cmd_privacy_export, "everything held about an address (JSON)"),
+        ("erase", cmd_privacy_erase, "delete or anonymise what names an address"),
+    ):
+        add(name, func, text, "privacy").add_argument("address", type=_address_arg)
     _add_webhook_commands(add)
     _deliverability_commands(top, add)
     report.add_parser(add, report.run_with(with_store))  # outpostctl report ...

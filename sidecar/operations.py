@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable
 
@@ -89,6 +90,25 @@ class Operations:
             raise ApiError(404, f"{address} is not suppressed{where}")
         return web.json_response({"address": address.lower(), "scope": scope, "removed": True})
 
+    # --- access and erasure (privacy)
+
+    def _subject(self, request: web.Request) -> str:
+        address = request.match_info["address"].strip()
+        if check_address(address, smtputf8=True, sender=False):
+            raise ApiError(400, f"not an email address: {address!r}")
+        return address.lower()
+
+    async def privacy_export(self, request: web.Request) -> web.Response:
+        """Everything held about an address (an access request)."""
+        held = await self._store(request).privacy_export(self._subject(request))
+        return web.json_response(held, dumps=lambda v: json.dumps(v, default=str))
+
+    async def privacy_erase(self, request: web.Request) -> web.Response:
+        """Delete or anonymise every row naming an address; what was removed, by table."""
+        address = self._subject(request)
+        removed = await self._store(request).privacy_erase(address, self._clock())
+        return web.json_response({"address": address, "removed": removed})
+
     async def unmatched_reports(self, request: web.Request) -> web.Response:
         """Bounces and complaints that named no delivery of ours: kept, nothing suppressed."""
         limit = _int(request, "limit", 100, 1000)
@@ -151,6 +171,8 @@ def add_routes(app: web.Application, ops: Operations) -> None:
     r.add_post("/api/suppressions", ops.add_suppression)
     r.add_delete("/api/suppressions/{address}", ops.remove_suppression)
     r.add_get("/api/reports/unmatched", ops.unmatched_reports)
+    r.add_get("/api/privacy/{address}", ops.privacy_export)
+    r.add_delete("/api/privacy/{address}", ops.privacy_erase)
     r.add_get("/api/queue", ops.queue)
     r.add_post("/api/queue/flush", ops.flush_all)
     r.add_post("/api/queue/pause", ops.pause)

@@ -210,6 +210,21 @@ class Store(Protocol):
         """Operator replay: set the cursor to ``after_id`` (a new epoch). False: no cursor."""
         ...
 
+    # --- access and erasure (privacy)
+
+    async def privacy_export(self, address: str) -> dict[str, Any]:
+        """Everything the store holds that names an address (an access request), by table:
+        deliveries, messages_sent, attempts, events, links, suppressions (``erased`` true for
+        one kept under its hash), unmatched_reports."""
+        ...
+
+    async def privacy_erase(self, address: str, now: float) -> dict[str, int]:
+        """Delete or anonymise every row that names an address (an erasure request): messages
+        it alone received, its deliveries, events, links and reports; other messages naming it
+        get a placeholder address. Its suppressions stay, under a salted hash that the
+        suppression check still finds. Rows removed or changed, by table."""
+        ...
+
     # --- suppression
 
     async def suppressed(

@@ -19,6 +19,7 @@ import aiosqlite
 
 from relay import private
 from relay.render.tokens import HONEYPOT_LINK
+from relay.store import erasure
 from relay.store.batching import GroupCommit
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
@@ -46,6 +47,7 @@ class SqliteStore:
         self._db = writer
         self._ro = reader
         self._lock = asyncio.Lock()
+        self._privacy_salt: bytes | None = None
         self._accepts: GroupCommit[NewMessage, int] = GroupCommit(self._write_messages)
         self._events: GroupCommit[Event, None] = GroupCommit(self._write_events)
         self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
@@ -588,18 +590,188 @@ class SqliteStore:
         if not wanted or not scopes:
             return {}
         rank = {scope: i for i, scope in enumerate(scopes)}
+        salt = await self._salt()
+        keys = {a: a for a in wanted} | {erasure.erased_key(salt, a): a for a in wanted}
         out: dict[str, tuple[str, str]] = {}
         async with self._ro.execute(
             f"SELECT address, reason, scope FROM suppressions WHERE address IN"
-            f" ({','.join('?' * len(wanted))}) AND scope IN ({','.join('?' * len(rank))})"
+            f" ({','.join('?' * len(keys))}) AND scope IN ({','.join('?' * len(rank))})"
             " AND (expires_at IS NULL OR expires_at > ?)",
-            (*wanted, *rank, now),
+            (*keys, *rank, now),
         ) as cur:
-            for address, reason, scope in await cur.fetchall():
+            for key, reason, scope in await cur.fetchall():
+                address = keys[key]  # an erased address is still suppressed, under its hash
                 held = out.get(address)
                 if held is None or rank[scope] < rank[held[1]]:
                     out[address] = (reason, scope)
         return out
+
+    async def _salt(self) -> bytes:
+        if self._privacy_salt is None:
+            async with self._ro.execute("SELECT salt FROM privacy_salt WHERE id = 1") as cur:
+                row = await cur.fetchone()
+            self._privacy_salt = bytes(row[0]) if row else b""
+        return self._privacy_salt
+
+    # --- access and erasure (privacy)
+
+    async def privacy_export(self, address: str) -> dict[str, Any]:
+        """Everything the store holds that names an address (access request), by table."""
+        a = address.strip().lower()
+        db = self._ro
+
+        async def rows(
+            sql: str, params: Sequence[Any], keys: Sequence[str]
+        ) -> list[dict[str, Any]]:
+            async with db.execute(sql, params) as cur:
+                return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+
+        names, params = _names_sql("e.details", a)
+        out: dict[str, Any] = {"address": a}
+        out["deliveries"] = await rows(
+            "SELECT d.id, m.queue_id, m.received_at, m.mail_from, m.subject, m.campaign,"
+            " m.stream, d.role, d.state, d.attempts, d.last_text, d.updated_at FROM deliveries d"
+            " JOIN messages m ON m.id = d.message_id WHERE lower(d.recipient) = ? ORDER BY d.id",
+            (a,),
+            (
+                "delivery_id",
+                "queue_id",
+                "received_at",
+                "mail_from",
+                "subject",
+                "campaign",
+                "stream",
+                "role",
+                "state",
+                "attempts",
+                "last_text",
+                "updated_at",
+            ),
+        )
+        out["messages_sent"] = await rows(
+            "SELECT queue_id, received_at, subject, campaign FROM messages"
+            " WHERE lower(mail_from) = ? ORDER BY id",
+            (a,),
+            ("queue_id", "received_at", "subject", "campaign"),
+        )
+        out["attempts"] = await rows(
+            "SELECT t.delivery_id, t.at, t.code, t.status, t.text, t.remote FROM attempts t"
+            " JOIN deliveries d ON d.id = t.delivery_id WHERE lower(d.recipient) = ?"
+            " ORDER BY t.id",
+            (a,),
+            ("delivery_id", "at", "code", "status", "text", "remote"),
+        )
+        events = await rows(
+            "SELECT e.id, e.at, e.type, e.delivery_id, e.campaign, e.source, e.details"
+            f" FROM events e WHERE lower(e.recipient) = ? OR {names} ORDER BY e.id",
+            (a, *params),
+            ("id", "at", "type", "delivery_id", "campaign", "source", "details"),
+        )
+        out["events"] = [{**e, "details": _loads(e["details"])} for e in events]
+        out["links"] = await rows(
+            "SELECT m.queue_id, l.idx, l.url FROM links l JOIN messages m ON m.id = l.message_id"
+            f" WHERE {_names_sql('l.url', a)[0]} ORDER BY l.message_id, l.idx",
+            params,
+            ("queue_id", "idx", "url"),
+        )
+        salt = await self._salt()
+        out["suppressions"] = await rows(
+            "SELECT address = ?, scope, reason, detail, created_at, expires_at FROM suppressions"
+            " WHERE address IN (?, ?) ORDER BY scope",
+            (erasure.erased_key(salt, a), a, erasure.erased_key(salt, a)),
+            ("erased", "scope", "reason", "detail", "created_at", "expires_at"),
+        )
+        out["unmatched_reports"] = await rows(
+            f"SELECT at, kind, details FROM unmatched_reports u WHERE lower(u.recipient) = ?"
+            f" OR {_names_sql('u.details', a)[0]} ORDER BY id",
+            (a, *params),
+            ("at", "kind", "details"),
+        )
+        return out
+
+    async def privacy_erase(self, address: str, now: float) -> dict[str, int]:
+        """Delete or anonymise every row that names an address (erasure request), in one
+        transaction with secure_delete (freed pages are zeroed, so the file no longer holds it);
+        its suppressions stay, under a salted hash. Rows removed or changed, by table."""
+        a = address.strip().lower()
+        salt = await self._salt()
+        hashed = erasure.erased_key(salt, a)
+
+        async def work(db: aiosqlite.Connection) -> dict[str, int]:
+            done: dict[str, int] = {}
+
+            async def run(name: str, sql: str, params: Sequence[Any]) -> None:
+                cur = await db.execute(sql, params)
+                done[name] = done.get(name, 0) + max(cur.rowcount, 0)
+
+            names, params = _names_sql("details", a)
+            # messages whose every recipient is this address: gone whole (with their links)
+            only = (
+                "SELECT message_id FROM deliveries GROUP BY message_id"
+                " HAVING min(lower(recipient)) = ? AND max(lower(recipient)) = ?"
+            )
+            await run("events", f"DELETE FROM events WHERE message_id IN ({only})", (a, a))
+            await run("messages", f"DELETE FROM messages WHERE id IN ({only})", (a, a))
+            # the deliveries to it in messages shared with others, and their events
+            mine = "SELECT id FROM deliveries WHERE lower(recipient) = ?"
+            await run("events", f"DELETE FROM events WHERE delivery_id IN ({mine})", (a,))
+            await run("deliveries", "DELETE FROM deliveries WHERE lower(recipient) = ?", (a,))
+            await run(
+                "events", f"DELETE FROM events WHERE lower(recipient) = ? OR {names}", (a, *params)
+            )
+            await run(
+                "unmatched_reports",
+                f"DELETE FROM unmatched_reports WHERE lower(recipient) = ? OR {names}",
+                (a, *params),
+            )
+            await run("links", f"DELETE FROM links WHERE {_names_sql('url', a)[0]}", params)
+            await run(
+                "campaign_facets",
+                f"DELETE FROM campaign_facets WHERE {_names_sql('value', a)[0]}",
+                params,
+            )
+            await run("attempts", f"DELETE FROM attempts WHERE {_names_sql('text', a)[0]}", params)
+            # what other recipients' messages say of it (To:, Cc:, the body): a placeholder
+            cond = " OR ".join(
+                f"{_names_sql(c, a)[0]}"
+                for c in ("raw", "mail_from", "subject", "header_message_id")
+            )
+            async with db.execute(
+                f"SELECT id, raw, mail_from, subject, header_message_id FROM messages WHERE {cond}",
+                params * 4,
+            ) as cur:
+                found = list(await cur.fetchall())
+            for pk, raw, mail_from, subject, header_id in found:
+                await db.execute(
+                    "UPDATE messages SET raw = ?, mail_from = ?, subject = ?,"
+                    " header_message_id = ? WHERE id = ?",
+                    (
+                        erasure.redact(bytes(raw), a),
+                        erasure.redact_text(mail_from, a),
+                        erasure.redact_text(subject, a),
+                        erasure.redact_text(header_id, a),
+                        pk,
+                    ),
+                )
+            done["messages_redacted"] = len(found)
+            # suppressions: kept, under the salted hash, without their detail
+            await run(
+                "suppressions",
+                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
+                " expires_at) SELECT ?, scope, reason, '', created_at, expires_at"
+                " FROM suppressions WHERE address = ? ON CONFLICT (address, scope) DO NOTHING",
+                (hashed, a),
+            )
+            await db.execute("DELETE FROM suppressions WHERE address = ?", (a,))
+            return {k: v for k, v in done.items() if v}
+
+        await self._db.execute("PRAGMA secure_delete = ON")
+        try:
+            removed = await self._transaction(work)
+        finally:
+            await self._db.execute("PRAGMA secure_delete = OFF")
+        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
+        return removed
 
     async def suppress(
         self,
@@ -2075,6 +2247,19 @@ async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
             )
         ],
     )
+
+
+def _names_sql(column: str, address: str) -> tuple[str, list[str]]:
+    """A condition true where a column holds the address in any stored form (erasure.forms)."""
+    found = erasure.forms(address)
+    return "(" + " OR ".join(f"instr(lower({column}), ?) > 0" for _ in found) + ")", found
+
+
+def _loads(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _domain(address: str) -> str:
