@@ -28,6 +28,7 @@ from relay.receive.pipeline import Acceptor
 from relay.receive.smtpd import Listeners, RelayHandler, tls_context
 from relay.render.render import build_signer, make_rendering
 from relay.render.tokens import TokenSigner
+from relay.retention import RetentionJob
 from relay.store import Outcome, Store, open_store
 
 log = logging.getLogger("outpost.relay")
@@ -58,6 +59,7 @@ class RelayApp:
         self.metrics = RelayMetrics()
         self.metrics_listener: MetricsListener | None = None
         self.metrics_bound: tuple[str, int] | None = None
+        self.retention: RetentionJob | None = None
 
     async def start(self) -> list[tuple[str, int]]:
         cfg = self.config
@@ -104,6 +106,8 @@ class RelayApp:
             self.metrics_listener = MetricsListener(self.metrics, store.count_deliveries)
             self.metrics_bound = await self.metrics_listener.start(*cfg.relay.metrics_listen)
         await self.delivery.start()
+        self.retention = RetentionJob(self.store, cfg.retention, self.clock)
+        self.retention.start()
         self.bound = await self.listeners.start()
         return self.bound
 
@@ -196,6 +200,8 @@ class RelayApp:
             await self.listeners.drain(timeout)
         if self.handler is not None:
             self.handler.verifier.close()
+        if self.retention is not None:
+            await self.retention.stop()
         if self.delivery is not None:
             await self.delivery.stop(timeout)
             self.delivery.rendering.close()

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
-from relay import csvsafe, exits, private, report
+from relay import csvsafe, exits, private, report, retention
 from relay.config import (
     Config,
     ConfigError,
@@ -331,6 +331,17 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
         return 0
     for table, n in sorted(removed.items()):
         print(f"{table}: {n}")
+    return 0
+
+
+def cmd_retention_run(args: argparse.Namespace) -> int:
+    """One purge pass now, as the relay's job does it every [retention] interval."""
+    config = _config(args)
+    done = with_store(args, lambda s: retention.purge(s, config.retention, time.time()))
+    for kind, n in sorted(done.items()):
+        print(f"{kind}: {n}")
+    if not done:
+        print("nothing to purge")
     return 0
 
 
@@ -794,6 +805,7 @@ def _parser() -> argparse.ArgumentParser:
     add("check", cmd_dkim_check, "which key signs a domain", "dkim", True).add_argument(
         "--domain", required=True
     )
+    add("run", cmd_retention_run, "purge what [retention] says is too old, now", "retention")
     for name, func, text in (
         ("export", cmd_privacy_export, "everything held about an address (JSON)"),
         ("erase", cmd_privacy_erase, "delete or anonymise what names an address"),

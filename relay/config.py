@@ -506,6 +506,21 @@ class WarmupConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    """[retention]: how long each kind of data is kept ("0s" = forever); a relay job deletes
+    what is older in small batches (short write transactions beside the accept path)."""
+
+    bodies: float = field(default=30 * 86400.0, metadata=_key(parse_duration))
+    events: float = field(default=400 * 86400.0, metadata=_key(parse_duration))
+    deliveries: float = field(default=400 * 86400.0, metadata=_key(parse_duration))
+    webhook_replay: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
+    attempts: float = field(default=90 * 86400.0, metadata=_key(parse_duration))
+    interval: float = field(default=3600.0, metadata=_key(parse_duration))
+    batch: int = field(default=500, metadata=_key(_int))
+    pause: float = field(default=0.05, metadata=_key(parse_duration))
+
+
+@dataclass(frozen=True)
 class HealthConfig:
     """[health]: the rates that pause a sending domain or campaign (an operator resumes it)."""
 
@@ -546,6 +561,7 @@ class Config:
     shaping: tuple[ShapingConfig, ...] = ()
     warmup: tuple[WarmupConfig, ...] = ()
     health: HealthConfig = field(default_factory=HealthConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     source: str = field(default="<defaults>", compare=False)
 
@@ -594,6 +610,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "outbound": OutboundConfig,
     "log": LogConfig,
     "health": HealthConfig,
+    "retention": RetentionConfig,
     "feedback": FeedbackConfig,
 }
 # top-level [[arrays of tables]]
@@ -648,6 +665,8 @@ def _check(config: Config) -> list[str]:
         errors.append(f"{src}: delivery.smarthost_password_file: required with smarthost_username")
     if not d.backoff:
         errors.append(f"{src}: delivery.backoff: needs at least one duration")
+    if config.retention.batch < 1 or config.retention.interval <= 0:
+        errors.append(f"{src}: retention: batch must be at least 1 and interval above 0s")
     if not config.relay.listen:
         errors.append(f"{src}: relay.listen: needs at least one host:port")
     if bool(config.relay.tls_cert_file) != bool(config.relay.tls_key_file):

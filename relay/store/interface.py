@@ -210,6 +210,22 @@ class Store(Protocol):
         """Operator replay: set the cursor to ``after_id`` (a new epoch). False: no cursor."""
         ...
 
+    # --- retention
+
+    async def purge_batch(self, kind: str, before: float, limit: int) -> int:
+        """Delete (or, for ``bodies``, cut to the header block) at most ``limit`` rows of one
+        kind older than ``before``, in one short transaction; how many. Kinds: bodies (of
+        messages whose deliveries are all final, last tried before), events, deliveries (final
+        ones, with their attempts; a message left with none goes too), attempts,
+        webhook_replay (provider event ids), outbound_attempts. The dashboard's hourly counters
+        are kept, so all-time stats stay what they were."""
+        ...
+
+    async def compact(self) -> int:
+        """Give free pages back to the file system where the backend can do so in small steps
+        (SQLite: incremental vacuum, on stores created with it); pages freed."""
+        ...
+
     # --- access and erasure (privacy)
 
     async def privacy_export(self, address: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from relay import private
+from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import erasure
 from relay.store.batching import GroupCommit
@@ -612,6 +613,48 @@ class SqliteStore:
                 row = await cur.fetchone()
             self._privacy_salt = bytes(row[0]) if row else b""
         return self._privacy_salt
+
+    # --- retention
+
+    async def purge_batch(self, kind: str, before: float, limit: int) -> int:
+        sql = _PURGE.get(kind)
+        if sql is None:
+            raise ValueError(f"unknown purge kind {kind!r}")
+
+        async def work(db: aiosqlite.Connection) -> int:
+            if kind == "bodies":
+                async with db.execute(sql, (before, limit)) as cur:
+                    found = list(await cur.fetchall())
+                await db.executemany(
+                    "UPDATE messages SET raw = ? WHERE id = ?",
+                    [(headers.split(bytes(raw))[0], pk) for pk, raw in found],
+                )
+                return len(found)
+            cur = await db.execute(sql, (before, limit))
+            n = max(cur.rowcount, 0)
+            if kind == "deliveries" and n:  # messages left without a delivery go too
+                await db.execute(
+                    "DELETE FROM messages WHERE received_at < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
+                    (before,),
+                )
+            return n
+
+        return await self._transaction(work)
+
+    async def compact(self) -> int:
+        async with self._db.execute("PRAGMA auto_vacuum") as cur:
+            row = await cur.fetchone()
+        if not row or int(row[0]) != 2:  # not INCREMENTAL: free pages are reused, not returned
+            return 0
+        async with self._db.execute("PRAGMA freelist_count") as cur:
+            row = await cur.fetchone()
+        free = int(row[0]) if row else 0
+        async with self._lock:
+            for _ in range(0, free, 256):  # a few hundred pages at a time: short locks
+                await self._db.execute("PRAGMA incremental_vacuum(256)")
+                await asyncio.sleep(0)
+        return free
 
     # --- access and erasure (privacy)
 
@@ -2249,6 +2292,31 @@ async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
     )
 
 
+_FINAL = "('delivered', 'bounced', 'expired', 'dropped')"
+# one batch of each kind: (before, limit) -> rows; ordered oldest first, by indexed columns
+_PURGE = {
+    "bodies": (
+        "SELECT m.id, m.raw FROM messages m WHERE length(m.raw) > 0"
+        f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
+        f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?1))"
+        " AND instr(m.raw, X'0D0A0D0A') + 3 < length(m.raw) AND instr(m.raw, X'0D0A0D0A') > 0"
+        " ORDER BY m.id LIMIT ?2"
+    ),
+    "events": "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? ORDER BY at"
+    " LIMIT ?)",
+    "deliveries": (
+        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
+        f" WHERE state IN {_FINAL} AND updated_at < ? ORDER BY id LIMIT ?)"
+    ),
+    "attempts": "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ?"
+    " ORDER BY id LIMIT ?)",
+    "webhook_replay": "DELETE FROM webhook_seen WHERE (provider, event_id) IN (SELECT provider,"
+    " event_id FROM webhook_seen WHERE seen_at < ? LIMIT ?)",
+    "outbound_attempts": "DELETE FROM outbound_attempts WHERE id IN (SELECT id FROM"
+    " outbound_attempts WHERE at < ? ORDER BY id LIMIT ?)",
+}
+
+
 def _names_sql(column: str, address: str) -> tuple[str, list[str]]:
     """A condition true where a column holds the address in any stored form (erasure.forms)."""
     found = erasure.forms(address)
@@ -2268,6 +2336,9 @@ def _domain(address: str) -> str:
 
 async def _configure(db: aiosqlite.Connection, busy_timeout: float, durable: bool) -> None:
     await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    # takes effect only on a new file (before its first page is written, so before WAL): free
+    # pages can then be returned in small steps (compact); an existing store keeps its mode
+    await db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     # Switching a new file to WAL while another process does the same (the relay and the
     # sidecar starting together) can fail at once with "locked": SQLite calls no busy handler
     # there. Try again until the busy timeout.
