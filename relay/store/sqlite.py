@@ -650,10 +650,10 @@ class SqliteStore:
         async with self._db.execute("PRAGMA freelist_count") as cur:
             row = await cur.fetchone()
         free = int(row[0]) if row else 0
-        async with self._lock:
-            for _ in range(0, free, 256):  # a few hundred pages at a time: short locks
+        for _ in range(0, free, 256):  # a few hundred pages at a time: short write locks
+            async with self._lock:
                 await self._db.execute("PRAGMA incremental_vacuum(256)")
-                await asyncio.sleep(0)
+            await asyncio.sleep(0.01)  # the accept path gets the write lock in between
         return free
 
     # --- access and erasure (privacy)

@@ -26,13 +26,14 @@ from typing import Any
 from tests.bench import common
 from tests.bench.common import RESULTS, log
 
-SECTIONS = ("smtp", "http", "scale", "outbound", "bounce")
+SECTIONS = ("smtp", "http", "scale", "outbound", "bounce", "retention")
 TOOLS_FOR = {
     "smtp": ["smtp-source", "smtp-sink", "postfix"],
     "http": ["nginx", "wrk"],
     "scale": [],
     "outbound": ["smtp-source", "smtp-sink", "nats-server"],
     "bounce": [],
+    "retention": ["smtp-sink"],
 }
 LABELS = {
     "sink": "a. smtp-sink alone (ceiling)",
@@ -162,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                         repeat=args.repeat,
                     )
                 )
+            elif name == "retention":
+                from tests.bench import retention
+
+                data.update(retention.run(args.quick, keep=args.keep))
             elif name == "bounce":
                 from tests.bench import bounce_speed
 
