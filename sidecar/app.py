@@ -161,6 +161,7 @@ def make_app(
         webhooks.StoreDedup(lambda: app[STORE]),
         notifier=notifier,
         body_timeout=config.sidecar.request_body_timeout,
+        privacy=config.privacy,
     )
 
     app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])
@@ -178,6 +179,7 @@ def make_app(
         options = {
             "fallback_url": config.tracking.fallback_url,
             "unsubscribe_scope": config.streams.unsubscribe_scope,
+            "privacy": config.privacy,
             **dict(tracker_options or {}),
         }
         tracker = tracking.Tracker(app[STORE], signer, **options)

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import idna
 from aiohttp import web
 
+from relay.config import PrivacyConfig
 from relay.learn.scopes import unsubscribe_scope
 from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import FINAL_STATES, Event, Store
@@ -31,6 +32,7 @@ from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, clas
 from sidecar.clients import attribute
 from sidecar.events import EventRecorder
 from sidecar.linkpage import broken_link
+from sidecar.privacy import reduce_details
 
 log = logging.getLogger("outpost.sidecar.tracking")
 
@@ -175,7 +177,10 @@ class Tracker:
         trust_forwarded: bool = True,
         fallback_url: str = "",
         unsubscribe_scope: str = "broadcast",
+        privacy: PrivacyConfig | None = None,
     ) -> None:
+        # [privacy]: what of the IP and user agent is written (classification sees them whole)
+        self._privacy = privacy or PrivacyConfig()
         self._fallback_url = fallback_url  # offered on a broken link's page ([tracking])
         self._unsubscribe_scope = unsubscribe_scope  # [streams] unsubscribe_scope
         self._store = store
@@ -366,7 +371,7 @@ class Tracker:
                     p.delivery_id,
                     target.recipient,
                     target.campaign,
-                    details,
+                    reduce_details(details, self._privacy),
                 )
             )
         self.recorder.add(events)
@@ -439,14 +444,17 @@ class Tracker:
             target.delivery_id,
             target.recipient,
             target.campaign,
-            {
-                "method": "one-click" if one_click else "form",
-                "scope": unsubscribe_scope(
-                    self._unsubscribe_scope, target.campaign, target.list_id
-                ),
-                "ua": request.headers.get("User-Agent", "")[:MAX_UA],
-                "ip": client_ip(request, self._trust_forwarded),
-            },
+            reduce_details(
+                {
+                    "method": "one-click" if one_click else "form",
+                    "scope": unsubscribe_scope(
+                        self._unsubscribe_scope, target.campaign, target.list_id
+                    ),
+                    "ua": request.headers.get("User-Agent", "")[:MAX_UA],
+                    "ip": client_ip(request, self._trust_forwarded),
+                },
+                self._privacy,
+            ),
         )
         done = self.recorder.add_waitable(event)
         try:  # normally committed at once; if the store is busy the recorder keeps retrying

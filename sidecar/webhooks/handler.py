@@ -9,15 +9,18 @@ events through an injectable ``Dedup``, records the new ones' events and applies
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
+from relay.config import PrivacyConfig
 from relay.learn.notify_sender import LateNotifier
 from relay.store import Event, Store
 from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
+from sidecar.privacy import PERSONAL_TYPES, reduce_details
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
 from sidecar.webhooks.mailgun import read_mailgun
@@ -60,7 +63,9 @@ class WebhookHandler:
         clock: Callable[[], float] = time.time,
         notifier: LateNotifier | None = None,
         body_timeout: float = BODY_TIMEOUT,
+        privacy: PrivacyConfig | None = None,
     ) -> None:
+        self._privacy = privacy or PrivacyConfig()  # a reader's IP and user agent, reduced
         self._notifier = notifier  # late bounces and complaints: a DSN to the app's sender
         self._store = store
         self._config = config
@@ -121,6 +126,12 @@ class WebhookHandler:
                 )
             return web.json_response(refusal.body, status=refusal.status)
 
+    def _reduced(self, event: Event) -> Event:
+        """A reader's event (open, click, ...) with its IP and UA as [privacy] keeps them."""
+        if event.type not in PERSONAL_TYPES:
+            return event
+        return dataclasses.replace(event, details=reduce_details(event.details, self._privacy))
+
     async def _read_body(self, request: web.Request) -> bytes:
         """The raw body, read once (signatures are over these bytes), at most max_body_size."""
         try:
@@ -140,7 +151,7 @@ class WebhookHandler:
             fresh.extend(key for key, new in zip(keys, results, strict=True) if new)
             if all(results):
                 accepted += 1
-                events.extend(mapped)
+                events.extend(self._reduced(e) for e in mapped)
             else:
                 duplicates += 1
         try:
