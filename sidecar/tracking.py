@@ -200,6 +200,7 @@ class Tracker:
         self._task: asyncio.Task[None] | None = None
         self.unknown = 0  # hits whose delivery no longer exists (not recorded)
         self.overflow = 0  # hits dropped because MAX_PENDING were waiting
+        self.opted_out = 0  # hits of recipients opted out of tracking (not recorded)
 
     # --- lifecycle
 
@@ -336,17 +337,22 @@ class Tracker:
                 missing.add(p.delivery_id)
             else:
                 targets[p.delivery_id] = t
-        if missing:
-            try:
+        try:
+            if missing:
                 targets.update(await self._resolve(missing))
-            except BaseException:
-                self._pending.extendleft(reversed(ready))
-                raise
+            # a recipient opted out of tracking: hits on tokens sent before record nothing
+            opted_out = await self._store.tracking_opted_out(t.recipient for t in targets.values())
+        except BaseException:
+            self._pending.extendleft(reversed(ready))
+            raise
         events = []
         for p in ready:
             target = targets.get(p.delivery_id)
             if target is None:
                 self.unknown += 1
+                continue
+            if target.recipient.lower() in opted_out:
+                self.opted_out += 1
                 continue
             facts = self._facts(p, target)
             verdict = classify(facts)

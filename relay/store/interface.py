@@ -233,6 +233,26 @@ class Store(Protocol):
         """Entries (address, scope, reason, detail, created_at, expires_at), by address."""
         ...
 
+    # --- tracking opt-outs (relay.learn.optout gives the stored form: lowercase)
+
+    async def add_tracking_optout(self, target: str, now: float, detail: str = "") -> bool:
+        """Mark an address or a domain "no tracking"; False when it was already marked."""
+        ...
+
+    async def remove_tracking_optout(self, target: str) -> bool:
+        """Track it again; True if an entry went away."""
+        ...
+
+    async def list_tracking_optouts(
+        self, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Entries (target, created_at, detail), by target."""
+        ...
+
+    async def tracking_opted_out(self, recipients: Iterable[str]) -> set[str]:
+        """Which of these recipients (lowercased) an opt-out of their address or domain covers."""
+        ...
+
     # --- reports in (bounces, complaints, provider webhooks)
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
