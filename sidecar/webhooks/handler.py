@@ -157,6 +157,7 @@ class WebhookHandler:
         try:
             store = self._store() if callable(self._store) else self._store
             late = []
+            events = await _without_opted_out(store, events)
             if events and self._notifier is not None:
                 late = await self._notifier.select(store, events)
             if events:
@@ -186,6 +187,15 @@ class WebhookHandler:
         return web.json_response(
             {"accepted": accepted, "duplicates": duplicates, "recorded": len(events)}
         )
+
+
+async def _without_opted_out(store: Store, events: list[Event]) -> list[Event]:
+    """A provider's opens and clicks of a recipient opted out of tracking are not recorded."""
+    hits = [e.recipient for e in events if e.type in ("open", "click") and e.recipient]
+    if not hits:
+        return events
+    out = await store.tracking_opted_out(hits)
+    return [e for e in events if not (e.type in ("open", "click") and e.recipient.lower() in out)]
 
 
 def add_routes(app: web.Application, handler: WebhookHandler) -> None:

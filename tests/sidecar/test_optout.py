@@ -10,6 +10,7 @@ from relay.store.sqlite import SqliteStore
 from sidecar.tracking import GIF
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, HUMAN_UA, db_events, seed, sidecar, token, tracker_of
+from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
 
 BAD = {"Authorization": "Bearer wrong"}
 UA = {"User-Agent": HUMAN_UA}
@@ -94,3 +95,25 @@ async def test_hits_of_opted_out_recipients_are_answered_not_recorded(tmp_path: 
         ("open", "in@example.org"),
     ]
     assert [e["recipient"] for e in db_events(config, "unsubscribe")] == ["out@example.org"]
+
+
+async def test_provider_opens_of_opted_out_recipients_are_not_recorded(tmp_path: Path) -> None:
+    key = tmp_path / "mailgun.key"
+    key.write_text(MAILGUN_KEY + "\n")
+    config = make_config(
+        tmp_path, webhooks={"mailgun_signing_key_file": str(key), "max_age": "100000d"}
+    )
+    events = fixture("mailgun_events.json")
+    async with sidecar(config) as client:
+        resp = await client.post(
+            "/api/tracking-optouts", headers=ADMIN, json={"target": "Alice@example.com"}
+        )
+        assert resp.status == 201
+        for name in ("opened", "clicked", "delivered", "complained"):
+            resp = await client.post("/webhooks/mailgun", json=mailgun_signature(events[name]))
+            assert resp.status == 200, name
+    # alice's open and click are not kept; her delivery and the other's complaint are
+    assert sorted((e["type"], e["recipient"]) for e in db_events(config)) == [
+        ("complaint", "complainer@example.com"),
+        ("delivered", "alice@example.com"),
+    ]

@@ -14,6 +14,7 @@ from sidecar.clients import attribute
 from sidecar.privacy import reduce_details, reduce_ip, truncate_ip
 from tests.conftest import make_config
 from tests.sidecar.helpers import HUMAN_UA, db_events, seed, sidecar, token, tracker_of
+from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
 
 
 @pytest.mark.parametrize(
@@ -173,3 +174,41 @@ async def test_tracking_events_keep_what_privacy_says(
         assert by[("unsubscribe", a)]["client"]["client"] == "Chrome"
     if user_agent == "none":
         assert all("client" not in d for d in by.values())
+
+
+@pytest.mark.parametrize(
+    ("ip", "user_agent", "kept_ip", "kept_ua"),
+    [
+        ("full", "full", "50.56.129.169", True),
+        ("truncate", "parsed", "50.56.129.0", False),
+        ("none", "none", None, False),
+    ],
+)
+async def test_provider_opens_keep_what_privacy_says(
+    tmp_path: Path, ip: str, user_agent: str, kept_ip: str | None, kept_ua: bool
+) -> None:
+    key = tmp_path / "mailgun.key"
+    key.write_text(MAILGUN_KEY + "\n")
+    config = make_config(
+        tmp_path,
+        webhooks={"mailgun_signing_key_file": str(key), "max_age": "100000d"},
+        privacy={"ip": ip, "user_agent": user_agent},
+    )
+    opened = fixture("mailgun_events.json")["opened"]
+    full_ua = opened["client-info"]["user-agent"]
+    async with sidecar(config) as client:
+        resp = await client.post("/webhooks/mailgun", json=mailgun_signature(opened))
+        assert (await resp.json())["recorded"] == 1
+    [event] = db_events(config, "open")
+    assert event["details"].get("ip") == kept_ip
+    assert ("ua" in event["details"]) is kept_ua
+    if not kept_ua:
+        assert full_ua not in _stored_text(config.store.path)
+    if user_agent == "parsed":
+        assert event["details"]["client"] == {
+            "client": "Chrome",
+            "os": "Linux",
+            "device": "desktop",
+        }
+    if user_agent == "none":
+        assert "client" not in event["details"]
