@@ -422,7 +422,10 @@ class Tracker:
             "Unsubscribe",
             "<h1>Unsubscribe</h1><p>Stop receiving these emails at this address?</p>"
             "<form method=post><input type=hidden name=confirm value=1>"
-            "<button type=submit>Unsubscribe</button></form>",
+            "<button type=submit>Unsubscribe</button></form>"
+            "<p>Or keep receiving them, without tracking:</p>"
+            "<form method=post><input type=hidden name=stop_tracking value=1>"
+            "<button type=submit>Stop tracking my opens and clicks, keep sending</button></form>",
         )
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
@@ -434,6 +437,8 @@ class Tracker:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if not form and request.can_read_body:  # a client that left out the Content-Type
             one_click = (await request.text()).strip() == "List-Unsubscribe=One-Click"
+        if not one_click and "stop_tracking" in form and "confirm" not in form:
+            return await self._stop_tracking(claims)
         if not one_click and "confirm" not in form:
             return _page("Unsubscribe", "<p>Use the button to confirm.</p>", 400)
         try:
@@ -472,6 +477,27 @@ class Tracker:
             return _page("Try again", "<p>Please try again in a moment.</p>", 503)
         log.info("unsubscribe delivery=%d", target.delivery_id)
         return _page("Unsubscribed", "<h1>Unsubscribed</h1><p>You will get no more of these.</p>")
+
+    async def _stop_tracking(self, claims: Claims) -> web.Response:
+        """The page's second button: the reader's address is opted out of tracking
+        (relay.learn.optout), keeps getting mail, and is told so."""
+        try:
+            target = await self.target(claims.delivery_id)
+            if target is not None:
+                await self._store.add_tracking_optout(
+                    target.recipient.lower(), self._clock(), "unsubscribe page"
+                )
+        except Exception:
+            log.exception("tracking opt-out not recorded delivery=%d", claims.delivery_id)
+            return _page("Try again", "<p>Please try again in a moment.</p>", 503)
+        if target is None:
+            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        log.info("tracking opt-out delivery=%d", claims.delivery_id)
+        return _page(
+            "Tracking stopped",
+            "<h1>Tracking stopped</h1><p>You will keep getting these emails; we will not record"
+            " when you open them or follow their links.</p>",
+        )
 
 
 def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:

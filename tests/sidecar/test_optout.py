@@ -9,7 +9,17 @@ from relay.render.tokens import TokenKind
 from relay.store.sqlite import SqliteStore
 from sidecar.tracking import GIF
 from tests.conftest import make_config
-from tests.sidecar.helpers import ADMIN, HUMAN_UA, db_events, seed, sidecar, token, tracker_of
+from tests.sidecar.helpers import (
+    ADMIN,
+    HUMAN_UA,
+    db_events,
+    seed,
+    sidecar,
+    suppressions,
+    tamper,
+    token,
+    tracker_of,
+)
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
 
 BAD = {"Authorization": "Bearer wrong"}
@@ -117,3 +127,31 @@ async def test_provider_opens_of_opted_out_recipients_are_not_recorded(tmp_path:
         ("complaint", "complainer@example.com"),
         ("delivered", "alice@example.com"),
     ]
+
+
+async def test_unsubscribe_page_offers_to_stop_tracking(tmp_path: Path) -> None:
+    config = make_config(tmp_path)
+    ids = await seed(config, "Q1", ["Ann@Example.org", "bob@example.org"])
+    ann = ids["Ann@Example.org"]
+    unsub = token(config, TokenKind.UNSUBSCRIBE, ann)
+    async with sidecar(config) as client:
+        page = await (await client.get(f"/u/{unsub}")).text()
+        assert "name=stop_tracking" in page and "keep sending" in page
+        assert (await client.get(f"/u/{unsub}")).status == 200  # a GET changes nothing
+        resp = await client.post(f"/u/{tamper(unsub)}", data={"stop_tracking": "1"})
+        assert resp.status == 404
+        optouts = await (await client.get("/api/tracking-optouts", headers=ADMIN)).json()
+        assert optouts["optouts"] == []
+        resp = await client.post(f"/u/{unsub}", data={"stop_tracking": "1"})
+        assert resp.status == 200 and "Tracking stopped" in await resp.text()
+        optouts = await (await client.get("/api/tracking-optouts", headers=ADMIN)).json()
+        assert [(r["target"], r["detail"]) for r in optouts["optouts"]] == [
+            ("ann@example.org", "unsubscribe page")
+        ]
+        for did in (ann, ids["bob@example.org"]):
+            resp = await client.get(f"/o/{token(config, TokenKind.OPEN, did)}", headers=UA)
+            assert await resp.read() == GIF
+        await tracker_of(client).flush()
+    # still subscribed, no longer tracked; bob is tracked as before
+    assert suppressions(config) == {} and db_events(config, "unsubscribe") == []
+    assert [e["recipient"] for e in db_events(config, "open")] == ["bob@example.org"]
