@@ -30,6 +30,7 @@ from relay.deliver import report as deliver_report
 from relay.history import message_view
 from relay.learn import scopes
 from relay.learn.bounce import parse_report
+from relay.learn.optout import optout_target
 from relay.learn.suppression import read_suppression_csv
 from relay.output import Output, add_arguments, guard_pipe
 from relay.preflight import file_problems
@@ -342,6 +343,33 @@ def cmd_retention_run(args: argparse.Namespace) -> int:
         print(f"{kind}: {n}")
     if not done:
         print("nothing to purge")
+    return 0
+
+
+# --- tracking opt-outs
+
+
+def cmd_tracking_optout_add(args: argparse.Namespace) -> int:
+    target = optout_target(args.target)  # ValueError: main prints it, exit 2
+    added = with_store(args, lambda s: s.add_tracking_optout(target, time.time(), args.detail))
+    print(f"not tracked: {target}" if added else f"already not tracked: {target}")
+    return 0
+
+
+def cmd_tracking_optout_remove(args: argparse.Namespace) -> int:
+    target = args.target.strip().lower()
+    gone = with_store(args, lambda s: s.remove_tracking_optout(target))
+    print(f"tracked again: {target}" if gone else f"not opted out: {target}")
+    return 0 if gone else 1
+
+
+def cmd_tracking_optout_list(args: argparse.Namespace) -> int:
+    rows = with_store(args, lambda s: s.list_tracking_optouts(args.limit, args.offset))
+    Output.for_args(args).rows(
+        rows,
+        (("target", "Target"), ("created_at", "Created at"), ("detail", "Detail")),
+        empty="No tracking opt-outs",
+    )
     return 0
 
 
@@ -793,6 +821,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scope", help="only this scope's entry (default: every entry)")
     add("import", cmd_suppression_import, "from CSV", "suppression").add_argument("file")
     add("export", cmd_suppression_export, "to CSV", "suppression").add_argument("file", nargs="?")
+    p = add("optout", cmd_tracking_optout_add, "stop tracking an address or domain", "tracking")
+    p.add_argument("target", help="an email address or a domain name")
+    p.add_argument("--detail", default="")
+    p = add("optin", cmd_tracking_optout_remove, "track an address or domain again", "tracking")
+    p.add_argument("target")
+    p = add(
+        "optouts", cmd_tracking_optout_list, "addresses and domains not tracked", "tracking", True
+    )
+    p.add_argument("--limit", type=int, default=1000)
+    p.add_argument("--offset", type=int, default=0)
     add("parse", cmd_bounce_parse, "one row per recipient", "bounce", True).add_argument(
         "files", nargs="+"
     )

@@ -545,6 +545,17 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class PrivacyConfig:
+    """[privacy]: how much of a reader's IP address and user agent is kept on an event.
+
+    Applied after a hit is classified (from the full request-time values), before it is written.
+    """
+
+    ip: str = field(default="truncate", metadata=_key(_choice("full", "truncate", "none")))
+    user_agent: str = field(default="parsed", metadata=_key(_choice("full", "parsed", "none")))
+
+
+@dataclass(frozen=True)
 class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -563,6 +574,7 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -612,6 +624,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "health": HealthConfig,
     "retention": RetentionConfig,
     "feedback": FeedbackConfig,
+    "privacy": PrivacyConfig,
 }
 # top-level [[arrays of tables]]
 LIST_SECTIONS: dict[str, type[Any]] = {

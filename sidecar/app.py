@@ -162,6 +162,7 @@ def make_app(
         notifier=notifier,
         body_timeout=config.sidecar.request_body_timeout,
         unsubscribe_scope=config.streams.unsubscribe_scope,
+        privacy=config.privacy,
     )
 
     app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])
@@ -179,6 +180,7 @@ def make_app(
         options = {
             "fallback_url": config.tracking.fallback_url,
             "unsubscribe_scope": config.streams.unsubscribe_scope,
+            "privacy": config.privacy,
             **dict(tracker_options or {}),
         }
         tracker = tracking.Tracker(app[STORE], signer, **options)

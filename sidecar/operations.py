@@ -11,6 +11,7 @@ from aiohttp import web
 from relay.config import is_digits, parse_duration
 from relay.history import message_view
 from relay.learn import scopes
+from relay.learn.optout import optout_target
 from relay.receive.policy import check_address
 from relay.store import Store
 from sidecar.admin import ApiError, json_object
@@ -109,6 +110,35 @@ class Operations:
         removed = await self._store(request).privacy_erase(address, self._clock())
         return web.json_response({"address": address, "removed": removed})
 
+    # --- tracking opt-outs
+
+    async def list_tracking_optouts(self, request: web.Request) -> web.Response:
+        limit = _int(request, "limit", 100, 1000)
+        offset = _int(request, "offset", 0, 10**9)
+        rows = await self._store(request).list_tracking_optouts(limit, offset)
+        return web.json_response({"optouts": rows, "limit": limit, "offset": offset})
+
+    async def add_tracking_optout(self, request: web.Request) -> web.Response:
+        """{"target": address or domain, "detail": why}: 201 when new, 200 when already there."""
+        body = await json_object(request)
+        raw, detail = body.get("target"), body.get("detail", "")
+        if not isinstance(raw, str):
+            raise ApiError(400, "target must be an email address or a domain name")
+        if not isinstance(detail, str):
+            raise ApiError(400, "detail must be a string")
+        try:
+            target = optout_target(raw)
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        added = await self._store(request).add_tracking_optout(target, self._clock(), detail)
+        return web.json_response({"target": target, "added": added}, status=201 if added else 200)
+
+    async def remove_tracking_optout(self, request: web.Request) -> web.Response:
+        target = request.match_info["target"].strip().lower()
+        if not await self._store(request).remove_tracking_optout(target):
+            raise ApiError(404, f"{target} is not opted out of tracking")
+        return web.json_response({"target": target, "removed": True})
+
     async def unmatched_reports(self, request: web.Request) -> web.Response:
         """Bounces and complaints that named no delivery of ours: kept, nothing suppressed."""
         limit = _int(request, "limit", 100, 1000)
@@ -170,6 +200,9 @@ def add_routes(app: web.Application, ops: Operations) -> None:
     r.add_get("/api/suppressions", ops.list_suppressions)
     r.add_post("/api/suppressions", ops.add_suppression)
     r.add_delete("/api/suppressions/{address}", ops.remove_suppression)
+    r.add_get("/api/tracking-optouts", ops.list_tracking_optouts)
+    r.add_post("/api/tracking-optouts", ops.add_tracking_optout)
+    r.add_delete("/api/tracking-optouts/{target}", ops.remove_tracking_optout)
     r.add_get("/api/reports/unmatched", ops.unmatched_reports)
     r.add_get("/api/privacy/{address}", ops.privacy_export)
     r.add_delete("/api/privacy/{address}", ops.privacy_erase)

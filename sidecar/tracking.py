@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import idna
 from aiohttp import web
 
+from relay.config import PrivacyConfig
 from relay.learn.scopes import unsubscribe_scope
 from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import FINAL_STATES, Event, Store
@@ -31,6 +32,7 @@ from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, clas
 from sidecar.clients import attribute
 from sidecar.events import EventRecorder
 from sidecar.linkpage import broken_link
+from sidecar.privacy import reduce_details
 
 log = logging.getLogger("outpost.sidecar.tracking")
 
@@ -175,7 +177,10 @@ class Tracker:
         trust_forwarded: bool = True,
         fallback_url: str = "",
         unsubscribe_scope: str = "broadcast",
+        privacy: PrivacyConfig | None = None,
     ) -> None:
+        # [privacy]: what of the IP and user agent is written (classification sees them whole)
+        self._privacy = privacy or PrivacyConfig()
         self._fallback_url = fallback_url  # offered on a broken link's page ([tracking])
         self._unsubscribe_scope = unsubscribe_scope  # [streams] unsubscribe_scope
         self._store = store
@@ -195,6 +200,7 @@ class Tracker:
         self._task: asyncio.Task[None] | None = None
         self.unknown = 0  # hits whose delivery no longer exists (not recorded)
         self.overflow = 0  # hits dropped because MAX_PENDING were waiting
+        self.opted_out = 0  # hits of recipients opted out of tracking (not recorded)
 
     # --- lifecycle
 
@@ -331,17 +337,22 @@ class Tracker:
                 missing.add(p.delivery_id)
             else:
                 targets[p.delivery_id] = t
-        if missing:
-            try:
+        try:
+            if missing:
                 targets.update(await self._resolve(missing))
-            except BaseException:
-                self._pending.extendleft(reversed(ready))
-                raise
+            # a recipient opted out of tracking: hits on tokens sent before record nothing
+            opted_out = await self._store.tracking_opted_out(t.recipient for t in targets.values())
+        except BaseException:
+            self._pending.extendleft(reversed(ready))
+            raise
         events = []
         for p in ready:
             target = targets.get(p.delivery_id)
             if target is None:
                 self.unknown += 1
+                continue
+            if target.recipient.lower() in opted_out:
+                self.opted_out += 1
                 continue
             facts = self._facts(p, target)
             verdict = classify(facts)
@@ -366,7 +377,7 @@ class Tracker:
                     p.delivery_id,
                     target.recipient,
                     target.campaign,
-                    details,
+                    reduce_details(details, self._privacy),
                 )
             )
         self.recorder.add(events)
@@ -411,7 +422,10 @@ class Tracker:
             "Unsubscribe",
             "<h1>Unsubscribe</h1><p>Stop receiving these emails at this address?</p>"
             "<form method=post><input type=hidden name=confirm value=1>"
-            "<button type=submit>Unsubscribe</button></form>",
+            "<button type=submit>Unsubscribe</button></form>"
+            "<p>Or keep receiving them, without tracking:</p>"
+            "<form method=post><input type=hidden name=stop_tracking value=1>"
+            "<button type=submit>Stop tracking my opens and clicks, keep sending</button></form>",
         )
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
@@ -423,6 +437,8 @@ class Tracker:
         one_click = form.get("List-Unsubscribe") == "One-Click"
         if not form and request.can_read_body:  # a client that left out the Content-Type
             one_click = (await request.text()).strip() == "List-Unsubscribe=One-Click"
+        if not one_click and "stop_tracking" in form and "confirm" not in form:
+            return await self._stop_tracking(claims)
         if not one_click and "confirm" not in form:
             return _page("Unsubscribe", "<p>Use the button to confirm.</p>", 400)
         try:
@@ -439,14 +455,17 @@ class Tracker:
             target.delivery_id,
             target.recipient,
             target.campaign,
-            {
-                "method": "one-click" if one_click else "form",
-                "scope": unsubscribe_scope(
-                    self._unsubscribe_scope, target.campaign, target.list_id
-                ),
-                "ua": request.headers.get("User-Agent", "")[:MAX_UA],
-                "ip": client_ip(request, self._trust_forwarded),
-            },
+            reduce_details(
+                {
+                    "method": "one-click" if one_click else "form",
+                    "scope": unsubscribe_scope(
+                        self._unsubscribe_scope, target.campaign, target.list_id
+                    ),
+                    "ua": request.headers.get("User-Agent", "")[:MAX_UA],
+                    "ip": client_ip(request, self._trust_forwarded),
+                },
+                self._privacy,
+            ),
         )
         done = self.recorder.add_waitable(event)
         try:  # normally committed at once; if the store is busy the recorder keeps retrying
@@ -458,6 +477,27 @@ class Tracker:
             return _page("Try again", "<p>Please try again in a moment.</p>", 503)
         log.info("unsubscribe delivery=%d", target.delivery_id)
         return _page("Unsubscribed", "<h1>Unsubscribed</h1><p>You will get no more of these.</p>")
+
+    async def _stop_tracking(self, claims: Claims) -> web.Response:
+        """The page's second button: the reader's address is opted out of tracking
+        (relay.learn.optout), keeps getting mail, and is told so."""
+        try:
+            target = await self.target(claims.delivery_id)
+            if target is not None:
+                await self._store.add_tracking_optout(
+                    target.recipient.lower(), self._clock(), "unsubscribe page"
+                )
+        except Exception:
+            log.exception("tracking opt-out not recorded delivery=%d", claims.delivery_id)
+            return _page("Try again", "<p>Please try again in a moment.</p>", 503)
+        if target is None:
+            return _page("Link not valid", "<p>This unsubscribe link is not valid.</p>", 404)
+        log.info("tracking opt-out delivery=%d", claims.delivery_id)
+        return _page(
+            "Tracking stopped",
+            "<h1>Tracking stopped</h1><p>You will keep getting these emails; we will not record"
+            " when you open them or follow their links.</p>",
+        )
 
 
 def add_routes(app: web.Application, key: web.AppKey[Tracker]) -> None:

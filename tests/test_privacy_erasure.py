@@ -80,6 +80,7 @@ async def test_export_then_erase_leaves_no_trace_and_keeps_the_suppression(
     await relay.idle()
     await store.suppress(ALICE, "hard-bounce", 1.0, None, f"550 5.1.1 <{ALICE}> unknown")
     await store.record_unmatched(2.0, "complaint", ALICE, {"original": f"To: {ALICE}"})
+    assert await store.add_tracking_optout(ALICE, 3.0, "asked by mail")
     assert held_forms(config)  # the store does hold the address before
 
     path = tmp_path / "o.toml"
@@ -94,6 +95,7 @@ async def test_export_then_erase_leaves_no_trace_and_keeps_the_suppression(
     assert {e["type"] for e in held["events"]} >= {"processed", "delivered"}
     assert [s["reason"] for s in held["suppressions"]] == ["hard-bounce"]
     assert len(held["unmatched_reports"]) == 1
+    assert [o["detail"] for o in held["tracking_optouts"]] == ["asked by mail"]
     assert [link["url"] for link in held["links"]] == [
         "https://shop.example/account?email=alice%40example.org"
     ] * 3
@@ -115,6 +117,7 @@ async def test_export_then_erase_leaves_no_trace_and_keeps_the_suppression(
     assert removed["deliveries"] == "1"  # hers in the shared one
     assert removed["messages_redacted"] == "2"  # the shared one and Bob's that names her
     assert removed["suppressions"] == "1"
+    assert removed["tracking_optouts"] == "1"
     await relay.stop()
     assert held_forms(config) == []
 

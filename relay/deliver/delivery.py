@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
@@ -207,7 +208,8 @@ class DeliveryService:
                         )
                     except Exception:
                         log.exception("leasing failed; retrying")
-                    for lease in await self._admit(await self._drop_suppressed(got)):
+                    kept = await self._mark_untracked(await self._drop_suppressed(got))
+                    for lease in await self._admit(kept):
                         self._dispatch(lease)
                 finally:
                     self._leasing = False
@@ -225,6 +227,20 @@ class DeliveryService:
                     await asyncio.wait_for(self._wake.wait(), max(timeout, 0.005))
                 # let a burst of accepts land first: one lease transaction for many messages
                 await asyncio.sleep(self._config.wake_delay)
+
+    async def _mark_untracked(self, leases: list[Lease]) -> list[Lease]:
+        """Recipients opted out of tracking (their address or domain) get untracked copies;
+        read at delivery time, so an opt-out covers mail queued before it too."""
+        tracked = [lease for lease in leases if lease.kind == "mail" and lease.track != "none"]
+        if not tracked:
+            return leases
+        out = await self._store.tracking_opted_out(lease.recipient for lease in tracked)
+        if not out:
+            return leases
+        return [
+            dataclasses.replace(lease, untracked=True) if lease.recipient.lower() in out else lease
+            for lease in leases
+        ]
 
     async def _drop_suppressed(self, leases: list[Lease]) -> list[Lease]:
         """Checked again at delivery time: an address suppressed after the message was queued
@@ -417,7 +433,11 @@ class DeliveryService:
             if self._metrics is not None:
                 self._metrics.rendered(rendered.render_seconds, rendered.dkim_seconds)
             if not rendered.personal:  # same bytes for every recipient: one transaction
-                siblings = [s for s in dest.pending if s.message_pk == lease.message_pk]
+                siblings = [
+                    s
+                    for s in dest.pending
+                    if s.message_pk == lease.message_pk and s.untracked == lease.untracked
+                ]
                 for sibling in siblings:
                     dest.pending.remove(sibling)
                     self._inflight.add(sibling.delivery_id)

@@ -48,7 +48,8 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Tracking:
-    """What this copy gets, from the global switches and the message's X-Outpost-Track."""
+    """What this copy gets, from the global switches, the message's X-Outpost-Track and the
+    recipient's tracking opt-out."""
 
     opens: bool
     clicks: bool
@@ -60,8 +61,9 @@ class Tracking:
             return cls(False, False, False)
         mode = lease.track
         return cls(
-            opens=config.opens and mode in ("all", "opens"),
-            clicks=config.clicks and mode in ("all", "clicks"),
+            # an opted-out recipient (relay.learn.optout) keeps its unsubscribe link, nothing else
+            opens=config.opens and mode in ("all", "opens") and not lease.untracked,
+            clicks=config.clicks and mode in ("all", "clicks") and not lease.untracked,
             # X-Outpost-Track: none marks transactional mail: no list headers on a password reset
             unsubscribe=config.unsubscribe and mode != "none",
         )

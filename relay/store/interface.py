@@ -231,7 +231,7 @@ class Store(Protocol):
     async def privacy_export(self, address: str) -> dict[str, Any]:
         """Everything the store holds that names an address (an access request), by table:
         deliveries, messages_sent, attempts, events, links, suppressions (``erased`` true for
-        one kept under its hash), unmatched_reports."""
+        one kept under its hash), tracking_optouts, unmatched_reports."""
         ...
 
     async def privacy_erase(self, address: str, now: float) -> dict[str, int]:
@@ -286,6 +286,26 @@ class Store(Protocol):
         scope: str | None = None,
     ) -> list[dict[str, Any]]:
         """Entries (address, scope, reason, detail, created_at, expires_at), by address."""
+        ...
+
+    # --- tracking opt-outs (relay.learn.optout gives the stored form: lowercase)
+
+    async def add_tracking_optout(self, target: str, now: float, detail: str = "") -> bool:
+        """Mark an address or a domain "no tracking"; False when it was already marked."""
+        ...
+
+    async def remove_tracking_optout(self, target: str) -> bool:
+        """Track it again; True if an entry went away."""
+        ...
+
+    async def list_tracking_optouts(
+        self, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """Entries (target, created_at, detail), by target."""
+        ...
+
+    async def tracking_opted_out(self, recipients: Iterable[str]) -> set[str]:
+        """Which of these recipients (lowercased) an opt-out of their address or domain covers."""
         ...
 
     # --- reports in (bounces, complaints, provider webhooks)

@@ -65,6 +65,7 @@ class Lease:
     list_id: str = ""
     auth_user: str = ""  # who submitted it (routes and health call this the app)
     shaping_wait: float = 0.0  # seconds held back by shaping/warm-up: not part of the lifetime
+    untracked: bool = False  # the recipient opted out of tracking: no pixel, no rewritten links
 
 
 @dataclass(frozen=True)

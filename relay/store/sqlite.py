@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from relay import private
+from relay.learn.optout import targets_of
 from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import erasure
@@ -724,6 +725,11 @@ class SqliteStore:
             (erasure.erased_key(salt, a), a, erasure.erased_key(salt, a)),
             ("erased", "scope", "reason", "detail", "created_at", "expires_at"),
         )
+        out["tracking_optouts"] = await rows(
+            "SELECT target, created_at, detail FROM tracking_optouts WHERE target = ?",
+            (a,),
+            ("target", "created_at", "detail"),
+        )
         out["unmatched_reports"] = await rows(
             f"SELECT at, kind, details FROM unmatched_reports u WHERE lower(u.recipient) = ?"
             f" OR {_names_sql('u.details', a)[0]} ORDER BY id",
@@ -768,6 +774,7 @@ class SqliteStore:
                 (a, *params),
             )
             await run("links", f"DELETE FROM links WHERE {_names_sql('url', a)[0]}", params)
+            await run("tracking_optouts", "DELETE FROM tracking_optouts WHERE target = ?", (a,))
             await run(
                 "campaign_facets",
                 f"DELETE FROM campaign_facets WHERE {_names_sql('value', a)[0]}",
@@ -837,6 +844,55 @@ class SqliteStore:
             )
 
         await self._transaction(work)
+
+    # --- tracking opt-outs
+
+    async def add_tracking_optout(self, target: str, now: float, detail: str = "") -> bool:
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "INSERT INTO tracking_optouts (target, created_at, detail) VALUES (?,?,?)"
+                " ON CONFLICT (target) DO NOTHING",
+                (target.lower(), now, detail),
+            )
+            return cur.rowcount > 0
+
+        return await self._transaction(work)
+
+    async def remove_tracking_optout(self, target: str) -> bool:
+        async def work(db: aiosqlite.Connection) -> bool:
+            cur = await db.execute(
+                "DELETE FROM tracking_optouts WHERE target = ?", (target.lower(),)
+            )
+            return cur.rowcount > 0
+
+        return await self._transaction(work)
+
+    async def list_tracking_optouts(
+        self, limit: int = 100, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        async with self._ro.execute(
+            "SELECT target, created_at, detail FROM tracking_optouts ORDER BY target"
+            " LIMIT ? OFFSET ?",
+            (limit, offset),
+        ) as cur:
+            rows = await cur.fetchall()
+        return [{"target": r[0], "created_at": r[1], "detail": r[2]} for r in rows]
+
+    async def tracking_opted_out(self, recipients: Iterable[str]) -> set[str]:
+        covers = {r: targets_of(r) for r in {r.lower() for r in recipients}}
+        wanted = sorted({t for pair in covers.values() for t in pair})
+        if not wanted:
+            return set()
+        found: set[str] = set()
+        for i in range(0, len(wanted), 500):  # within every backend's parameter limit
+            chunk = wanted[i : i + 500]
+            async with self._ro.execute(
+                "SELECT target FROM tracking_optouts WHERE target IN"
+                f" ({','.join('?' * len(chunk))})",
+                chunk,
+            ) as cur:
+                found.update(r[0] for r in await cur.fetchall())
+        return {r for r, pair in covers.items() if found.intersection(pair)}
 
     # --- bounces and suppression (relay)
 

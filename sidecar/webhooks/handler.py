@@ -9,6 +9,7 @@ events through an injectable ``Dedup``, records the new ones' events and applies
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,10 +17,12 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from relay.config import PrivacyConfig
 from relay.learn.notify_sender import LateNotifier
 from relay.learn.scopes import unsubscribe_scope
 from relay.store import Event, Store
 from sidecar.body import BODY_TIMEOUT, TooLarge, TooSlow, read_body
+from sidecar.privacy import PERSONAL_TYPES, reduce_details
 from sidecar.webhooks.dedup import Dedup
 from sidecar.webhooks.keys import WebhookConfig, WebhookSecrets
 from sidecar.webhooks.mailgun import read_mailgun
@@ -63,8 +66,10 @@ class WebhookHandler:
         notifier: LateNotifier | None = None,
         body_timeout: float = BODY_TIMEOUT,
         unsubscribe_scope: str = "broadcast",
+        privacy: PrivacyConfig | None = None,
     ) -> None:
         self._unsubscribe_scope = unsubscribe_scope  # [streams] unsubscribe_scope, as for our links
+        self._privacy = privacy or PrivacyConfig()  # a reader's IP and user agent, reduced
         self._notifier = notifier  # late bounces and complaints: a DSN to the app's sender
         self._store = store
         self._config = config
@@ -125,6 +130,12 @@ class WebhookHandler:
                 )
             return web.json_response(refusal.body, status=refusal.status)
 
+    def _reduced(self, event: Event) -> Event:
+        """A reader's event (open, click, ...) with its IP and UA as [privacy] keeps them."""
+        if event.type not in PERSONAL_TYPES:
+            return event
+        return dataclasses.replace(event, details=reduce_details(event.details, self._privacy))
+
     async def _read_body(self, request: web.Request) -> bytes:
         """The raw body, read once (signatures are over these bytes), at most max_body_size."""
         try:
@@ -144,13 +155,14 @@ class WebhookHandler:
             fresh.extend(key for key, new in zip(keys, results, strict=True) if new)
             if all(results):
                 accepted += 1
-                events.extend(mapped)
+                events.extend(self._reduced(e) for e in mapped)
             else:
                 duplicates += 1
         try:
             store = self._store() if callable(self._store) else self._store
             events = await self._scoped(store, events)
             late = []
+            events = await _without_opted_out(store, events)
             if events and self._notifier is not None:
                 late = await self._notifier.select(store, events)
             if events:
@@ -200,6 +212,15 @@ class WebhookHandler:
                 e = replace(e, details={**e.details, "scope": scope})
             out.append(e)
         return out
+
+
+async def _without_opted_out(store: Store, events: list[Event]) -> list[Event]:
+    """A provider's opens and clicks of a recipient opted out of tracking are not recorded."""
+    hits = [e.recipient for e in events if e.type in ("open", "click") and e.recipient]
+    if not hits:
+        return events
+    out = await store.tracking_opted_out(hits)
+    return [e for e in events if not (e.type in ("open", "click") and e.recipient.lower() in out)]
 
 
 def add_routes(app: web.Application, handler: WebhookHandler) -> None:

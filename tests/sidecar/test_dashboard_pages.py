@@ -165,7 +165,7 @@ async def test_pages_carry_a_strict_csp_and_no_inline_script(tmp_path: Path) -> 
 
 
 async def test_values_from_mail_are_escaped(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    config = make_config(tmp_path, privacy={"user_agent": "full"})  # the UA shown as it came
     ids = await seed(
         config,
         "Q1",

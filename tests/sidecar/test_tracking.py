@@ -72,7 +72,9 @@ async def test_pixel_valid_invalid_tampered(tmp_path: Path) -> None:
         e = opens[0]
         assert e["recipient"] == "a@example.org" and e["campaign"] == "spring"
         assert e["details"]["source"] == "human" and e["details"]["rule"] == "default"
-        assert e["details"]["ua"] == HUMAN_UA and e["details"]["ip"] == "127.0.0.1"
+        # [privacy] defaults: the UA's client family / OS / device, the IP's /24
+        assert "ua" not in e["details"] and e["details"]["client"]["client"] == "Chrome"
+        assert e["details"]["ip"] == "127.0.0.0"
         assert 3590 < e["details"]["since_delivery"] < 3700
         assert tracker_of(client).unknown == 1
 

@@ -323,8 +323,13 @@ async def test_sendgrid_batch_maps_events_and_suppresses(
     human, machine = events["opener@example.com"]
     assert human["type"] == machine["type"] == "open"
     assert human["details"]["source"] == "human"
-    assert human["details"]["ip"] == "255.255.255.255"
-    assert human["details"]["ua"].startswith("Mozilla/4.0")
+    # [privacy] defaults: the network of the IP, the client family / OS / device of the UA
+    assert human["details"]["ip"] == "255.255.255.0"
+    assert "ua" not in human["details"] and set(human["details"]["client"]) == {
+        "client",
+        "os",
+        "device",
+    }
     assert human["campaign"] == "spring-sale"
     assert machine["details"]["source"] == "privacy"
 
@@ -458,8 +463,9 @@ async def test_mailgun_events_map_and_suppress(client: Client, tmp_path: Path) -
     assert (
         delivered["details"]["smtp_message_id"] == "20130503182626.18666.16540@sandbox.mailgun.org"
     )
-    assert opened["details"]["ua"].startswith("Mozilla/5.0 (X11; Linux x86_64)")
-    assert opened["details"]["ip"] == "50.56.129.169"
+    assert "ua" not in opened["details"]  # [privacy] user_agent = "parsed" (the default)
+    assert opened["details"]["client"]["os"] == "Linux"
+    assert opened["details"]["ip"] == "50.56.129.0"
     assert clicked["details"]["url"] == "https://example.com/offer?utm_source=mailgun"
     [bounce] = events["nobody@example.com"]
     assert bounce["details"]["reason"] == "userunknown"
@@ -722,7 +728,7 @@ async def test_ses_notifications_map_and_suppress(
         click["details"]["url"]
         == "http://docs.aws.amazon.com/ses/latest/DeveloperGuide/send-email-smtp.html"
     )
-    assert click["details"]["ip"] == "192.0.2.1"
+    assert click["details"]["ip"] == "192.0.2.0"
     [transient] = events["full@example.com"]
     assert transient["details"]["reason"] == "mailboxfull"
     [listed] = events["listed@example.com"]
