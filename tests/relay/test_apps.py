@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError
+from relay.config import ConfigError, StoreConfig
 from relay.receive.auth import hash_password
+from relay.store import open_store
 from tests.conftest import Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
@@ -128,3 +129,22 @@ async def test_network_maps_a_client_to_its_app_and_no_app_is_unchanged(
 def test_apps_config_errors(tmp_path: Path, apps: list[dict], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         make_config(tmp_path, apps=apps)
+
+
+async def test_idempotency_keys_answer_once_per_app_and_expire(tmp_path: Path) -> None:
+    store = await open_store(StoreConfig(path=str(tmp_path / "s.db")), durable=False)
+    try:
+        assert await store.idempotency_claim("a", "k1", now=100.0, since=0.0) is None
+        # a retry while the first is still being answered: status 0
+        assert await store.idempotency_claim("a", "k1", now=101.0, since=0.0) == (0, "")
+        await store.idempotency_answer("a", "k1", 202, '{"queue_id":"Q1"}')
+        assert await store.idempotency_claim("a", "k1", 102.0, 0.0) == (202, '{"queue_id":"Q1"}')
+        # the same key of another app is its own
+        assert await store.idempotency_claim("b", "k1", now=102.0, since=0.0) is None
+        # status 0 forgets a claim (the first request failed): a retry runs again
+        await store.idempotency_answer("b", "k1", 0, "")
+        assert await store.idempotency_claim("b", "k1", now=103.0, since=0.0) is None
+        # an answer older than `since` is forgotten
+        assert await store.idempotency_claim("a", "k1", now=200.0, since=150.0) is None
+    finally:
+        await store.close()
