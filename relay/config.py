@@ -556,6 +556,25 @@ class PrivacyConfig:
 
 
 @dataclass(frozen=True)
+class AppConfig:
+    """One [[apps]] entry: a tenant with its own credentials, sender domains and limits.
+
+    A message belongs to the app whose ``users`` holds its AUTH user (relay.auth_users_file),
+    else to the app whose ``networks`` holds the client address, else to no app (as before
+    apps existed).
+    """
+
+    name: str = field(default="", metadata=_key(_str))
+    users: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    networks: tuple[IPNetwork, ...] = field(default=(), metadata=_key(_list(_network)))
+    sender_domains: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
+    campaign_prefix: str = field(default="", metadata=_key(_str))
+
+    def allows_domain(self, domain: str) -> bool:
+        return domain.lower().rstrip(".") in self.sender_domains
+
+
+@dataclass(frozen=True)
 class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -575,6 +594,7 @@ class Config:
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    apps: tuple[AppConfig, ...] = ()
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -631,6 +651,7 @@ LIST_SECTIONS: dict[str, type[Any]] = {
     "routes": RouteConfig,
     "shaping": ShapingConfig,
     "warmup": WarmupConfig,
+    "apps": AppConfig,
 }
 
 
@@ -703,6 +724,37 @@ def _check(config: Config) -> list[str]:
             errors.append(f"{src}: dkim.keys[{i}]: domain, selector and key_file are all required")
     errors += _check_outbound(config)
     errors += _check_deliverability(config)
+    errors += _check_apps(config)
+    return errors
+
+
+def _check_apps(config: Config) -> list[str]:
+    """[[apps]] names unique and plain, each AUTH user in one app at most, sender domains
+    given."""
+    src = config.source
+    errors: list[str] = []
+    names: set[str] = set()
+    owner: dict[str, str] = {}
+    for i, a in enumerate(config.apps):
+        where = f"{src}: apps[{i}]"
+        if not _NAME.match(a.name):
+            errors.append(f"{where}.name: {a.name!r} must be 1-64 letters, digits, '.', '_' or '-'")
+        if a.name in names:
+            errors.append(f"{where}.name: {a.name!r} is used twice")
+        names.add(a.name)
+        if not a.sender_domains:
+            errors.append(f"{where}.sender_domains: required (the domains the app may send as)")
+        for d in a.sender_domains:
+            if not re.match(
+                r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)+$", d
+            ):
+                errors.append(f"{where}.sender_domains: {d!r} is not a domain name")
+        for user in a.users:
+            if user in owner:
+                errors.append(f"{where}.users: {user!r} already belongs to app {owner[user]!r}")
+            owner[user] = a.name
+        if a.users and not config.relay.auth_users_file:
+            errors.append(f"{where}.users: needs relay.auth_users_file (where the users are)")
     return errors
 
 

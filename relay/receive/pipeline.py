@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.utils import formatdate
 
-from relay.config import StreamsConfig
+from relay.config import Config, StreamsConfig
 from relay.learn import scopes
-from relay.receive import recipients
+from relay.receive import apps as tenants
+from relay.receive import policy, recipients
 from relay.render import headers
 from relay.store import NewMessage, Store
 
@@ -61,10 +62,18 @@ class Submission:
     dsn_envid: str = ""
     dsn_recipients: tuple[tuple[str, str, str], ...] = ()  # (recipient, NOTIFY, ORCPT)
     stream: str = ""  # the door's stream (HTTP send field, the app's default); "" = none
+    app: str = ""  # the [[apps]] entry it comes from ('' = none): its sender domains apply
 
 
 class Rejected(Exception):
-    """The message can't be accepted; args[0] is the SMTP reply."""
+    """The message can't be accepted; args[0] is the SMTP reply (the HTTP door answers with
+    its text and policy.refusal_reason as the error code)."""
+
+
+def limits_of(config: Config) -> policy.Limits:
+    """The [relay] limits both doors hold a submission to."""
+    r = config.relay
+    return policy.Limits(r.max_message_size, r.max_recipients, r.bare_newline)
 
 
 def new_queue_id(now: float) -> str:
@@ -183,8 +192,12 @@ class Acceptor:
         on_queued: Callable[[], None] = lambda: None,
         streams: StreamsConfig | None = None,
         reject_all_streams: bool = False,
+        limits: policy.Limits | None = None,
+        apps: tenants.Apps | None = None,
     ) -> None:
         self._store = store
+        self._limits = limits
+        self.apps = apps or tenants.Apps()
         self._hostname = hostname
         self._clock = clock
         self._on_queued = on_queued
@@ -242,15 +255,38 @@ class Acceptor:
         return queue_id
 
     async def accept(self, sub: Submission) -> str:
-        """Queue the message with all its recipients or not at all; return the queue id."""
+        """Queue the message with all its recipients or not at all; return the queue id.
+
+        The one accept path of both doors (SMTP, HTTP send): the receive limits, the app's
+        sender domains (envelope and From:) and rate limit, suppression, one durable commit.
+        Raises Rejected with the SMTP reply of the first check that fails.
+        """
         now = self._clock()
-        block, body = headers.split(sub.raw)
+        raw = sub.raw
+        if self._limits is not None:
+            reply, raw = policy.check_submission(
+                sub.mail_from, sub.recipients, raw, smtputf8=sub.smtputf8, limits=self._limits
+            )
+            if reply:
+                raise Rejected(reply)
+        app = self.apps.get(sub.app)
+        if app is not None:
+            reply = tenants.sender_refusal(app, sub.mail_from)
+            if reply:
+                raise Rejected(reply)
+        block, body = headers.split(raw)
         values = headers.first_values(block)  # the one parse of the header block
         controls = read_controls(
             values,
             default_stream=sub.stream or self.session_stream(sub.auth_user),
             streams=self._streams,
         )
+        if app is not None:
+            reply = tenants.from_refusal(app, values)
+            if reply:
+                raise Rejected(reply)
+            campaign = tenants.campaign_of(app, controls.campaign)
+            controls = Controls(campaign, controls.tags, controls.track, controls.stream)
         list_id = scopes.list_id_of(values.get("list-id", ""))
         queue_id = new_queue_id(now)
         raw, message_id = complete(
@@ -288,6 +324,7 @@ class Acceptor:
                 list_id=list_id,
                 roles=recipients.roles(values, sub.recipients),
                 subject=display_subject(values.get("subject")),
+                app=app.name if app is not None else "",
             )
         )
         log.info(

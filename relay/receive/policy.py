@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -21,6 +22,7 @@ SHUTTING_DOWN = "421 4.3.2 {host} Service shutting down, closing transmission ch
 STORE_FAILED = "451 4.3.0 Error: queue file write error"
 MALFORMED_SENDER = "553 5.1.7 Sender address rejected: malformed address"
 NULL_RECIPIENT = "553 5.1.3 Recipient address rejected: the null address <> is only a sender"
+NO_RECIPIENTS = "554 5.5.1 Error: no valid recipients"
 
 # ESMTP parameters aiosmtpd understands at MAIL (RCPT: none), and the DSN extension's (RFC 3461),
 # which we take out of the command line ourselves before aiosmtpd sees it.
@@ -182,6 +184,42 @@ def check_content(data: bytes, bare_newline: str) -> tuple[str | None, bytes]:
     return None, data
 
 
+@dataclass(frozen=True)
+class Limits:
+    """The [relay] limits every door holds a whole submission to."""
+
+    max_message_size: int
+    max_recipients: int
+    bare_newline: str = "normalize"
+
+
+def check_submission(
+    mail_from: str, recipients: Sequence[str], raw: bytes, *, smtputf8: bool, limits: Limits
+) -> tuple[str | None, bytes]:
+    """A whole submission against the receive checks: (the first refusal or None, the content
+    to keep). The SMTP door runs the same checks one command at a time (their replies are
+    these); the HTTP door has the whole submission at once. Both pass here at accept."""
+    if len(raw) > limits.max_message_size:
+        return TOO_BIG, raw
+    if mail_from:
+        reply = check_address(mail_from, smtputf8=smtputf8, sender=True)
+        if reply:
+            return reply, raw
+    if not recipients:
+        return NO_RECIPIENTS, raw
+    if len(recipients) > limits.max_recipients:
+        return TOO_MANY_RECIPIENTS, raw
+    for rcpt in recipients:
+        reply = (
+            NULL_RECIPIENT
+            if rcpt in ("", "<>")
+            else check_address(rcpt, smtputf8=smtputf8, sender=False)
+        )
+        if reply:
+            return reply, raw
+    return check_content(raw, limits.bare_newline)
+
+
 _ENHANCED = re.compile(r"^\d{3}[ -]\d\.\d{1,3}\.\d{1,3}(\s|$)")
 
 # aiosmtpd's own replies carry no enhanced code; ENHANCEDSTATUSCODES promises one on each.
@@ -258,5 +296,7 @@ def refusal_reason(reply: str) -> str:
     if code == "5.7.1":
         if reply.endswith("Relay access denied"):
             return "relay_denied"
+        if "is not a sender domain" in reply or "has no From: address" in reply:
+            return "sender_domain_not_allowed"
         return "suppressed" if "suppressed" in reply else "policy"
     return _REASONS.get(code, "other")

@@ -13,9 +13,10 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from relay import exits
-from relay.config import RelayConfig
+from relay.config import AppConfig, RelayConfig
 from relay.learn.ingest import BounceDoor
 from relay.metrics import RelayMetrics
+from relay.receive import apps as tenants
 from relay.receive import policy
 from relay.receive.auth import UserFile, Verifier
 from relay.receive.pipeline import Acceptor, Rejected, Submission
@@ -250,6 +251,10 @@ class RelayHandler:
         log.warning("reject CONNECT client=%s reply=%r", host, reply)
         return reply
 
+    def app_of(self, session: Session) -> AppConfig | None:
+        """The [[apps]] entry of a session: by its AUTH user, else by its client network."""
+        return self.acceptor.apps.of_session(_auth_user(session), _peer_host(session))
+
     def release(self, host: str) -> None:
         self.peers[host] -= 1
         if self.peers[host] <= 0:
@@ -297,6 +302,11 @@ class RelayHandler:
             reply = policy.check_address(address, smtputf8=smtputf8, sender=True)
             if reply:
                 return reply
+        app = self.app_of(session)
+        if app is not None:  # the same check runs at accept, for both doors
+            reply = tenants.sender_refusal(app, address)
+            if reply:
+                return reply
         envelope.mail_from = address or "<>"
         envelope.mail_options.extend(mail_options)
         return "250 2.1.0 Ok"
@@ -321,7 +331,11 @@ class RelayHandler:
             return "250 2.1.5 Ok"
         if address == "<>":
             return policy.NULL_RECIPIENT
-        if not (session.authenticated or policy.client_allowed(peer, self.config.allowed_networks)):
+        if not (
+            session.authenticated
+            or policy.client_allowed(peer, self.config.allowed_networks)
+            or self.acceptor.apps.in_networks(peer)
+        ):
             return policy.RELAY_DENIED.format(rcpt=address)  # logged by push, like every refusal
         refusal = policy.check_recipient_count(
             len(envelope.rcpt_tos), self.config.max_recipients
@@ -368,6 +382,7 @@ class RelayHandler:
             dsn_recipients=tuple(
                 (r, *dsn.recipients[r]) for r in recipients if r in dsn.recipients
             ),
+            app=app.name if (app := self.app_of(session)) is not None else "",
         )
         try:
             queue_id = await self.acceptor.accept(sub)

@@ -398,6 +398,20 @@ class Store(Protocol):
         """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
         ...
 
+    # --- the HTTP send door's Idempotency-Key (per app)
+
+    async def idempotency_claim(
+        self, app: str, key: str, now: float, since: float
+    ) -> tuple[int, str] | None:
+        """Claim (app, key) for a first request (None), or return the answer kept for it:
+        (status, body), status 0 while the first request is still being answered. Entries
+        created before ``since`` are forgotten first."""
+        ...
+
+    async def idempotency_answer(self, app: str, key: str, status: int, body: str) -> None:
+        """Keep the answer of a claimed key; status 0 forgets the claim (a retry runs again)."""
+        ...
+
     async def tracking_stats(
         self, campaign: str | None = None, since: float | None = None, until: float | None = None
     ) -> dict[str, int]:

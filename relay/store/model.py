@@ -38,6 +38,7 @@ class NewMessage:
     list_id: str = ""  # List-Id's identifier, lowercased ('' = none)
     roles: Mapping[str, str] = field(default_factory=dict)  # lowercased recipient -> to|cc|bcc
     subject: str = ""  # decoded Subject (dashboard search), at most 300 characters
+    app: str = ""  # the [[apps]] entry it belongs to ('' = none)
 
 
 @dataclass(frozen=True)

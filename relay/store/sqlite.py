@@ -135,8 +135,8 @@ class SqliteStore:
             await db.executemany(
                 "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
                 " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
-                " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id, subject)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id, subject, app)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 [
                     (
                         m.queue_id,
@@ -159,6 +159,7 @@ class SqliteStore:
                         m.stream,
                         m.list_id,
                         m.subject,
+                        m.app,
                     )
                     for m in batch
                 ],
@@ -1252,6 +1253,47 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    # --- the HTTP send door's Idempotency-Key (per app)
+
+    async def idempotency_claim(
+        self, app: str, key: str, now: float, since: float
+    ) -> tuple[int, str] | None:
+        """Claim (app, key) for a first request, or return the answer kept for it: (status,
+        body), status 0 while the first request is still being answered. An answer older than
+        ``since`` is forgotten (the key may be used again)."""
+
+        async def work(db: aiosqlite.Connection) -> tuple[int, str] | None:
+            await db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (since,))
+            async with db.execute(
+                "SELECT status, body FROM idempotency_keys WHERE app = ? AND key = ?", (app, key)
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None:
+                return int(row[0]), str(row[1])
+            await db.execute(
+                "INSERT INTO idempotency_keys (app, key, created_at) VALUES (?, ?, ?)",
+                (app, key, now),
+            )
+            return None
+
+        return await self._transaction(work)
+
+    async def idempotency_answer(self, app: str, key: str, status: int, body: str) -> None:
+        """Keep the answer of a claimed key; status 0 forgets the claim (a retry runs again)."""
+
+        async def work(db: aiosqlite.Connection) -> None:
+            if status == 0:
+                await db.execute(
+                    "DELETE FROM idempotency_keys WHERE app = ? AND key = ?", (app, key)
+                )
+            else:
+                await db.execute(
+                    "UPDATE idempotency_keys SET status = ?, body = ? WHERE app = ? AND key = ?",
+                    (status, body, app, key),
+                )
+
+        await self._transaction(work)
+
     async def ping(self) -> bool:
         async with self._ro.execute("SELECT 1") as cur:
             return (await cur.fetchone()) is not None
@@ -1773,7 +1815,7 @@ class SqliteStore:
         """A message (without its bytes), its deliveries and all its events in time order."""
         async with self._ro.execute(
             "SELECT id, queue_id, mail_from, received_at, campaign, tags, size,"
-            " header_message_id, client_addr, auth_user, track, kind, stream, list_id"
+            " header_message_id, client_addr, auth_user, track, kind, stream, list_id, app"
             " FROM messages WHERE queue_id = ?",
             (queue_id,),
         ) as cur:
@@ -1797,6 +1839,7 @@ class SqliteStore:
                     "kind",
                     "stream",
                     "list_id",
+                    "app",
                 ),
                 m,
                 strict=True,
