@@ -619,28 +619,53 @@ class SqliteStore:
     # --- retention
 
     async def purge_batch(self, kind: str, before: float, limit: int) -> int:
-        sql = _PURGE.get(kind)
-        if sql is None:
+        """The rows are found on the reader connection (WAL: no lock held while it scans);
+        only the delete or update of those ids takes the write lock, conditions checked again."""
+        found_sql = _PURGE_FIND.get(kind)
+        if found_sql is None:
             raise ValueError(f"unknown purge kind {kind!r}")
+        async with self._ro.execute(found_sql, (before, limit)) as cur:
+            found = [tuple(r) for r in await cur.fetchall()]
+        if not found:
+            return 0
 
         async def work(db: aiosqlite.Connection) -> int:
-            if kind == "bodies":
-                async with db.execute(sql, (before, limit)) as cur:
-                    found = list(await cur.fetchall())
+            ids = [r[0] for r in found]
+            marks = ",".join("?" * len(ids))
+            if kind == "webhook_replay":
                 await db.executemany(
-                    "UPDATE messages SET raw = ? WHERE id = ?",
-                    [(headers.split(bytes(raw))[0], pk) for pk, raw in found],
+                    "DELETE FROM webhook_seen WHERE provider = ? AND event_id = ? AND seen_at < ?",
+                    [(p, e, before) for p, e in found],
                 )
                 return len(found)
-            cur = await db.execute(sql, (before, limit))
-            n = max(cur.rowcount, 0)
-            if kind == "deliveries" and n:  # messages left without a delivery go too
-                await db.execute(
-                    "DELETE FROM messages WHERE received_at < ? AND NOT EXISTS"
-                    " (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
-                    (before,),
+            if kind == "bodies":
+                async with db.execute(
+                    f"SELECT m.id, m.raw FROM messages m WHERE m.id IN ({marks})"
+                    f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
+                    f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?))",
+                    (*ids, before),
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                await db.executemany(
+                    "UPDATE messages SET raw = ? WHERE id = ?",
+                    [(headers.split(bytes(raw))[0], pk) for pk, raw in rows],
                 )
-            return n
+                return len(rows)
+            if kind == "deliveries":
+                cur = await db.execute(
+                    f"DELETE FROM deliveries WHERE id IN ({marks}) AND state IN {_FINAL}"
+                    " AND updated_at < ?",
+                    (*ids, before),
+                )
+                messages = sorted({r[1] for r in found})
+                await db.execute(  # messages left without a delivery go too
+                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(messages))})"
+                    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
+                    messages,
+                )
+                return max(cur.rowcount, 0)
+            cur = await db.execute(f"DELETE FROM {kind} WHERE id IN ({marks})", ids)
+            return max(cur.rowcount, 0)
 
         return await self._transaction(work)
 
@@ -2392,27 +2417,23 @@ async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
 
 
 _FINAL = "('delivered', 'bounced', 'expired', 'dropped')"
-# one batch of each kind: (before, limit) -> rows; ordered oldest first, by indexed columns
-_PURGE = {
+# the rows of one batch of each kind, oldest first: (before, limit) -> ids (and what the
+# write step needs); read without the write lock, so these scans never hold up an accept
+_PURGE_FIND = {
     "bodies": (
-        "SELECT m.id, m.raw FROM messages m WHERE length(m.raw) > 0"
-        f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
-        f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?1))"
-        " AND instr(m.raw, X'0D0A0D0A') + 3 < length(m.raw) AND instr(m.raw, X'0D0A0D0A') > 0"
-        " ORDER BY m.id LIMIT ?2"
+        "SELECT m.id FROM messages m WHERE"
+        " instr(m.raw, X'0D0A0D0A') + 3 < length(m.raw) AND instr(m.raw, X'0D0A0D0A') > 0"
+        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
+        f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?1)) ORDER BY m.id LIMIT ?2"
     ),
-    "events": "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at < ? ORDER BY at"
-    " LIMIT ?)",
+    "events": "SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?",
     "deliveries": (
-        "DELETE FROM deliveries WHERE id IN (SELECT id FROM deliveries"
-        f" WHERE state IN {_FINAL} AND updated_at < ? ORDER BY id LIMIT ?)"
+        "SELECT id, message_id FROM deliveries"
+        f" WHERE state IN {_FINAL} AND updated_at < ? ORDER BY id LIMIT ?"
     ),
-    "attempts": "DELETE FROM attempts WHERE id IN (SELECT id FROM attempts WHERE at < ?"
-    " ORDER BY id LIMIT ?)",
-    "webhook_replay": "DELETE FROM webhook_seen WHERE (provider, event_id) IN (SELECT provider,"
-    " event_id FROM webhook_seen WHERE seen_at < ? LIMIT ?)",
-    "outbound_attempts": "DELETE FROM outbound_attempts WHERE id IN (SELECT id FROM"
-    " outbound_attempts WHERE at < ? ORDER BY id LIMIT ?)",
+    "attempts": "SELECT id FROM attempts WHERE at < ? ORDER BY id LIMIT ?",
+    "webhook_replay": "SELECT provider, event_id FROM webhook_seen WHERE seen_at < ? LIMIT ?",
+    "outbound_attempts": "SELECT id FROM outbound_attempts WHERE at < ? ORDER BY id LIMIT ?",
 }
 
 
