@@ -29,6 +29,11 @@ def _int(request: web.Request, name: str, default: int, most: int) -> int:
     return int(raw)
 
 
+def _page(request: web.Request) -> tuple[int, int]:
+    """?limit= (default 100, at most 1000) and ?offset= of a list route."""
+    return _int(request, "limit", 100, 1000), _int(request, "offset", 0, 10**9)
+
+
 class Operations:
     def __init__(self, store: StoreOf, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -37,8 +42,7 @@ class Operations:
     # --- suppressions
 
     async def list_suppressions(self, request: web.Request) -> web.Response:
-        limit = _int(request, "limit", 100, 1000)
-        offset = _int(request, "offset", 0, 10**9)
+        limit, offset = _page(request)
         rows = await self._store(request).list_suppressions(
             now=self._clock(),
             reason=request.query.get("reason") or None,
@@ -113,8 +117,7 @@ class Operations:
     # --- tracking opt-outs
 
     async def list_tracking_optouts(self, request: web.Request) -> web.Response:
-        limit = _int(request, "limit", 100, 1000)
-        offset = _int(request, "offset", 0, 10**9)
+        limit, offset = _page(request)
         rows = await self._store(request).list_tracking_optouts(limit, offset)
         return web.json_response({"optouts": rows, "limit": limit, "offset": offset})
 
@@ -141,8 +144,7 @@ class Operations:
 
     async def unmatched_reports(self, request: web.Request) -> web.Response:
         """Bounces and complaints that named no delivery of ours: kept, nothing suppressed."""
-        limit = _int(request, "limit", 100, 1000)
-        offset = _int(request, "offset", 0, 10**9)
+        limit, offset = _page(request)
         rows = await self._store(request).list_unmatched(limit, offset)
         return web.json_response({"reports": rows, "limit": limit, "offset": offset})
 

@@ -765,78 +765,79 @@ class SqliteStore:
         return out
 
     async def privacy_erase(self, address: str, now: float) -> dict[str, int]:
-        """Delete or anonymise every row that names an address (erasure request), in one
-        transaction with secure_delete (freed pages are zeroed, so the file no longer holds it);
-        its suppressions stay, under a salted hash. Rows removed or changed, by table."""
+        """Delete or anonymise every row that names an address (erasure request).
+
+        The rows are found first on the reader connection (full scans of bodies and event
+        details: no write lock held meanwhile, so the accept path goes on); then one write
+        transaction with secure_delete (freed pages are zeroed, so the file no longer holds it)
+        deletes or redacts those rows by id, and whatever names the address through an
+        indexed key (its deliveries' events, its suppressions and opt-out). Its suppressions
+        stay, under a salted hash. Rows removed or changed, by table."""
         a = address.strip().lower()
-        salt = await self._salt()
-        hashed = erasure.erased_key(salt, a)
+        hashed = erasure.erased_key(await self._salt(), a)
+        found = await self._naming(a)
+        only, mine = found["messages"], found["deliveries"]
 
         async def work(db: aiosqlite.Connection) -> dict[str, int]:
             done: dict[str, int] = {}
 
-            async def run(name: str, sql: str, params: Sequence[Any]) -> None:
-                cur = await db.execute(sql, params)
-                done[name] = done.get(name, 0) + max(cur.rowcount, 0)
+            async def run(name: str, sql: str, keys: Sequence[Any], *extra: Any) -> None:
+                """sql with one '({ids})' list, run per chunk of keys."""
+                for start in range(0, len(keys), 500):
+                    chunk = list(keys[start : start + 500])
+                    marks = ",".join("?" * len(chunk))
+                    cur = await db.execute(sql.format(ids=marks), [*chunk, *extra])
+                    done[name] = done.get(name, 0) + max(cur.rowcount, 0)
 
-            names, params = _names_sql("details", a)
-            # messages whose every recipient is this address: gone whole (with their links)
-            only = (
-                "SELECT message_id FROM deliveries GROUP BY message_id"
-                " HAVING min(lower(recipient)) = ? AND max(lower(recipient)) = ?"
-            )
-            await run("events", f"DELETE FROM events WHERE message_id IN ({only})", (a, a))
-            await run("messages", f"DELETE FROM messages WHERE id IN ({only})", (a, a))
-            # the deliveries to it in messages shared with others, and their events
-            mine = "SELECT id FROM deliveries WHERE lower(recipient) = ?"
-            await run("events", f"DELETE FROM events WHERE delivery_id IN ({mine})", (a,))
-            await run("deliveries", "DELETE FROM deliveries WHERE lower(recipient) = ?", (a,))
-            await run(
-                "events", f"DELETE FROM events WHERE lower(recipient) = ? OR {names}", (a, *params)
-            )
-            await run(
-                "unmatched_reports",
-                f"DELETE FROM unmatched_reports WHERE lower(recipient) = ? OR {names}",
-                (a, *params),
-            )
-            await run("links", f"DELETE FROM links WHERE {_names_sql('url', a)[0]}", params)
-            await run("tracking_optouts", "DELETE FROM tracking_optouts WHERE target = ?", (a,))
-            await run(
-                "campaign_facets",
-                f"DELETE FROM campaign_facets WHERE {_names_sql('value', a)[0]}",
-                params,
-            )
-            await run("attempts", f"DELETE FROM attempts WHERE {_names_sql('text', a)[0]}", params)
+            await run("events", "DELETE FROM events WHERE message_id IN ({ids})", only)
+            await run("events", "DELETE FROM events WHERE delivery_id IN ({ids})", mine)
+            await run("events", "DELETE FROM events WHERE id IN ({ids})", found["events"])
+            await run("messages", "DELETE FROM messages WHERE id IN ({ids})", only)  # + links
+            await run("deliveries", "DELETE FROM deliveries WHERE id IN ({ids})", mine)
+            for table in ("unmatched_reports", "attempts"):
+                await run(table, f"DELETE FROM {table} WHERE id IN ({{ids}})", found[table])
+            for table, where in (
+                ("links", "message_id = ? AND idx = ?"),
+                ("campaign_facets", "campaign = ? AND facet = ? AND value = ? AND kind = ?"),
+            ):  # keyed tables (no rowid): one delete per key
+                if found[table]:
+                    await db.executemany(f"DELETE FROM {table} WHERE {where}", found[table])
+                    done[table] = len(found[table])
+            await run("tracking_optouts", "DELETE FROM tracking_optouts WHERE target = ?", [a])
             # what other recipients' messages say of it (To:, Cc:, the body): a placeholder
-            cond = " OR ".join(
-                f"{_names_sql(c, a)[0]}"
-                for c in ("raw", "mail_from", "subject", "header_message_id")
-            )
-            async with db.execute(
-                f"SELECT id, raw, mail_from, subject, header_message_id FROM messages WHERE {cond}",
-                params * 4,
-            ) as cur:
-                found = list(await cur.fetchall())
-            for pk, raw, mail_from, subject, header_id in found:
-                await db.execute(
+            gone = set(only)
+            redacted = [pk for pk in found["redact"] if pk not in gone]
+            for start in range(0, len(redacted), 100):
+                chunk = redacted[start : start + 100]
+                async with db.execute(
+                    "SELECT id, raw, mail_from, subject, header_message_id FROM messages"
+                    f" WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ) as cur:
+                    rows = list(await cur.fetchall())
+                await db.executemany(
                     "UPDATE messages SET raw = ?, mail_from = ?, subject = ?,"
                     " header_message_id = ? WHERE id = ?",
-                    (
-                        erasure.redact(bytes(raw), a),
-                        erasure.redact_text(mail_from, a),
-                        erasure.redact_text(subject, a),
-                        erasure.redact_text(header_id, a),
-                        pk,
-                    ),
+                    [
+                        (
+                            erasure.redact(bytes(raw), a),
+                            erasure.redact_text(mail_from, a),
+                            erasure.redact_text(subject, a),
+                            erasure.redact_text(header_id, a),
+                            pk,
+                        )
+                        for pk, raw, mail_from, subject, header_id in rows
+                    ],
                 )
-            done["messages_redacted"] = len(found)
+                done["messages_redacted"] = done.get("messages_redacted", 0) + len(rows)
             # suppressions: kept, under the salted hash, without their detail
             await run(
                 "suppressions",
                 "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
                 " expires_at) SELECT ?, scope, reason, '', created_at, expires_at"
                 " FROM suppressions WHERE address = ? ON CONFLICT (address, scope) DO NOTHING",
-                (hashed, a),
+                [hashed],
+                a,
             )
             await db.execute("DELETE FROM suppressions WHERE address = ?", (a,))
             return {k: v for k, v in done.items() if v}
@@ -848,6 +849,51 @@ class SqliteStore:
             await self._db.execute("PRAGMA secure_delete = OFF")
         await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
         return removed
+
+    async def _naming(self, a: str) -> dict[str, list[Any]]:
+        """The keys of the rows that name an address, by table (read without the write lock):
+        messages it alone received, its deliveries, and every row whose text holds it."""
+
+        async def rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+            async with self._ro.execute(sql, params) as cur:
+                return [tuple(r) for r in await cur.fetchall()]
+
+        async def keys(sql: str, params: Sequence[Any]) -> list[Any]:
+            return [r[0] for r in await rows(sql, params)]
+
+        forms = erasure.forms(a)
+
+        def names(*columns: str) -> str:
+            return " OR ".join(_names_sql(c, a)[0] for c in columns)
+
+        return {
+            "messages": await keys(
+                "SELECT message_id FROM deliveries GROUP BY message_id"
+                " HAVING min(lower(recipient)) = ? AND max(lower(recipient)) = ?",
+                (a, a),
+            ),
+            "deliveries": await keys("SELECT id FROM deliveries WHERE lower(recipient) = ?", (a,)),
+            "events": await keys(
+                f"SELECT id FROM events WHERE lower(recipient) = ? OR {names('details')}",
+                (a, *forms),
+            ),
+            "unmatched_reports": await keys(
+                "SELECT id FROM unmatched_reports"
+                f" WHERE lower(recipient) = ? OR {names('details')}",
+                (a, *forms),
+            ),
+            "attempts": await keys(f"SELECT id FROM attempts WHERE {names('text')}", forms),
+            "links": await rows(f"SELECT message_id, idx FROM links WHERE {names('url')}", forms),
+            "campaign_facets": await rows(
+                f"SELECT campaign, facet, value, kind FROM campaign_facets WHERE {names('value')}",
+                forms,
+            ),
+            "redact": await keys(
+                "SELECT id FROM messages WHERE"
+                f" {names('raw', 'mail_from', 'subject', 'header_message_id')}",
+                forms * 4,
+            ),
+        }
 
     async def suppress(
         self,
