@@ -10,14 +10,14 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from relay import exits
 from relay.config import AppConfig, RelayConfig
 from relay.learn.ingest import BounceDoor
 from relay.metrics import RelayMetrics
 from relay.receive import apps as tenants
-from relay.receive import policy
+from relay.receive import dataread, policy
 from relay.receive.auth import UserFile, Verifier
 from relay.receive.pipeline import Acceptor, Rejected, Submission
 
@@ -121,15 +121,56 @@ class OutpostSMTP(SMTP):
         self.command_size_limits.clear()
         await super().smtp_EHLO(hostname)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
+        """aiosmtpd's DATA with the data read in bulk (relay/receive/dataread.py): the same
+        replies, the same bytes to the handler, without an await per line."""
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
         self._in_data = True
         self._set_read_limit(self.line_length_limit)
         try:
-            await super().smtp_DATA(arg)
+            result = await dataread.read_data(
+                self._reader, self.data_size_limit or 0, self.line_length_limit
+            )
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
         finally:
             self._in_data = False
             self._unterminated = 0
             self._set_read_limit(2 * COMMAND_LINE_LIMIT)
+        if result.state is not dataread.DataState.NOMINAL:
+            self._set_post_data_state()
+            if result.state is dataread.DataState.TOO_LONG:
+                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            else:
+                await self.push("552 Error: Too much mail data")
+            return
+        self.envelope.content = self.envelope.original_content = result.content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """The everyday ``<a@b.c> PARAMS`` without the RFC 5322 header parser (a tenth of the
+        time per command); anything else as aiosmtpd parses it."""
+        simple = dataread.simple_path(arg)
+        if simple is None:
+            return super()._getaddr(arg)
+        address, params = simple
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return address, params
 
     def _set_read_limit(self, limit: int) -> None:
         """The session's StreamReader buffers up to about twice its limit before it stops reading;
