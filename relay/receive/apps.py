@@ -25,7 +25,7 @@ FROM_NOT_ALLOWED = (
 )
 NO_FROM = "550 5.7.1 Error: the message has no From: address (app {app} must name one)"
 RATE_LIMITED = (
-    "451 4.7.1 Error: app {app} is over its rate limit of {rate} messages; try again in {wait} s"
+    "451 4.7.1 Error: app {app} is over its rate limit ({rate} messages); try again in {wait} s"
 )
 
 

@@ -171,7 +171,7 @@ async def test_rate_limit_refuses_with_451_and_keeps_what_was_accepted(
     assert (await client.cmd("RCPT TO:<a@example.org>")).startswith("250")
     reply = await client.data(msg + b".\r\n")
     assert reply.startswith(
-        "451 4.7.1 Error: app jobs is over its rate limit of 2 per 1h messages; try again in"
+        "451 4.7.1 Error: app jobs is over its rate limit (2 per 1h messages); try again in"
     ), reply
     # known over the limit now: the next transaction is refused at MAIL FROM
     reply = await client.cmd("MAIL FROM:<cron@jobs.example.com>")
