@@ -34,6 +34,7 @@ from relay.learn.optout import optout_target
 from relay.learn.suppression import read_suppression_csv
 from relay.output import Output, add_arguments, guard_pipe
 from relay.preflight import file_problems
+from relay.receive.apikeys import new_key
 from relay.receive.auth import hash_password
 from relay.receive.policy import check_address
 from relay.render.dkim import Algorithm, DkimKey, dns_record, load_key
@@ -134,6 +135,18 @@ def cmd_config_summary(args: argparse.Namespace) -> int:
 def cmd_auth_hash(args: argparse.Namespace) -> int:
     password = getpass.getpass("password: ") if sys.stdin.isatty() else sys.stdin.readline()
     print(f"{args.user}:{hash_password(password.rstrip(chr(10)))}")
+    return 0
+
+
+def cmd_auth_key(args: argparse.Namespace) -> int:
+    """A new HTTP API key: its api_keys_file line on stdout (`>> FILE`), the key on stderr."""
+    try:
+        key, line = new_key(args.id)
+    except ValueError as exc:
+        print(f"outpostctl: {exc}", file=sys.stderr)
+        return 2
+    print(line)
+    print(f"API key (shown once, store it with the app): {key}", file=sys.stderr)
     return 0
 
 
@@ -790,6 +803,9 @@ def _parser() -> argparse.ArgumentParser:
     add("hash", cmd_auth_hash, "print a users-file line (password on stdin)", "auth").add_argument(
         "user"
     )
+    add(
+        "key", cmd_auth_key, "make an HTTP API key: prints its api_keys_file line", "auth"
+    ).add_argument("id", help="the key's id: 1-64 letters, digits, '_' or '-'")
     p = add("list", cmd_queue_list, "waiting deliveries", "queue", rows=True)
     p.add_argument("--state")
     p.add_argument("--domain")

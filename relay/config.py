@@ -205,6 +205,31 @@ def _loopback_listen(value: Any) -> tuple[str, int] | None:
     return host, port
 
 
+def parse_rate(value: Any) -> tuple[int, float]:
+    """'100/m' -> (100, 60.0): at most that many messages per period ('10/s', '6000/h',
+    '500/10m'); a bare whole number is per minute; 0 = no limit."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(value), 60.0
+    text = _str(value).strip()
+    count, sep, period = text.partition("/")
+    if not sep or not is_digits(count.strip()):
+        raise ValueError(f'{text!r} is not a rate like "100/m", "10/s" or "6000/h"')
+    period = period.strip()
+    seconds = parse_duration(period if period[:1].isdigit() else f"1{period}")
+    if seconds <= 0:
+        raise ValueError(f"{text!r}: the period must be longer than 0s")
+    return int(count), seconds
+
+
+def format_rate(rate: tuple[int, float]) -> str:
+    """(100, 60.0) -> '100 per 1m': how replies and logs name a rate."""
+    count, seconds = rate
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{count} per {int(seconds // size)}{unit}"
+    return f"{count} per {seconds:g}s"
+
+
 def _key(parse: Callable[[Any], Any]) -> dict[str, Any]:
     return {"parse": parse}
 
@@ -561,7 +586,7 @@ class AppConfig:
 
     A message belongs to the app whose ``users`` holds its AUTH user (relay.auth_users_file),
     else to the app whose ``networks`` holds the client address, else to no app (as before
-    apps existed).
+    apps existed). Over HTTP (/api/send) it is the app whose ``api_keys_file`` holds the key.
     """
 
     name: str = field(default="", metadata=_key(_str))
@@ -569,6 +594,8 @@ class AppConfig:
     networks: tuple[IPNetwork, ...] = field(default=(), metadata=_key(_list(_network)))
     sender_domains: tuple[str, ...] = field(default=(), metadata=_key(_list(_lower)))
     campaign_prefix: str = field(default="", metadata=_key(_str))
+    api_keys_file: str = field(default="", metadata=_key(_str))
+    rate_limit: tuple[int, float] = field(default=(0, 60.0), metadata=_key(parse_rate))
 
     def allows_domain(self, domain: str) -> bool:
         return domain.lower().rstrip(".") in self.sender_domains

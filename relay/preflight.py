@@ -12,6 +12,7 @@ from functools import partial
 from typing import cast
 
 from relay.config import Config, ConfigError, read_secret_file
+from relay.receive.apikeys import ApiKeys
 from relay.receive.auth import UserFile
 from relay.receive.smtpd import tls_context
 from relay.render.dkim import Algorithm, load_key
@@ -63,6 +64,11 @@ def file_problems(config: Config, *, relay: bool = True, sidecar: bool = True) -
             ("webhooks.mailgun_signing_key_file", w.mailgun_signing_key_file),
             ("webhooks.ses_certificate_file", w.ses_certificate_file),
         ]
+    if sidecar:
+        try:
+            ApiKeys.load(config.apps)
+        except ConfigError as exc:
+            problems += [f"{src}: {p}" for p in exc.problems]
     for key, path in secret_files:
         if path:
             attempt(key, partial(read_secret_file, path, key))

@@ -2,15 +2,17 @@
 
 Both doors use these: the SMTP hooks find the app from the AUTH user or the client network, the
 HTTP send door from the API key; the accept path (relay.receive.pipeline) checks the envelope
-sender and the From: addresses against the app's ``sender_domains`` for both.
+sender and the From: addresses against the app's ``sender_domains``, and counts the message
+against the app's ``rate_limit``, for both.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from email.utils import getaddresses
 
-from relay.config import AppConfig
+from relay.config import AppConfig, format_rate
 from relay.receive import policy
 
 SENDER_NOT_ALLOWED = (
@@ -22,6 +24,9 @@ FROM_NOT_ALLOWED = (
     " of app {app} (allowed: {allowed})"
 )
 NO_FROM = "550 5.7.1 Error: the message has no From: address (app {app} must name one)"
+RATE_LIMITED = (
+    "451 4.7.1 Error: app {app} is over its rate limit ({rate} messages); try again in {wait} s"
+)
 
 
 class Apps:
@@ -85,6 +90,18 @@ def from_refusal(app: AppConfig, values: Mapping[str, str]) -> str | None:
                 address=address, domain=domain, app=app.name, allowed=allowed
             )
     return None
+
+
+def rate_window(app: AppConfig, now: float) -> tuple[float, float]:
+    """The app's current rate window: (its start, seconds until it ends)."""
+    period = app.rate_limit[1]
+    start = math.floor(now / period) * period
+    return start, start + period - now
+
+
+def rate_refusal(app: AppConfig, wait: float) -> str:
+    """The 451 for a message over the app's rate limit, ``wait`` seconds before it may retry."""
+    return RATE_LIMITED.format(app=app.name, rate=format_rate(app.rate_limit), wait=math.ceil(wait))
 
 
 def campaign_of(app: AppConfig, campaign: str) -> str:

@@ -1,4 +1,7 @@
-"""SMTP AUTH users: a file of `user:hash` lines (argon2id or scrypt), verified without blocking."""
+"""SMTP AUTH users: a file of `user:hash` lines (argon2id or scrypt), verified without blocking.
+
+The apps' HTTP API keys (relay.receive.apikeys) are kept in files of the same form.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import hmac
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,14 +38,13 @@ class UserFile:
         self._dummy = _dummy_like(next(iter(users.values()), ""))
 
     @classmethod
-    def load(cls, path: str) -> UserFile:
+    def load(cls, path: str, what: str = "relay.auth_users_file") -> UserFile:
+        """Read the file; ``what`` is the config key that names it (for the errors)."""
         users: dict[str, str] = {}
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
-            raise ConfigError(
-                f"relay.auth_users_file: can't read {path} ({exc.strerror})"
-            ) from None
+            raise ConfigError(f"{what}: can't read {path} ({exc.strerror})") from None
         for n, line in enumerate(lines, 1):
             line = line.strip()
             if not line or line.startswith("#"):
@@ -54,6 +56,12 @@ class UserFile:
                 raise ConfigError(f"{path}:{n}: user {user!r} has no argon2/scrypt hash")
             users[user] = hashed
         return cls(users)
+
+    def __contains__(self, user: object) -> bool:
+        return user in self._users
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._users)
 
     def verify(self, user: str, password: str) -> bool:
         """CPU-bound (one argon2 or scrypt check, ~50-100 ms): call it off the event loop."""

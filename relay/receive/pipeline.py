@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.utils import formatdate
 
-from relay.config import Config, StreamsConfig
+from relay.config import AppConfig, Config, StreamsConfig
 from relay.learn import scopes
 from relay.receive import apps as tenants
 from relay.receive import policy, recipients
@@ -68,6 +68,14 @@ class Submission:
 class Rejected(Exception):
     """The message can't be accepted; args[0] is the SMTP reply (the HTTP door answers with
     its text and policy.refusal_reason as the error code)."""
+
+
+class RateLimited(Rejected):
+    """Over the app's rate limit (a 451): it may try again in ``retry_after`` seconds."""
+
+    def __init__(self, reply: str, retry_after: float) -> None:
+        super().__init__(reply)
+        self.retry_after = retry_after
 
 
 def limits_of(config: Config) -> policy.Limits:
@@ -204,6 +212,7 @@ class Acceptor:
         self._streams = streams or StreamsConfig()
         rejecting = set(scopes.STREAMS if reject_all_streams else self._streams.reject_suppressed)
         self._rejecting = frozenset(rejecting)
+        self._limited: dict[str, float] = {}  # app -> until when its rate window is used up
 
     def session_stream(self, auth_user: str = "") -> str:
         """The stream of a session's mail before its headers say otherwise: [streams] default.
@@ -228,6 +237,22 @@ class Acceptor:
         if hit is None:
             return None
         return f"550 5.7.1 <{recipient}>: suppressed ({scopes.describe(*hit)})"
+
+    def rate_refusal_now(self, app: AppConfig) -> str | None:
+        """The 451 for a new transaction of an app this process already found over its rate
+        limit in the current window (so MAIL FROM can say it before the body is sent)."""
+        wait = self._limited.get(app.name, 0.0) - self._clock()
+        return tenants.rate_refusal(app, wait) if wait > 0 else None
+
+    async def _count_rate(self, app: AppConfig, now: float) -> None:
+        """Count the message against the app's rate limit, or raise RateLimited."""
+        if not app.rate_limit[0]:
+            return
+        start, wait = tenants.rate_window(app, now)
+        if await self._store.take_rate(f"app:{app.name}", start, app.rate_limit[0]):
+            return
+        self._limited[app.name] = now + wait
+        raise RateLimited(tenants.rate_refusal(app, wait), wait)
 
     async def queue_local(self, mail_from: str, recipient: str, raw: bytes, kind: str) -> str:
         """Queue a message Outpost wrote itself (a DSN): same durable path, never tracked."""
@@ -300,6 +325,8 @@ class Acceptor:
             for r in sub.recipients
             if r.lower() in suppressed
         )
+        if app is not None:
+            await self._count_rate(app, now)  # the last check: a refused message counts not
         await self._store.queue_message(
             NewMessage(
                 queue_id=queue_id,

@@ -284,6 +284,7 @@ _REASONS = {
     "5.5.1": "protocol",
     "4.3.0": "local_error",
     "4.3.2": "shutting_down",
+    "4.7.1": "rate_limited",
     "5.7.0": "auth",
     "5.7.8": "auth",
 }

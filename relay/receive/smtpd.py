@@ -344,8 +344,8 @@ class RelayHandler:
             if reply:
                 return reply
         app = self.app_of(session)
-        if app is not None:  # the same check runs at accept, for both doors
-            reply = tenants.sender_refusal(app, address)
+        if app is not None:  # the same checks run at accept, for both doors
+            reply = tenants.sender_refusal(app, address) or self.acceptor.rate_refusal_now(app)
             if reply:
                 return reply
         envelope.mail_from = address or "<>"

@@ -398,6 +398,14 @@ class Store(Protocol):
         """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
         ...
 
+    # --- the apps' rate limits (both doors)
+
+    async def take_rate(self, key: str, window_start: float, limit: int) -> bool:
+        """Count one message against ``key``'s allowance of ``limit`` in the fixed window that
+        starts at ``window_start`` (a count of an earlier window is forgotten): True when it
+        was within the allowance and is counted, False (nothing counted) when it is used up."""
+        ...
+
     # --- the HTTP send door's Idempotency-Key (per app)
 
     async def idempotency_claim(

@@ -1324,6 +1324,33 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
+    # --- the apps' rate limits (both doors)
+
+    async def take_rate(self, key: str, window_start: float, limit: int) -> bool:
+        """Count one message against ``key``'s allowance of ``limit`` in the fixed window that
+        starts at ``window_start`` (a count of an earlier window is forgotten): True when it
+        was within the allowance and is counted, False (nothing counted) when it is used up.
+
+        Without the fsync: a power cut can only forget part of one window's count."""
+
+        async def work(db: aiosqlite.Connection) -> bool:
+            async with db.execute(
+                "SELECT window_start, count FROM rate_windows WHERE key = ?", (key,)
+            ) as cur:
+                row = await cur.fetchone()
+            used = int(row[1]) if row is not None and float(row[0]) == window_start else 0
+            if used >= limit:
+                return False
+            await db.execute(
+                "INSERT INTO rate_windows (key, window_start, count) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start,"
+                " count = excluded.count",
+                (key, window_start, used + 1),
+            )
+            return True
+
+        return await self._light_transaction(work)
+
     # --- the HTTP send door's Idempotency-Key (per app)
 
     async def idempotency_claim(

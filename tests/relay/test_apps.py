@@ -148,3 +148,36 @@ async def test_idempotency_keys_answer_once_per_app_and_expire(tmp_path: Path) -
         assert await store.idempotency_claim("a", "k1", now=200.0, since=150.0) is None
     finally:
         await store.close()
+
+
+async def test_rate_limit_refuses_with_451_and_keeps_what_was_accepted(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    app = {
+        "name": "jobs",
+        "networks": ["127.0.0.1/32"],
+        "sender_domains": ["jobs.example.com"],
+        "rate_limit": "2/h",
+    }
+    relay = await start_relay(make_config(tmp_path, delivery=smarthost(sink), apps=[app]))
+    msg = b"From: cron@jobs.example.com\r\nTo: a@example.org\r\nSubject: j\r\n\r\njob\r\n"
+    client, _ = await RawClient.connect(relay.host, relay.port)
+    await client.cmd("EHLO client.test")
+    for _ in range(2):
+        assert (await client.cmd("MAIL FROM:<cron@jobs.example.com>")).startswith("250")
+        assert (await client.cmd("RCPT TO:<a@example.org>")).startswith("250")
+        assert (await client.data(msg + b".\r\n")).startswith("250 2.0.0")
+    assert (await client.cmd("MAIL FROM:<cron@jobs.example.com>")).startswith("250")
+    assert (await client.cmd("RCPT TO:<a@example.org>")).startswith("250")
+    reply = await client.data(msg + b".\r\n")
+    assert reply.startswith(
+        "451 4.7.1 Error: app jobs is over its rate limit (2 per 1h messages); try again in"
+    ), reply
+    # known over the limit now: the next transaction is refused at MAIL FROM
+    reply = await client.cmd("MAIL FROM:<cron@jobs.example.com>")
+    assert reply.startswith("451 4.7.1 Error: app jobs is over its rate limit"), reply
+    await client.cmd("QUIT")
+    await client.close()
+    await sink.wait_for(2)
+    await relay.idle()
+    assert len(sink.received) == 2
