@@ -244,10 +244,15 @@ class Store(Protocol):
     # --- suppression
 
     async def suppressed(
-        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+        self,
+        addresses: Iterable[str],
+        now: float,
+        scopes: Sequence[str] = ("all",),
+        app: str = "",
     ) -> dict[str, tuple[str, str]]:
-        """Which of these addresses an entry of one of these scopes stops now: address ->
-        (reason, scope), the entry of the earliest scope listed when several match
+        """Which of these addresses an entry of one of these scopes stops now for mail of
+        ``app``: global entries (app '') and that app's own. address -> (reason, scope), the
+        entry of the earliest scope listed when several match, a global one before the app's
         (relay.learn.scopes.covering gives a message's scopes, strongest first)."""
         ...
 
@@ -259,8 +264,10 @@ class Store(Protocol):
         expires_at: float | None = None,
         detail: str = "",
         scope: str = "all",
+        app: str = "",
     ) -> None:
-        """One entry per (address, scope); a temporary entry never replaces a permanent one."""
+        """One entry per (address, scope, app); app '' stops every app's mail, a name only
+        that app's. A temporary entry never replaces a permanent one."""
         ...
 
     async def soft_bounces_since(self, address: str, since: float) -> int:
@@ -268,10 +275,14 @@ class Store(Protocol):
         ...
 
     async def unsuppress(
-        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+        self,
+        address: str,
+        reasons: Sequence[str] | None = None,
+        scope: str | None = None,
+        app: str | None = None,
     ) -> bool:
-        """Remove an address (optionally only for these reasons, or only this scope's entry);
-        True if a row went away."""
+        """Remove an address (optionally only for these reasons, only this scope's entry, or
+        only the entries of this app, '' = the global ones); True if a row went away."""
         ...
 
     async def list_suppressions(
@@ -284,8 +295,10 @@ class Store(Protocol):
         offset: int = 0,
         include_expired: bool = False,
         scope: str | None = None,
+        apps: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Entries (address, scope, reason, detail, created_at, expires_at), by address."""
+        """Entries (address, scope, app, reason, detail, created_at, expires_at), by address;
+        with ``apps``, only entries of those apps ('' = the global ones)."""
         ...
 
     # --- tracking opt-outs (relay.learn.optout gives the stored form: lowercase)

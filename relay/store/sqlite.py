@@ -281,7 +281,7 @@ class SqliteStore:
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
                 " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id,"
-                " m.auth_user, d.shaping_wait"
+                " m.auth_user, d.shaping_wait, m.app"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
                 ids,
@@ -309,6 +309,7 @@ class SqliteStore:
                     r[18],
                     r[19],
                     float(r[20]),
+                    app=r[21],
                 )
                 for r in await cur.fetchall()
             ]
@@ -585,10 +586,15 @@ class SqliteStore:
         return [None] * len(batch)
 
     async def suppressed(
-        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+        self,
+        addresses: Iterable[str],
+        now: float,
+        scopes: Sequence[str] = ("all",),
+        app: str = "",
     ) -> dict[str, tuple[str, str]]:
-        """Which of these addresses an entry of one of these scopes stops now: address ->
-        (reason, scope), the entry of the earliest scope listed when several match."""
+        """Which of these addresses an entry of one of these scopes stops now for mail of
+        ``app`` (global entries and the app's own): address -> (reason, scope), the entry of the
+        earliest scope listed when several match (a global one before the app's)."""
         wanted = sorted({a.lower() for a in addresses})
         if not wanted or not scopes:
             return {}
@@ -599,8 +605,9 @@ class SqliteStore:
         async with self._ro.execute(
             f"SELECT address, reason, scope FROM suppressions WHERE address IN"
             f" ({','.join('?' * len(keys))}) AND scope IN ({','.join('?' * len(rank))})"
-            " AND (expires_at IS NULL OR expires_at > ?)",
-            (*keys, *rank, now),
+            " AND app IN ('', ?) AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY app",
+            (*keys, *rank, app, now),
         ) as cur:
             for key, reason, scope in await cur.fetchall():
                 address = keys[key]  # an erased address is still suppressed, under its hash
@@ -746,10 +753,10 @@ class SqliteStore:
         )
         salt = await self._salt()
         out["suppressions"] = await rows(
-            "SELECT address = ?, scope, reason, detail, created_at, expires_at FROM suppressions"
-            " WHERE address IN (?, ?) ORDER BY scope",
+            "SELECT address = ?, scope, app, reason, detail, created_at, expires_at"
+            " FROM suppressions WHERE address IN (?, ?) ORDER BY scope, app",
             (erasure.erased_key(salt, a), a, erasure.erased_key(salt, a)),
-            ("erased", "scope", "reason", "detail", "created_at", "expires_at"),
+            ("erased", "scope", "app", "reason", "detail", "created_at", "expires_at"),
         )
         out["tracking_optouts"] = await rows(
             "SELECT target, created_at, detail FROM tracking_optouts WHERE target = ?",
@@ -833,9 +840,10 @@ class SqliteStore:
             # suppressions: kept, under the salted hash, without their detail
             await run(
                 "suppressions",
-                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
-                " expires_at) SELECT ?, scope, reason, '', created_at, expires_at"
-                " FROM suppressions WHERE address = ? ON CONFLICT (address, scope) DO NOTHING",
+                "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
+                " expires_at) SELECT ?, scope, app, reason, '', created_at, expires_at"
+                " FROM suppressions WHERE address = ? ON CONFLICT (address, scope, app)"
+                " DO NOTHING",
                 [hashed],
                 a,
             )
@@ -903,16 +911,17 @@ class SqliteStore:
         expires_at: float | None = None,
         detail: str = "",
         scope: str = "all",
+        app: str = "",
     ) -> None:
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
                 # a temporary entry never replaces a permanent one
-                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
-                " expires_at) VALUES (?,?,?,?,?,?) ON CONFLICT (address, scope) DO UPDATE SET"
-                " reason = excluded.reason, detail = excluded.detail,"
+                "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
+                " expires_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (address, scope, app)"
+                " DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
                 " created_at = excluded.created_at, expires_at = excluded.expires_at"
                 " WHERE suppressions.expires_at IS NOT NULL OR excluded.expires_at IS NULL",
-                (address.lower(), scope, reason, detail, now, expires_at),
+                (address.lower(), scope, app, reason, detail, now, expires_at),
             )
 
         await self._transaction(work)
@@ -980,10 +989,14 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def unsuppress(
-        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+        self,
+        address: str,
+        reasons: Sequence[str] | None = None,
+        scope: str | None = None,
+        app: str | None = None,
     ) -> bool:
-        """Remove an address (optionally only for these reasons, or only this scope's entry);
-        True if a row went away."""
+        """Remove an address (optionally only for these reasons, only this scope's entry, or
+        only the entries of this app, '' = the global ones); True if a row went away."""
         sql, params = "DELETE FROM suppressions WHERE address = ?", [address.lower()]
         if reasons is not None:
             sql += f" AND reason IN ({','.join('?' * len(reasons))})"
@@ -991,6 +1004,9 @@ class SqliteStore:
         if scope is not None:
             sql += " AND scope = ?"
             params.append(scope)
+        if app is not None:
+            sql += " AND app = ?"
+            params.append(app)
 
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(sql, params)
@@ -1008,9 +1024,13 @@ class SqliteStore:
         offset: int = 0,
         include_expired: bool = False,
         scope: str | None = None,
+        apps: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         where: list[str] = ["1"]
         params: list[Any] = []
+        if apps is not None:
+            where.append(f"app IN ({','.join('?' * len(apps))})" if apps else "0")
+            params += apps
         if not include_expired:
             where.append("(expires_at IS NULL OR expires_at > ?)")
             params.append(now)
@@ -1024,11 +1044,11 @@ class SqliteStore:
             where.append("address LIKE ? ESCAPE '\\'")
             params.append("%" + search.lower().replace("%", "\\%").replace("_", "\\_") + "%")
         async with self._ro.execute(
-            "SELECT address, scope, reason, detail, created_at, expires_at FROM suppressions"
-            f" WHERE {' AND '.join(where)} ORDER BY address, scope LIMIT ? OFFSET ?",
+            "SELECT address, scope, app, reason, detail, created_at, expires_at FROM suppressions"
+            f" WHERE {' AND '.join(where)} ORDER BY address, scope, app LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ) as cur:
-            keys = ("address", "scope", "reason", "detail", "created_at", "expires_at")
+            keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
@@ -1443,7 +1463,7 @@ class SqliteStore:
                 if seen:
                     async with db.execute(
                         "SELECT 1 FROM suppressions WHERE address = ? AND scope = ?"
-                        " AND (expires_at IS NULL OR expires_at > ?)",
+                        " AND app = '' AND (expires_at IS NULL OR expires_at > ?)",
                         (e.recipient.lower(), scope, e.at),
                     ) as cur:
                         if await cur.fetchone() is not None:
@@ -1451,7 +1471,7 @@ class SqliteStore:
                 await db.execute(
                     "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
                     " expires_at) VALUES (?, ?, 'unsubscribe', ?, ?, NULL)"
-                    " ON CONFLICT (address, scope) DO UPDATE SET"
+                    " ON CONFLICT (address, scope, app) DO UPDATE SET"
                     " reason = excluded.reason, detail = excluded.detail,"
                     " created_at = excluded.created_at, expires_at = NULL",
                     (e.recipient.lower(), scope, str(e.details.get("method", "")), e.at),
