@@ -1189,9 +1189,17 @@ class SqliteStore:
     # --- queue operations (outpostctl queue, admin API)
 
     async def _queue_update(
-        self, sql: str, params: Sequence[Any], queue_id: str | None, domain: str | None
+        self,
+        sql: str,
+        params: Sequence[Any],
+        queue_id: str | None,
+        domain: str | None,
+        app: str | None = None,
     ) -> int:
         where, args = [], list(params)
+        if app is not None:
+            where.append("message_id IN (SELECT id FROM messages WHERE app = ?)")
+            args.append(app)
         if queue_id:
             where.append("message_id = (SELECT id FROM messages WHERE queue_id = ?)")
             args.append(queue_id)
@@ -1207,14 +1215,19 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def flush(
-        self, now: float, queue_id: str | None = None, domain: str | None = None
+        self,
+        now: float,
+        queue_id: str | None = None,
+        domain: str | None = None,
+        app: str | None = None,
     ) -> int:
-        """Make waiting deliveries due now (postqueue -f / -i / -s)."""
+        """Make waiting deliveries due now (postqueue -f / -i / -s), optionally one app's."""
         return await self._queue_update(
             "UPDATE deliveries SET next_attempt_at = ? WHERE state IN ('queued', 'deferred')",
             (now,),
             queue_id,
             domain,
+            app,
         )
 
     async def hold(self, queue_id: str) -> int:
@@ -1313,13 +1326,21 @@ class SqliteStore:
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def list_deliveries(
-        self, *, state: str | None = None, domain: str | None = None, limit: int = 10_000
+        self,
+        *,
+        state: str | None = None,
+        domain: str | None = None,
+        limit: int = 10_000,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
         where = [
             "d.state = ?" if state else "d.state NOT IN ('delivered','bounced','expired','dropped')"
         ]
         params: list[Any] = [state] if state else []
+        if app is not None:
+            where.append("m.app = ?")
+            params.append(app)
         if domain:
             where.append("d.domain = ?")
             params.append(domain.lower())
@@ -1482,11 +1503,24 @@ class SqliteStore:
 
     @staticmethod
     def _window(
-        campaign: str | None, since: float | None, until: float | None, column: str = "at"
+        campaign: str | None,
+        since: float | None,
+        until: float | None,
+        column: str = "at",
+        app: str | None = None,
     ) -> tuple[str, list[Any]]:
-        """WHERE terms (campaign, then the time window [since, until) on column) and parameters."""
+        """WHERE terms (campaign, then the time window [since, until) on column) and parameters;
+        with ``app``, only rows of that app's messages (column received_at: of messages, else
+        of events)."""
         terms: list[str] = []
         params: list[Any] = []
+        if app is not None:
+            terms.append(
+                "app = ?"
+                if column == "received_at"
+                else "message_id IN (SELECT id FROM messages WHERE app = ?)"
+            )
+            params.append(app)
         if campaign is not None:
             terms.append("campaign = ?")
             params.append(campaign)
@@ -1499,7 +1533,11 @@ class SqliteStore:
         return " AND ".join(terms + ["1"]), params
 
     async def tracking_stats(
-        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        campaign: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> dict[str, int]:
         """The raw counts behind /api/stats for events in [since, until) (None: unbounded),
         of one campaign or (campaign None) of all. Keys: processed, delivered, bounced, expired,
@@ -1508,10 +1546,11 @@ class SqliteStore:
         hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits).
 
         Without a window the counts come from the dashboard's counters (the same numbers,
-        summed over a few hundred rows instead of a campaign's events)."""
-        if since is None and until is None:
+        summed over a few hundred rows instead of a campaign's events); the counters are not
+        kept per app, so an app's counts always come from its events."""
+        if since is None and until is None and app is None:
             return await self._counted_stats(campaign)
-        return await self._event_stats(campaign, since, until)
+        return await self._event_stats(campaign, since, until, app)
 
     async def _counted_stats(self, campaign: str | None) -> dict[str, int]:
         """tracking_stats over all time, from hourly_events / campaign_hourly_events."""
@@ -1538,10 +1577,14 @@ class SqliteStore:
         return out
 
     async def _event_stats(
-        self, campaign: str | None, since: float | None, until: float | None
+        self,
+        campaign: str | None,
+        since: float | None,
+        until: float | None,
+        app: str | None = None,
     ) -> dict[str, int]:
         """tracking_stats from the events of the window."""
-        where, params = self._window(campaign, since, until)
+        where, params = self._window(campaign, since, until, app=app)
         out = dict.fromkeys(
             (
                 "processed",
@@ -1592,11 +1635,11 @@ class SqliteStore:
         return out
 
     async def campaign_summaries(
-        self, since: float | None = None, until: float | None = None
+        self, since: float | None = None, until: float | None = None, app: str | None = None
     ) -> list[dict[str, Any]]:
         """One row per campaign ('' = mail sent without one), newest activity first: messages
         received in [since, until), and event counts as in tracking_stats for the same window."""
-        where, params = self._window(None, since, until)
+        where, params = self._window(None, since, until, app=app)
         rows: dict[str, dict[str, Any]] = {}
 
         def row(campaign: str) -> dict[str, Any]:
@@ -1616,7 +1659,7 @@ class SqliteStore:
                 }
             return rows[campaign]
 
-        mwhere, mparams = self._window(None, since, until, "received_at")
+        mwhere, mparams = self._window(None, since, until, "received_at", app)
         async with self._ro.execute(
             "SELECT campaign, count(*), min(received_at), max(received_at) FROM messages"
             f" WHERE {mwhere} GROUP BY campaign",
@@ -1644,22 +1687,26 @@ class SqliteStore:
             rows.values(), key=lambda r: (r["last_received"] or 0.0, r["campaign"]), reverse=True
         )
 
-    async def campaign_exists(self, campaign: str) -> bool:
-        async with self._ro.execute(
-            "SELECT 1 FROM messages WHERE campaign = ? LIMIT 1", (campaign,)
-        ) as cur:
+    async def campaign_exists(self, campaign: str, app: str | None = None) -> bool:
+        where, params = self._window(campaign, None, None, "received_at", app)
+        async with self._ro.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params) as cur:
             return await cur.fetchone() is not None
 
     async def campaign_link_clicks(
-        self, campaign: str, since: float | None = None, until: float | None = None
+        self,
+        campaign: str,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """Clicks of one campaign in [since, until) per target URL and link index and source
         group ('engaged' = human + proxy, else the source): hits and distinct deliveries.
 
-        Without a window, from the link counters: ``link`` is then None, or the honeypot's."""
-        if since is None and until is None:
+        Without a window (and app), from the link counters: ``link`` is then None, or the
+        honeypot's."""
+        if since is None and until is None and app is None:
             return await self._counted_links(campaign)
-        where, params = self._window(campaign, since, until)
+        where, params = self._window(campaign, since, until, app=app)
         async with self._ro.execute(
             "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
             " (SELECT coalesce(json_extract(details, '$.url'), '') AS url,"
@@ -2027,11 +2074,14 @@ class SqliteStore:
         ) as cur:
             return [dict(zip(("value", "kind", "n"), r, strict=True)) for r in await cur.fetchall()]
 
-    async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def search_messages(
+        self, query: str, limit: int = 50, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Messages by queue id, Message-ID, recipient address, or words of the Subject."""
         q = query.strip()
         if not q:
             return []
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         bracketed = q if q.startswith("<") else f"<{q}>"
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         # the subject is read from its index (the table rows hold the message bytes)
@@ -2044,8 +2094,8 @@ class SqliteStore:
             " UNION SELECT message_id FROM deliveries WHERE recipient IN (?, ?)"
             " UNION SELECT id FROM (SELECT id FROM messages INDEXED BY messages_subject"
             " WHERE subject LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?))"
-            " ORDER BY m.id DESC LIMIT ?",
-            (q, q, bracketed, q, q.lower(), like, limit, limit),
+            f"{mine} ORDER BY m.id DESC LIMIT ?",
+            (q, q, bracketed, q, q.lower(), like, limit, *mine_params, limit),
         ) as cur:
             keys = (
                 "message_pk",
@@ -2059,16 +2109,19 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
-    async def recipient_history(self, address: str, limit: int = 500) -> dict[str, Any]:
+    async def recipient_history(
+        self, address: str, limit: int = 500, app: str | None = None
+    ) -> dict[str, Any]:
         """Every delivery to an address (newest first, with its message) and its events."""
         names = sorted({address, address.lower()})
         marks = ",".join("?" * len(names))
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         async with self._ro.execute(
             "SELECT d.id, m.queue_id, m.received_at, m.campaign, m.subject, d.recipient,"
             " d.state, d.attempts, d.updated_at, d.last_status, d.last_text"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            f" WHERE d.recipient IN ({marks}) ORDER BY d.id DESC LIMIT ?",
-            (*names, limit),
+            f" WHERE d.recipient IN ({marks}){mine} ORDER BY d.id DESC LIMIT ?",
+            (*names, *mine_params, limit),
         ) as cur:
             keys = (
                 "delivery_id",
@@ -2087,8 +2140,8 @@ class SqliteStore:
         async with self._ro.execute(
             "SELECT e.id, e.at, e.type, m.queue_id, e.delivery_id, e.campaign, e.source,"
             " e.details FROM events e LEFT JOIN messages m ON m.id = e.message_id"
-            f" WHERE e.recipient IN ({marks}) ORDER BY e.at DESC, e.id DESC LIMIT ?",
-            (*names, limit * 4),
+            f" WHERE e.recipient IN ({marks}){mine} ORDER BY e.at DESC, e.id DESC LIMIT ?",
+            (*names, *mine_params, limit * 4),
         ) as cur:
             events = [
                 {
@@ -2106,9 +2159,14 @@ class SqliteStore:
         return {"address": address, "deliveries": deliveries, "events": events}
 
     async def campaign_deliveries(
-        self, campaign: str, after: tuple[float, int] = (0.0, 0), limit: int = 500
+        self,
+        campaign: str,
+        after: tuple[float, int] = (0.0, 0),
+        limit: int = 500,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """A page of a campaign's deliveries (keyset on the message's received_at, id)."""
+        mine, mine_params = ("", []) if app is None else (" AND app = ?", [app])
         async with self._ro.execute(
             "SELECT m.received_at, m.id, m.queue_id, m.header_message_id, m.subject, d.id,"
             " d.recipient, d.state, d.attempts, d.updated_at, d.last_status, d.last_text,"
@@ -2116,11 +2174,11 @@ class SqliteStore:
             "  AND e.source IN ('human', 'proxy')),"
             " (SELECT count(*) FROM events e WHERE e.delivery_id = d.id AND e.type = 'click'"
             "  AND e.source IN ('human', 'proxy'))"
-            " FROM (SELECT id, received_at FROM messages WHERE campaign = ?"
+            f" FROM (SELECT id, received_at FROM messages WHERE campaign = ?{mine}"
             " AND (received_at, id) > (?, ?) ORDER BY received_at, id LIMIT ?) p"
             " JOIN messages m ON m.id = p.id JOIN deliveries d ON d.message_id = m.id"
             " ORDER BY m.received_at, m.id, d.id",
-            (campaign, after[0], after[1], limit),
+            (campaign, *mine_params, after[0], after[1], limit),
         ) as cur:
             keys = (
                 "received_at",
@@ -2170,14 +2228,17 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
-    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+    async def waiting_deliveries(
+        self, limit: int = 1000, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Deferred and held deliveries, oldest first (the deliveries_waiting index)."""
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         async with self._ro.execute(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
             " d.next_attempt_at, d.last_status, d.last_text, d.last_code, d.last_remote"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " WHERE d.state IN ('deferred', 'held') ORDER BY d.id LIMIT ?",
-            (limit,),
+            f" WHERE d.state IN ('deferred', 'held'){mine} ORDER BY d.id LIMIT ?",
+            (*mine_params, limit),
         ) as cur:
             keys = (
                 "queue_id",
