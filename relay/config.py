@@ -602,6 +602,22 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class AdminTokenConfig:
+    """One [[admin_tokens]] entry: a Bearer token for /api/ (the secret in ``token_file``),
+    seeing everything (``scope = "global"``) or one app's mail (``"app:NAME"``), reading only
+    (``role = "read"``) or also changing things (``"operate"``)."""
+
+    token_file: str = field(default="", metadata=_key(_str))
+    scope: str = field(default="global", metadata=_key(_str))
+    role: str = field(default="read", metadata=_key(_choice("read", "operate")))
+
+    @property
+    def app(self) -> str:
+        """The app of a scoped token ('' = global)."""
+        return self.scope.partition(":")[2] if self.scope.startswith("app:") else ""
+
+
+@dataclass(frozen=True)
 class Config:
     relay: RelayConfig = field(default_factory=RelayConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
@@ -622,6 +638,7 @@ class Config:
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     apps: tuple[AppConfig, ...] = ()
+    admin_tokens: tuple[AdminTokenConfig, ...] = ()
     source: str = field(default="<defaults>", compare=False)
 
 
@@ -679,6 +696,7 @@ LIST_SECTIONS: dict[str, type[Any]] = {
     "shaping": ShapingConfig,
     "warmup": WarmupConfig,
     "apps": AppConfig,
+    "admin_tokens": AdminTokenConfig,
 }
 
 
@@ -752,6 +770,7 @@ def _check(config: Config) -> list[str]:
     errors += _check_outbound(config)
     errors += _check_deliverability(config)
     errors += _check_apps(config)
+    errors += _check_admin_tokens(config)
     return errors
 
 
@@ -786,6 +805,27 @@ def _check_apps(config: Config) -> list[str]:
 
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_admin_tokens(config: Config) -> list[str]:
+    """[[admin_tokens]]: a token file each (used once), a scope naming a configured app."""
+    src = config.source
+    errors: list[str] = []
+    apps = {a.name for a in config.apps}
+    files: set[str] = {config.sidecar.admin_token_file}
+    for i, t in enumerate(config.admin_tokens):
+        where = f"{src}: admin_tokens[{i}]"
+        if not t.token_file:
+            errors.append(f"{where}.token_file: required (a file holding the token)")
+        elif t.token_file in files:
+            errors.append(f"{where}.token_file: {t.token_file} is used by another admin token")
+        files.add(t.token_file)
+        if t.scope != "global" and not t.scope.startswith("app:"):
+            errors.append(f'{where}.scope: {t.scope!r} must be "global" or "app:NAME"')
+        elif t.scope.startswith("app:") and t.app not in apps:
+            known = ", ".join(sorted(apps)) or "none configured"
+            errors.append(f"{where}.scope: no [[apps]] entry named {t.app!r} (apps: {known})")
+    return errors
 
 
 def _check_outbound(config: Config) -> list[str]:

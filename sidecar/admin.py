@@ -1,8 +1,10 @@
 """The admin API under /api/: Bearer auth, JSON errors, stats, message histories, campaigns.
 
-Every /api/ request needs ``Authorization: Bearer <token>`` (sidecar.admin_token_file; compared
-in constant time), checked before routing, so an unknown path without a token is a 401 too. Every
-error under /api/ is JSON: ``{"error": "<code>", "detail": "<what and why>"}``.
+Every /api/ request needs ``Authorization: Bearer <token>`` (sidecar.admin_token_file, or an
+[[admin_tokens]] entry; compared in constant time), checked before routing, so an unknown path
+without a token is a 401 too. The token's principal (sidecar.access) is stored on the request;
+a scoped or read-only token is refused (403) what its decision in sidecar.access.ROUTES does not
+allow. Every error under /api/ is JSON: ``{"error": "<code>", "detail": "<what and why>"}``.
 Figures are defined in the README ("Stats"); ``stats_figures`` is the one place they are computed.
 """
 
@@ -18,10 +20,12 @@ from aiohttp import web
 from relay.figures import link_figures, rate, stats_figures, when
 from relay.history import message_view
 from relay.store import Store
+from sidecar import access
 
 log = logging.getLogger("outpost.sidecar.admin")
 
 ADMIN_TOKEN = web.AppKey("admin_token", str)
+ADMIN_TOKENS = web.AppKey("admin_tokens", access.Tokens)
 # the dashboard's session check for requests without a Bearer token: 200, 401 or 403 (CSRF)
 SESSION_AUTH: web.AppKey[Callable[[web.Request], int]] = web.AppKey("session_auth")
 
@@ -84,7 +88,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
     """Auth and JSON errors for /api/; other paths pass through untouched."""
     if not _is_api(request.path):
         return await handler(request)
-    if not authorized(request.headers.get("Authorization", ""), request.app[ADMIN_TOKEN]):
+    principal = request.app[ADMIN_TOKENS].resolve(request.headers.get("Authorization", ""))
+    if principal is None:
         session = request.app.get(SESSION_AUTH)
         status = 401 if session is None else session(request)
         if status == 403:
@@ -95,6 +100,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
                 "a valid 'Authorization: Bearer <token>' header is required",
                 {"WWW-Authenticate": 'Bearer realm="outpost"'},
             )
+        principal = access.GLOBAL_OPERATOR  # sessions are of the global token
+    request[access.PRINCIPAL] = principal
+    refused = access.refusal(request, principal)
+    if refused:
+        return json_error(403, refused)
     try:
         return await handler(request)
     except ApiError as exc:
@@ -133,6 +143,15 @@ def _window(request: web.Request) -> tuple[float | None, float | None]:
     return since, until
 
 
+async def message_of(request: web.Request, store: Store, queue_id: str) -> dict[str, Any]:
+    """A message's history, or a 404: no such queue id, or another app's message for a scoped
+    token (the same answer, so a token learns nothing of other apps' queue ids)."""
+    history = await store.message_history(queue_id)
+    if history is None or not access.owns(request, history["message"].get("app", "")):
+        raise ApiError(404, f"no message with queue id {queue_id!r}")
+    return history
+
+
 # --- handlers
 
 
@@ -143,23 +162,22 @@ class AdminApi:
     async def stats(self, request: web.Request) -> web.Response:
         since, until = _window(request)
         campaign = request.query.get("campaign") or None
-        store = self._store(request)
-        if campaign is not None and not await store.campaign_exists(campaign):
+        store, app = self._store(request), access.app_filter(request)
+        if campaign is not None and not await store.campaign_exists(campaign, app):
             raise ApiError(404, f"no campaign {campaign!r}")
-        raw = await store.tracking_stats(campaign, since, until)
+        raw = await store.tracking_stats(campaign, since, until, app)
         body = {"campaign": campaign, "since": since, "until": until, **stats_figures(raw)}
         return web.json_response(body)
 
     async def message(self, request: web.Request) -> web.Response:
-        queue_id = request.match_info["queue_id"]
-        history = await self._store(request).message_history(queue_id)
-        if history is None:
-            raise ApiError(404, f"no message with queue id {queue_id!r}")
+        history = await message_of(request, self._store(request), request.match_info["queue_id"])
         return web.json_response(message_view(history))
 
     async def campaigns(self, request: web.Request) -> web.Response:
         since, until = _window(request)
-        rows = await self._store(request).campaign_summaries(since, until)
+        rows = await self._store(request).campaign_summaries(
+            since, until, access.app_filter(request)
+        )
         out = []
         for r in rows:
             out.append(
@@ -186,10 +204,10 @@ class AdminApi:
     async def campaign_links(self, request: web.Request) -> web.Response:
         campaign = request.match_info["campaign"]
         since, until = _window(request)
-        store = self._store(request)
-        if not await store.campaign_exists(campaign):
+        store, app = self._store(request), access.app_filter(request)
+        if not await store.campaign_exists(campaign, app):
             raise ApiError(404, f"no campaign {campaign!r}")
-        rows = await store.campaign_link_clicks(campaign, since, until)
+        rows = await store.campaign_link_clicks(campaign, since, until, app)
         body = {"campaign": campaign, "since": since, "until": until, **link_figures(rows)}
         return web.json_response(body)
 

@@ -15,7 +15,7 @@ from relay.learn.suppression import Rules
 from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import admin, dashboard, deliverability, ingest, operations, tracking, webhooks
+from sidecar import access, admin, dashboard, deliverability, ingest, operations, tracking, webhooks
 from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
@@ -37,10 +37,11 @@ async def metrics(request: web.Request) -> web.Response:
 
     Behind the admin token: the sidecar faces the internet for pixels and clicks.
     """
-    if not admin.authorized(
-        request.headers.get("Authorization", ""), request.app[admin.ADMIN_TOKEN]
-    ):
+    principal = request.app[admin.ADMIN_TOKENS].resolve(request.headers.get("Authorization", ""))
+    if principal is None:
         return admin.json_error(401, "a valid 'Authorization: Bearer <token>' header is required")
+    if principal.scoped:
+        return admin.json_error(403, f"a token of app {principal.app} may not read /metrics")
     tracker = request.app[TRACKER]
     recorder = tracker.recorder
     lines = [
@@ -168,6 +169,7 @@ def make_app(
     app = web.Application(middlewares=[admin.api_middleware, unreadable_requests])
     app[CONFIG] = config
     app[admin.ADMIN_TOKEN] = admin_token
+    app[admin.ADMIN_TOKENS] = access.load_tokens(config, admin_token)
 
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         # tracking events are batched; the sidecar never holds up the relay's writer for long
@@ -195,7 +197,12 @@ def make_app(
     app.router.add_get("/metrics", metrics)
     tracking.add_routes(app, TRACKER)
     admin.add_routes(app, admin.AdminApi(lambda request: request.app[STORE]))
-    operations.add_routes(app, operations.Operations(lambda request: request.app[STORE]))
+    operations.add_routes(
+        app,
+        operations.Operations(
+            lambda request: request.app[STORE], apps=[a.name for a in config.apps]
+        ),
+    )
     ingest.add_routes(
         app,
         ingest.IngestEndpoint(

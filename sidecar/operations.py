@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
 
@@ -14,7 +14,8 @@ from relay.learn import scopes
 from relay.learn.optout import optout_target
 from relay.receive.policy import check_address
 from relay.store import Store
-from sidecar.admin import ApiError, json_object
+from sidecar import access
+from sidecar.admin import ApiError, json_object, message_of
 
 StoreOf = Callable[[web.Request], Store]
 STATES = ("queued", "leased", "deferred", "delivered", "bounced", "expired", "dropped", "held")
@@ -34,10 +35,38 @@ def _page(request: web.Request) -> tuple[int, int]:
     return _int(request, "limit", 100, 1000), _int(request, "offset", 0, 10**9)
 
 
+def suppression_apps(request: web.Request) -> list[str] | None:
+    """Whose suppressions a request lists: every entry (None) for a global token, the global
+    ones and its app's own for a scoped one."""
+    app = access.app_filter(request)
+    return None if app is None else ["", app]
+
+
+def entry_app(request: web.Request, given: object, apps: Collection[str]) -> str:
+    """The app a new suppression entry is for: a scoped token's own (naming another is a
+    403), else the body's ``app`` ('' or absent = every app; else a configured app)."""
+    own = access.app_filter(request)
+    if given is None or given == own:
+        return own or ""
+    if not isinstance(given, str):
+        raise ApiError(400, "app must be a string ('' = every app)")
+    if own is not None:
+        raise ApiError(403, f"a token of app {own} may only add entries of app {own}")
+    if given and given not in apps:
+        raise ApiError(400, f"app must be '' (every app) or a configured app, not {given!r}")
+    return given
+
+
 class Operations:
-    def __init__(self, store: StoreOf, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: StoreOf,
+        clock: Callable[[], float] = time.time,
+        apps: Collection[str] = (),
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._apps = frozenset(apps)
 
     # --- suppressions
 
@@ -50,6 +79,7 @@ class Operations:
             limit=limit,
             offset=offset,
             scope=request.query.get("scope") or None,
+            apps=suppression_apps(request),
         )
         return web.json_response({"suppressions": rows, "limit": limit, "offset": offset})
 
@@ -68,6 +98,7 @@ class Operations:
         refused = scopes.scope_error(reason, scope)
         if refused:
             raise ApiError(400, refused)
+        app = entry_app(request, body.get("app"), self._apps)
         now = self._clock()
         expires_at = None
         if body.get("expires_in") is not None:
@@ -75,11 +106,12 @@ class Operations:
                 expires_at = now + parse_duration(body["expires_in"])
             except ValueError as exc:
                 raise ApiError(400, f"expires_in: {exc}") from None
-        await self._store(request).suppress(address, reason, now, expires_at, detail, scope)
+        await self._store(request).suppress(address, reason, now, expires_at, detail, scope, app)
         return web.json_response(
             {
                 "address": address.lower(),
                 "scope": scope,
+                "app": app,
                 "reason": reason,
                 "expires_at": expires_at,
             },
@@ -87,13 +119,20 @@ class Operations:
         )
 
     async def remove_suppression(self, request: web.Request) -> web.Response:
-        """Every entry of the address, or only ``?scope=``'s."""
+        """Every entry of the address, or only ``?scope=``'s, or only ``?app=``'s ('' = the
+        global ones); a scoped token removes its app's entries only."""
         address = request.match_info["address"]
         scope = request.query.get("scope") or None
-        if not await self._store(request).unsuppress(address, scope=scope):
+        app = access.app_filter(request)
+        if app is None:
+            app = request.query.get("app")
+        if not await self._store(request).unsuppress(address, scope=scope, app=app):
             where = f" (scope {scope})" if scope else ""
+            where += f" (app {app or 'every app'})" if app is not None else ""
             raise ApiError(404, f"{address} is not suppressed{where}")
-        return web.json_response({"address": address.lower(), "scope": scope, "removed": True})
+        return web.json_response(
+            {"address": address.lower(), "scope": scope, "app": app, "removed": True}
+        )
 
     # --- access and erasure (privacy)
 
@@ -158,14 +197,12 @@ class Operations:
             state=state,
             domain=request.query.get("domain") or None,
             limit=_int(request, "limit", 1000, 100_000),
+            app=access.app_filter(request),
         )
         return web.json_response({"deliveries": rows})
 
     async def show(self, request: web.Request) -> web.Response:
-        queue_id = request.match_info["queue_id"]
-        history = await self._store(request).message_history(queue_id)
-        if history is None:
-            raise ApiError(404, f"no message with queue id {queue_id!r}")
+        history = await message_of(request, self._store(request), request.match_info["queue_id"])
         return web.json_response(message_view(history))
 
     def per_message(
@@ -174,8 +211,7 @@ class Operations:
         async def handler(request: web.Request) -> web.Response:
             queue_id = request.match_info["queue_id"]
             store = self._store(request)
-            if await store.message_history(queue_id) is None:
-                raise ApiError(404, f"no message with queue id {queue_id!r}")
+            await message_of(request, store, queue_id)
             n = await work(store, queue_id, self._clock())
             return web.json_response({"queue_id": queue_id, "action": action, "deliveries": n})
 
@@ -183,7 +219,9 @@ class Operations:
 
     async def flush_all(self, request: web.Request) -> web.Response:
         domain = request.query.get("domain") or None
-        n = await self._store(request).flush(self._clock(), None, domain)
+        n = await self._store(request).flush(
+            self._clock(), None, domain, access.app_filter(request)
+        )
         return web.json_response({"action": "flush", "domain": domain, "deliveries": n})
 
     async def pause(self, request: web.Request) -> web.Response:

@@ -245,17 +245,18 @@ class DeliveryService:
     async def _drop_suppressed(self, leases: list[Lease]) -> list[Lease]:
         """Checked again at delivery time: an address suppressed after the message was queued
         (a bounce, complaint or unsubscribe meanwhile) is not sent to, in the scopes that cover
-        the message (stream, campaign, list). One query per kind of message in the batch."""
+        the message (stream, campaign, list), globally or for the message's app. One query
+        per kind of message (scopes and app) in the batch."""
         if not leases:
             return leases
         now = self._clock()
-        by_scopes: dict[tuple[str, ...], list[Lease]] = {}
+        by_scopes: dict[tuple[tuple[str, ...], str], list[Lease]] = {}
         for lease in leases:
             covering = scopes.covering(lease.stream, lease.campaign, lease.list_id)
-            by_scopes.setdefault(covering, []).append(lease)
+            by_scopes.setdefault((covering, lease.app), []).append(lease)
         found: dict[int, tuple[str, str]] = {}
-        for covering, group in by_scopes.items():
-            hits = await self._store.suppressed([g.recipient for g in group], now, covering)
+        for (covering, app), group in by_scopes.items():
+            hits = await self._store.suppressed([g.recipient for g in group], now, covering, app)
             for g in group:
                 if g.recipient.lower() in hits:
                     found[g.delivery_id] = hits[g.recipient.lower()]

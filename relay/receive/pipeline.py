@@ -221,7 +221,9 @@ class Acceptor:
         """
         return self._streams.default
 
-    async def refusal_at_rcpt(self, recipient: str, auth_user: str = "") -> str | None:
+    async def refusal_at_rcpt(
+        self, recipient: str, auth_user: str = "", app: str = ""
+    ) -> str | None:
         """The 550 for a recipient suppressed in what is known at RCPT, or None.
 
         Known at RCPT: the session's stream (the headers come later). So 'all' entries are
@@ -232,7 +234,9 @@ class Acceptor:
         stream = self.session_stream(auth_user)
         if stream not in self._rejecting:
             return None
-        found = await self._store.suppressed([recipient], self._clock(), scopes.covering(stream))
+        found = await self._store.suppressed(
+            [recipient], self._clock(), scopes.covering(stream), app
+        )
         hit = found.get(recipient.lower())
         if hit is None:
             return None
@@ -318,7 +322,7 @@ class Acceptor:
             block, body, values, sub, queue_id=queue_id, hostname=self._hostname, now=now
         )
         covering = scopes.covering(controls.stream, controls.campaign, list_id)
-        suppressed = await self._store.suppressed(sub.recipients, now, covering)
+        suppressed = await self._store.suppressed(sub.recipients, now, covering, sub.app)
         keep = tuple(r for r in sub.recipients if r.lower() not in suppressed)
         dropped = tuple(
             (r, f"suppressed: {suppressed[r.lower()][0]}", suppressed[r.lower()][1])

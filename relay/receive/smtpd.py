@@ -383,7 +383,10 @@ class RelayHandler:
         ) or policy.check_address(address, smtputf8=bool(envelope.smtp_utf8), sender=False)
         if refusal:
             return refusal
-        refusal = await self.acceptor.refusal_at_rcpt(address, _auth_user(session))
+        app = self.app_of(session)
+        refusal = await self.acceptor.refusal_at_rcpt(
+            address, _auth_user(session), app.name if app is not None else ""
+        )
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address)

@@ -244,10 +244,15 @@ class Store(Protocol):
     # --- suppression
 
     async def suppressed(
-        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+        self,
+        addresses: Iterable[str],
+        now: float,
+        scopes: Sequence[str] = ("all",),
+        app: str = "",
     ) -> dict[str, tuple[str, str]]:
-        """Which of these addresses an entry of one of these scopes stops now: address ->
-        (reason, scope), the entry of the earliest scope listed when several match
+        """Which of these addresses an entry of one of these scopes stops now for mail of
+        ``app``: global entries (app '') and that app's own. address -> (reason, scope), the
+        entry of the earliest scope listed when several match, a global one before the app's
         (relay.learn.scopes.covering gives a message's scopes, strongest first)."""
         ...
 
@@ -259,8 +264,10 @@ class Store(Protocol):
         expires_at: float | None = None,
         detail: str = "",
         scope: str = "all",
+        app: str = "",
     ) -> None:
-        """One entry per (address, scope); a temporary entry never replaces a permanent one."""
+        """One entry per (address, scope, app); app '' stops every app's mail, a name only
+        that app's. A temporary entry never replaces a permanent one."""
         ...
 
     async def soft_bounces_since(self, address: str, since: float) -> int:
@@ -268,10 +275,14 @@ class Store(Protocol):
         ...
 
     async def unsuppress(
-        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+        self,
+        address: str,
+        reasons: Sequence[str] | None = None,
+        scope: str | None = None,
+        app: str | None = None,
     ) -> bool:
-        """Remove an address (optionally only for these reasons, or only this scope's entry);
-        True if a row went away."""
+        """Remove an address (optionally only for these reasons, only this scope's entry, or
+        only the entries of this app, '' = the global ones); True if a row went away."""
         ...
 
     async def list_suppressions(
@@ -284,8 +295,10 @@ class Store(Protocol):
         offset: int = 0,
         include_expired: bool = False,
         scope: str | None = None,
+        apps: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
-        """Entries (address, scope, reason, detail, created_at, expires_at), by address."""
+        """Entries (address, scope, app, reason, detail, created_at, expires_at), by address;
+        with ``apps``, only entries of those apps ('' = the global ones)."""
         ...
 
     # --- tracking opt-outs (relay.learn.optout gives the stored form: lowercase)
@@ -356,9 +369,14 @@ class Store(Protocol):
     # --- queue operations
 
     async def flush(
-        self, now: float, queue_id: str | None = None, domain: str | None = None
+        self,
+        now: float,
+        queue_id: str | None = None,
+        domain: str | None = None,
+        app: str | None = None,
     ) -> int:
-        """Make waiting deliveries due now (postqueue -f / -i / -s)."""
+        """Make waiting deliveries due now (postqueue -f / -i / -s); with ``app``, only those
+        of that app's messages."""
         ...
 
     async def hold(self, queue_id: str) -> int:
@@ -393,9 +411,17 @@ class Store(Protocol):
     async def attempts_for(self, queue_id: str) -> list[dict[str, Any]]: ...
 
     async def list_deliveries(
-        self, *, state: str | None = None, domain: str | None = None, limit: int = 10_000
+        self,
+        *,
+        state: str | None = None,
+        domain: str | None = None,
+        limit: int = 10_000,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
+        """Deliveries not yet final (or of one state), oldest first: the operator's queue view.
+
+        From here on, ``app`` (None = every app) limits a query to the messages of one app
+        (messages.app) and to what belongs to them: deliveries, events, counts."""
         ...
 
     # --- the apps' rate limits (both doors)
@@ -421,7 +447,11 @@ class Store(Protocol):
         ...
 
     async def tracking_stats(
-        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        campaign: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> dict[str, int]:
         """The raw counts behind /api/stats for events in [since, until) (None: unbounded).
 
@@ -433,16 +463,22 @@ class Store(Protocol):
         ...
 
     async def campaign_summaries(
-        self, since: float | None = None, until: float | None = None
+        self, since: float | None = None, until: float | None = None, app: str | None = None
     ) -> list[dict[str, Any]]:
         """One row per campaign ('' = mail sent without one), newest activity first: messages
         received in [since, until), event counts as in tracking_stats for the same window."""
         ...
 
-    async def campaign_exists(self, campaign: str) -> bool: ...
+    async def campaign_exists(self, campaign: str, app: str | None = None) -> bool:
+        """Has a message (of ``app``) been received with this campaign?"""
+        ...
 
     async def campaign_link_clicks(
-        self, campaign: str, since: float | None = None, until: float | None = None
+        self,
+        campaign: str,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """Clicks of one campaign in [since, until) per URL, link index and source group
         ('engaged' = human + proxy, else the source): hits and distinct deliveries."""
@@ -477,17 +513,25 @@ class Store(Protocol):
         proxy opens and clicks; kind = open | click). Rows: ``value, kind, n``, largest first."""
         ...
 
-    async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def search_messages(
+        self, query: str, limit: int = 50, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Messages whose queue id or Message-ID is ``query``, that went to the address
         ``query``, or whose Subject contains it (case-insensitive), newest first."""
         ...
 
-    async def recipient_history(self, address: str, limit: int = 500) -> dict[str, Any]:
+    async def recipient_history(
+        self, address: str, limit: int = 500, app: str | None = None
+    ) -> dict[str, Any]:
         """Every delivery to an address (newest first, with its message) and its events."""
         ...
 
     async def campaign_deliveries(
-        self, campaign: str, after: tuple[float, int] = (0.0, 0), limit: int = 500
+        self,
+        campaign: str,
+        after: tuple[float, int] = (0.0, 0),
+        limit: int = 500,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """The deliveries of a campaign's messages received after ``after`` = (received_at,
         message_pk) of the last row already read, up to ``limit`` messages, in that order;
@@ -501,7 +545,9 @@ class Store(Protocol):
         bounce_type, reason, status, text, remote``."""
         ...
 
-    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+    async def waiting_deliveries(
+        self, limit: int = 1000, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Deferred and held deliveries, oldest first, with their last reply (the queue page):
         the keys of list_deliveries plus ``last_code`` and ``last_remote``."""
         ...

@@ -67,6 +67,7 @@ class Lease:
     auth_user: str = ""  # who submitted it (routes and health call this the app)
     shaping_wait: float = 0.0  # seconds held back by shaping/warm-up: not part of the lifetime
     untracked: bool = False  # the recipient opted out of tracking: no pixel, no rewritten links
+    app: str = ""  # the [[apps]] entry its message belongs to ('' = none)
 
 
 @dataclass(frozen=True)

@@ -281,7 +281,7 @@ class SqliteStore:
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
                 " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id,"
-                " m.auth_user, d.shaping_wait"
+                " m.auth_user, d.shaping_wait, m.app"
                 " FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(ids))}) ORDER BY d.message_id, d.id",
                 ids,
@@ -309,6 +309,7 @@ class SqliteStore:
                     r[18],
                     r[19],
                     float(r[20]),
+                    app=r[21],
                 )
                 for r in await cur.fetchall()
             ]
@@ -585,10 +586,15 @@ class SqliteStore:
         return [None] * len(batch)
 
     async def suppressed(
-        self, addresses: Iterable[str], now: float, scopes: Sequence[str] = ("all",)
+        self,
+        addresses: Iterable[str],
+        now: float,
+        scopes: Sequence[str] = ("all",),
+        app: str = "",
     ) -> dict[str, tuple[str, str]]:
-        """Which of these addresses an entry of one of these scopes stops now: address ->
-        (reason, scope), the entry of the earliest scope listed when several match."""
+        """Which of these addresses an entry of one of these scopes stops now for mail of
+        ``app`` (global entries and the app's own): address -> (reason, scope), the entry of the
+        earliest scope listed when several match (a global one before the app's)."""
         wanted = sorted({a.lower() for a in addresses})
         if not wanted or not scopes:
             return {}
@@ -599,8 +605,9 @@ class SqliteStore:
         async with self._ro.execute(
             f"SELECT address, reason, scope FROM suppressions WHERE address IN"
             f" ({','.join('?' * len(keys))}) AND scope IN ({','.join('?' * len(rank))})"
-            " AND (expires_at IS NULL OR expires_at > ?)",
-            (*keys, *rank, now),
+            " AND app IN ('', ?) AND (expires_at IS NULL OR expires_at > ?)"
+            " ORDER BY app",
+            (*keys, *rank, app, now),
         ) as cur:
             for key, reason, scope in await cur.fetchall():
                 address = keys[key]  # an erased address is still suppressed, under its hash
@@ -746,10 +753,10 @@ class SqliteStore:
         )
         salt = await self._salt()
         out["suppressions"] = await rows(
-            "SELECT address = ?, scope, reason, detail, created_at, expires_at FROM suppressions"
-            " WHERE address IN (?, ?) ORDER BY scope",
+            "SELECT address = ?, scope, app, reason, detail, created_at, expires_at"
+            " FROM suppressions WHERE address IN (?, ?) ORDER BY scope, app",
             (erasure.erased_key(salt, a), a, erasure.erased_key(salt, a)),
-            ("erased", "scope", "reason", "detail", "created_at", "expires_at"),
+            ("erased", "scope", "app", "reason", "detail", "created_at", "expires_at"),
         )
         out["tracking_optouts"] = await rows(
             "SELECT target, created_at, detail FROM tracking_optouts WHERE target = ?",
@@ -833,9 +840,10 @@ class SqliteStore:
             # suppressions: kept, under the salted hash, without their detail
             await run(
                 "suppressions",
-                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
-                " expires_at) SELECT ?, scope, reason, '', created_at, expires_at"
-                " FROM suppressions WHERE address = ? ON CONFLICT (address, scope) DO NOTHING",
+                "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
+                " expires_at) SELECT ?, scope, app, reason, '', created_at, expires_at"
+                " FROM suppressions WHERE address = ? ON CONFLICT (address, scope, app)"
+                " DO NOTHING",
                 [hashed],
                 a,
             )
@@ -903,16 +911,17 @@ class SqliteStore:
         expires_at: float | None = None,
         detail: str = "",
         scope: str = "all",
+        app: str = "",
     ) -> None:
         async def work(db: aiosqlite.Connection) -> None:
             await db.execute(
                 # a temporary entry never replaces a permanent one
-                "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
-                " expires_at) VALUES (?,?,?,?,?,?) ON CONFLICT (address, scope) DO UPDATE SET"
-                " reason = excluded.reason, detail = excluded.detail,"
+                "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
+                " expires_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (address, scope, app)"
+                " DO UPDATE SET reason = excluded.reason, detail = excluded.detail,"
                 " created_at = excluded.created_at, expires_at = excluded.expires_at"
                 " WHERE suppressions.expires_at IS NOT NULL OR excluded.expires_at IS NULL",
-                (address.lower(), scope, reason, detail, now, expires_at),
+                (address.lower(), scope, app, reason, detail, now, expires_at),
             )
 
         await self._transaction(work)
@@ -980,10 +989,14 @@ class SqliteStore:
         return int(row[0]) if row else 0
 
     async def unsuppress(
-        self, address: str, reasons: Sequence[str] | None = None, scope: str | None = None
+        self,
+        address: str,
+        reasons: Sequence[str] | None = None,
+        scope: str | None = None,
+        app: str | None = None,
     ) -> bool:
-        """Remove an address (optionally only for these reasons, or only this scope's entry);
-        True if a row went away."""
+        """Remove an address (optionally only for these reasons, only this scope's entry, or
+        only the entries of this app, '' = the global ones); True if a row went away."""
         sql, params = "DELETE FROM suppressions WHERE address = ?", [address.lower()]
         if reasons is not None:
             sql += f" AND reason IN ({','.join('?' * len(reasons))})"
@@ -991,6 +1004,9 @@ class SqliteStore:
         if scope is not None:
             sql += " AND scope = ?"
             params.append(scope)
+        if app is not None:
+            sql += " AND app = ?"
+            params.append(app)
 
         async def work(db: aiosqlite.Connection) -> bool:
             cur = await db.execute(sql, params)
@@ -1008,9 +1024,13 @@ class SqliteStore:
         offset: int = 0,
         include_expired: bool = False,
         scope: str | None = None,
+        apps: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         where: list[str] = ["1"]
         params: list[Any] = []
+        if apps is not None:
+            where.append(f"app IN ({','.join('?' * len(apps))})" if apps else "0")
+            params += apps
         if not include_expired:
             where.append("(expires_at IS NULL OR expires_at > ?)")
             params.append(now)
@@ -1024,11 +1044,11 @@ class SqliteStore:
             where.append("address LIKE ? ESCAPE '\\'")
             params.append("%" + search.lower().replace("%", "\\%").replace("_", "\\_") + "%")
         async with self._ro.execute(
-            "SELECT address, scope, reason, detail, created_at, expires_at FROM suppressions"
-            f" WHERE {' AND '.join(where)} ORDER BY address, scope LIMIT ? OFFSET ?",
+            "SELECT address, scope, app, reason, detail, created_at, expires_at FROM suppressions"
+            f" WHERE {' AND '.join(where)} ORDER BY address, scope, app LIMIT ? OFFSET ?",
             (*params, limit, offset),
         ) as cur:
-            keys = ("address", "scope", "reason", "detail", "created_at", "expires_at")
+            keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
@@ -1169,9 +1189,17 @@ class SqliteStore:
     # --- queue operations (outpostctl queue, admin API)
 
     async def _queue_update(
-        self, sql: str, params: Sequence[Any], queue_id: str | None, domain: str | None
+        self,
+        sql: str,
+        params: Sequence[Any],
+        queue_id: str | None,
+        domain: str | None,
+        app: str | None = None,
     ) -> int:
         where, args = [], list(params)
+        if app is not None:
+            where.append("message_id IN (SELECT id FROM messages WHERE app = ?)")
+            args.append(app)
         if queue_id:
             where.append("message_id = (SELECT id FROM messages WHERE queue_id = ?)")
             args.append(queue_id)
@@ -1187,14 +1215,19 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def flush(
-        self, now: float, queue_id: str | None = None, domain: str | None = None
+        self,
+        now: float,
+        queue_id: str | None = None,
+        domain: str | None = None,
+        app: str | None = None,
     ) -> int:
-        """Make waiting deliveries due now (postqueue -f / -i / -s)."""
+        """Make waiting deliveries due now (postqueue -f / -i / -s), optionally one app's."""
         return await self._queue_update(
             "UPDATE deliveries SET next_attempt_at = ? WHERE state IN ('queued', 'deferred')",
             (now,),
             queue_id,
             domain,
+            app,
         )
 
     async def hold(self, queue_id: str) -> int:
@@ -1293,13 +1326,21 @@ class SqliteStore:
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
     async def list_deliveries(
-        self, *, state: str | None = None, domain: str | None = None, limit: int = 10_000
+        self,
+        *,
+        state: str | None = None,
+        domain: str | None = None,
+        limit: int = 10_000,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """Deliveries not yet final (or of one state), oldest first: the operator's queue view."""
         where = [
             "d.state = ?" if state else "d.state NOT IN ('delivered','bounced','expired','dropped')"
         ]
         params: list[Any] = [state] if state else []
+        if app is not None:
+            where.append("m.app = ?")
+            params.append(app)
         if domain:
             where.append("d.domain = ?")
             params.append(domain.lower())
@@ -1470,7 +1511,7 @@ class SqliteStore:
                 if seen:
                     async with db.execute(
                         "SELECT 1 FROM suppressions WHERE address = ? AND scope = ?"
-                        " AND (expires_at IS NULL OR expires_at > ?)",
+                        " AND app = '' AND (expires_at IS NULL OR expires_at > ?)",
                         (e.recipient.lower(), scope, e.at),
                     ) as cur:
                         if await cur.fetchone() is not None:
@@ -1478,7 +1519,7 @@ class SqliteStore:
                 await db.execute(
                     "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
                     " expires_at) VALUES (?, ?, 'unsubscribe', ?, ?, NULL)"
-                    " ON CONFLICT (address, scope) DO UPDATE SET"
+                    " ON CONFLICT (address, scope, app) DO UPDATE SET"
                     " reason = excluded.reason, detail = excluded.detail,"
                     " created_at = excluded.created_at, expires_at = NULL",
                     (e.recipient.lower(), scope, str(e.details.get("method", "")), e.at),
@@ -1489,11 +1530,24 @@ class SqliteStore:
 
     @staticmethod
     def _window(
-        campaign: str | None, since: float | None, until: float | None, column: str = "at"
+        campaign: str | None,
+        since: float | None,
+        until: float | None,
+        column: str = "at",
+        app: str | None = None,
     ) -> tuple[str, list[Any]]:
-        """WHERE terms (campaign, then the time window [since, until) on column) and parameters."""
+        """WHERE terms (campaign, then the time window [since, until) on column) and parameters;
+        with ``app``, only rows of that app's messages (column received_at: of messages, else
+        of events)."""
         terms: list[str] = []
         params: list[Any] = []
+        if app is not None:
+            terms.append(
+                "app = ?"
+                if column == "received_at"
+                else "message_id IN (SELECT id FROM messages WHERE app = ?)"
+            )
+            params.append(app)
         if campaign is not None:
             terms.append("campaign = ?")
             params.append(campaign)
@@ -1506,7 +1560,11 @@ class SqliteStore:
         return " AND ".join(terms + ["1"]), params
 
     async def tracking_stats(
-        self, campaign: str | None = None, since: float | None = None, until: float | None = None
+        self,
+        campaign: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> dict[str, int]:
         """The raw counts behind /api/stats for events in [since, until) (None: unbounded),
         of one campaign or (campaign None) of all. Keys: processed, delivered, bounced, expired,
@@ -1515,10 +1573,11 @@ class SqliteStore:
         hits, and distinct deliveries with one), <t>_privacy and <t>_scanner (hits).
 
         Without a window the counts come from the dashboard's counters (the same numbers,
-        summed over a few hundred rows instead of a campaign's events)."""
-        if since is None and until is None:
+        summed over a few hundred rows instead of a campaign's events); the counters are not
+        kept per app, so an app's counts always come from its events."""
+        if since is None and until is None and app is None:
             return await self._counted_stats(campaign)
-        return await self._event_stats(campaign, since, until)
+        return await self._event_stats(campaign, since, until, app)
 
     async def _counted_stats(self, campaign: str | None) -> dict[str, int]:
         """tracking_stats over all time, from hourly_events / campaign_hourly_events."""
@@ -1545,10 +1604,14 @@ class SqliteStore:
         return out
 
     async def _event_stats(
-        self, campaign: str | None, since: float | None, until: float | None
+        self,
+        campaign: str | None,
+        since: float | None,
+        until: float | None,
+        app: str | None = None,
     ) -> dict[str, int]:
         """tracking_stats from the events of the window."""
-        where, params = self._window(campaign, since, until)
+        where, params = self._window(campaign, since, until, app=app)
         out = dict.fromkeys(
             (
                 "processed",
@@ -1599,11 +1662,11 @@ class SqliteStore:
         return out
 
     async def campaign_summaries(
-        self, since: float | None = None, until: float | None = None
+        self, since: float | None = None, until: float | None = None, app: str | None = None
     ) -> list[dict[str, Any]]:
         """One row per campaign ('' = mail sent without one), newest activity first: messages
         received in [since, until), and event counts as in tracking_stats for the same window."""
-        where, params = self._window(None, since, until)
+        where, params = self._window(None, since, until, app=app)
         rows: dict[str, dict[str, Any]] = {}
 
         def row(campaign: str) -> dict[str, Any]:
@@ -1623,7 +1686,7 @@ class SqliteStore:
                 }
             return rows[campaign]
 
-        mwhere, mparams = self._window(None, since, until, "received_at")
+        mwhere, mparams = self._window(None, since, until, "received_at", app)
         async with self._ro.execute(
             "SELECT campaign, count(*), min(received_at), max(received_at) FROM messages"
             f" WHERE {mwhere} GROUP BY campaign",
@@ -1651,22 +1714,26 @@ class SqliteStore:
             rows.values(), key=lambda r: (r["last_received"] or 0.0, r["campaign"]), reverse=True
         )
 
-    async def campaign_exists(self, campaign: str) -> bool:
-        async with self._ro.execute(
-            "SELECT 1 FROM messages WHERE campaign = ? LIMIT 1", (campaign,)
-        ) as cur:
+    async def campaign_exists(self, campaign: str, app: str | None = None) -> bool:
+        where, params = self._window(campaign, None, None, "received_at", app)
+        async with self._ro.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params) as cur:
             return await cur.fetchone() is not None
 
     async def campaign_link_clicks(
-        self, campaign: str, since: float | None = None, until: float | None = None
+        self,
+        campaign: str,
+        since: float | None = None,
+        until: float | None = None,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """Clicks of one campaign in [since, until) per target URL and link index and source
         group ('engaged' = human + proxy, else the source): hits and distinct deliveries.
 
-        Without a window, from the link counters: ``link`` is then None, or the honeypot's."""
-        if since is None and until is None:
+        Without a window (and app), from the link counters: ``link`` is then None, or the
+        honeypot's."""
+        if since is None and until is None and app is None:
             return await self._counted_links(campaign)
-        where, params = self._window(campaign, since, until)
+        where, params = self._window(campaign, since, until, app=app)
         async with self._ro.execute(
             "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
             " (SELECT coalesce(json_extract(details, '$.url'), '') AS url,"
@@ -2034,11 +2101,14 @@ class SqliteStore:
         ) as cur:
             return [dict(zip(("value", "kind", "n"), r, strict=True)) for r in await cur.fetchall()]
 
-    async def search_messages(self, query: str, limit: int = 50) -> list[dict[str, Any]]:
+    async def search_messages(
+        self, query: str, limit: int = 50, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Messages by queue id, Message-ID, recipient address, or words of the Subject."""
         q = query.strip()
         if not q:
             return []
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         bracketed = q if q.startswith("<") else f"<{q}>"
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         # the subject is read from its index (the table rows hold the message bytes)
@@ -2051,8 +2121,8 @@ class SqliteStore:
             " UNION SELECT message_id FROM deliveries WHERE recipient IN (?, ?)"
             " UNION SELECT id FROM (SELECT id FROM messages INDEXED BY messages_subject"
             " WHERE subject LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?))"
-            " ORDER BY m.id DESC LIMIT ?",
-            (q, q, bracketed, q, q.lower(), like, limit, limit),
+            f"{mine} ORDER BY m.id DESC LIMIT ?",
+            (q, q, bracketed, q, q.lower(), like, limit, *mine_params, limit),
         ) as cur:
             keys = (
                 "message_pk",
@@ -2066,16 +2136,19 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
-    async def recipient_history(self, address: str, limit: int = 500) -> dict[str, Any]:
+    async def recipient_history(
+        self, address: str, limit: int = 500, app: str | None = None
+    ) -> dict[str, Any]:
         """Every delivery to an address (newest first, with its message) and its events."""
         names = sorted({address, address.lower()})
         marks = ",".join("?" * len(names))
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         async with self._ro.execute(
             "SELECT d.id, m.queue_id, m.received_at, m.campaign, m.subject, d.recipient,"
             " d.state, d.attempts, d.updated_at, d.last_status, d.last_text"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            f" WHERE d.recipient IN ({marks}) ORDER BY d.id DESC LIMIT ?",
-            (*names, limit),
+            f" WHERE d.recipient IN ({marks}){mine} ORDER BY d.id DESC LIMIT ?",
+            (*names, *mine_params, limit),
         ) as cur:
             keys = (
                 "delivery_id",
@@ -2094,8 +2167,8 @@ class SqliteStore:
         async with self._ro.execute(
             "SELECT e.id, e.at, e.type, m.queue_id, e.delivery_id, e.campaign, e.source,"
             " e.details FROM events e LEFT JOIN messages m ON m.id = e.message_id"
-            f" WHERE e.recipient IN ({marks}) ORDER BY e.at DESC, e.id DESC LIMIT ?",
-            (*names, limit * 4),
+            f" WHERE e.recipient IN ({marks}){mine} ORDER BY e.at DESC, e.id DESC LIMIT ?",
+            (*names, *mine_params, limit * 4),
         ) as cur:
             events = [
                 {
@@ -2113,9 +2186,14 @@ class SqliteStore:
         return {"address": address, "deliveries": deliveries, "events": events}
 
     async def campaign_deliveries(
-        self, campaign: str, after: tuple[float, int] = (0.0, 0), limit: int = 500
+        self,
+        campaign: str,
+        after: tuple[float, int] = (0.0, 0),
+        limit: int = 500,
+        app: str | None = None,
     ) -> list[dict[str, Any]]:
         """A page of a campaign's deliveries (keyset on the message's received_at, id)."""
+        mine, mine_params = ("", []) if app is None else (" AND app = ?", [app])
         async with self._ro.execute(
             "SELECT m.received_at, m.id, m.queue_id, m.header_message_id, m.subject, d.id,"
             " d.recipient, d.state, d.attempts, d.updated_at, d.last_status, d.last_text,"
@@ -2123,11 +2201,11 @@ class SqliteStore:
             "  AND e.source IN ('human', 'proxy')),"
             " (SELECT count(*) FROM events e WHERE e.delivery_id = d.id AND e.type = 'click'"
             "  AND e.source IN ('human', 'proxy'))"
-            " FROM (SELECT id, received_at FROM messages WHERE campaign = ?"
+            f" FROM (SELECT id, received_at FROM messages WHERE campaign = ?{mine}"
             " AND (received_at, id) > (?, ?) ORDER BY received_at, id LIMIT ?) p"
             " JOIN messages m ON m.id = p.id JOIN deliveries d ON d.message_id = m.id"
             " ORDER BY m.received_at, m.id, d.id",
-            (campaign, after[0], after[1], limit),
+            (campaign, *mine_params, after[0], after[1], limit),
         ) as cur:
             keys = (
                 "received_at",
@@ -2177,14 +2255,17 @@ class SqliteStore:
             )
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
-    async def waiting_deliveries(self, limit: int = 1000) -> list[dict[str, Any]]:
+    async def waiting_deliveries(
+        self, limit: int = 1000, app: str | None = None
+    ) -> list[dict[str, Any]]:
         """Deferred and held deliveries, oldest first (the deliveries_waiting index)."""
+        mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         async with self._ro.execute(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
             " d.next_attempt_at, d.last_status, d.last_text, d.last_code, d.last_remote"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " WHERE d.state IN ('deferred', 'held') ORDER BY d.id LIMIT ?",
-            (limit,),
+            f" WHERE d.state IN ('deferred', 'held'){mine} ORDER BY d.id LIMIT ?",
+            (*mine_params, limit),
         ) as cur:
             keys = (
                 "queue_id",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -17,9 +17,11 @@ from aiohttp import web
 from relay import csvsafe, report
 from relay.learn.suppression import read_suppression_csv
 from relay.store import Store
+from sidecar import access
 from sidecar.admin import ApiError
 from sidecar.body import TooLarge, TooSlow, read_body
 from sidecar.dashboard.live import Feed
+from sidecar.operations import suppression_apps
 
 StoreOf = Callable[[web.Request], Store]
 EXPORT_COLUMNS = (
@@ -36,15 +38,17 @@ EXPORT_COLUMNS = (
     "opens",
     "clicks",
 )
-SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at")
+SUPPRESSION_COLUMNS = ("address", "reason", "detail", "created_at", "expires_at", "app")
 MAX_IMPORT = 20 * 1024 * 1024
 
 
-async def export_rows(store: Store, campaign: str) -> AsyncIterator[list[dict[str, Any]]]:
-    """A campaign's deliveries, one page of messages at a time."""
+async def export_rows(
+    store: Store, campaign: str, app: str | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """A campaign's deliveries (of one app's messages), one page of messages at a time."""
     after = (0.0, 0)
     while True:
-        page = await store.campaign_deliveries(campaign, after, 500)
+        page = await store.campaign_deliveries(campaign, after, 500, app)
         if not page:
             return
         yield page
@@ -84,11 +88,13 @@ def filename(text: str) -> str:
     return safe or "campaign"
 
 
-async def suppression_pages(store: Store, now: float) -> AsyncIterator[list[dict[str, Any]]]:
+async def suppression_pages(
+    store: Store, now: float, apps: Sequence[str] | None = None
+) -> AsyncIterator[list[dict[str, Any]]]:
     offset = 0
     while True:
         page = await store.list_suppressions(
-            now=now, limit=1000, offset=offset, include_expired=True
+            now=now, limit=1000, offset=offset, include_expired=True, apps=apps
         )
         if not page:
             return
@@ -96,10 +102,11 @@ async def suppression_pages(store: Store, now: float) -> AsyncIterator[list[dict
         offset += len(page)
 
 
-async def import_suppressions(store: Store, text: str, now: float) -> dict[str, Any]:
+async def import_suppressions(store: Store, text: str, now: float, app: str = "") -> dict[str, Any]:
+    """Entries of a CSV upload, each for ``app`` ('' = every app)."""
     entries, errors = read_suppression_csv(io.StringIO(text), "upload")
     for address, reason, detail, expires_at, scope in entries:
-        await store.suppress(address, reason, now, expires_at, detail, scope)
+        await store.suppress(address, reason, now, expires_at, detail, scope, app)
     return {"imported": len(entries), "rejected": errors}
 
 
@@ -114,7 +121,7 @@ class DashboardApi:
 
     async def _known(self, request: web.Request) -> tuple[Store, str]:
         store, campaign = self._store(request), _campaign(request)
-        if not await store.campaign_exists(campaign):
+        if not await store.campaign_exists(campaign, access.app_filter(request)):
             raise ApiError(404, f"no campaign {campaign!r}")
         return store, campaign
 
@@ -167,15 +174,14 @@ class DashboardApi:
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         store, campaign = await self._known(request)
-        return await stream_csv(
-            request, f"{filename(campaign)}.csv", EXPORT_COLUMNS, export_rows(store, campaign)
-        )
+        rows = export_rows(store, campaign, access.app_filter(request))
+        return await stream_csv(request, f"{filename(campaign)}.csv", EXPORT_COLUMNS, rows)
 
     async def search(self, request: web.Request) -> web.Response:
         q = request.query.get("q", "")
         if not q.strip():
             raise ApiError(400, "q (queue id, Message-ID, recipient or subject words) is required")
-        rows = await self._store(request).search_messages(q, 100)
+        rows = await self._store(request).search_messages(q, 100, access.app_filter(request))
         for r in rows:
             r.pop("message_pk", None)
         return web.json_response({"q": q, "messages": rows})
@@ -183,12 +189,14 @@ class DashboardApi:
     async def recipient(self, request: web.Request) -> web.Response:
         address = request.match_info["address"]
         store = self._store(request)
-        history = await store.recipient_history(address)
-        history["suppression"] = await suppression_of(store, address, self._clock())
+        history = await store.recipient_history(address, app=access.app_filter(request))
+        history["suppression"] = await suppression_of(
+            store, address, self._clock(), suppression_apps(request)
+        )
         return web.json_response(history)
 
     async def waiting(self, request: web.Request) -> web.Response:
-        rows = await self._store(request).waiting_deliveries(1000)
+        rows = await self._store(request).waiting_deliveries(1000, access.app_filter(request))
         return web.json_response({"deliveries": rows})
 
     async def export_suppressions(self, request: web.Request) -> web.StreamResponse:
@@ -196,7 +204,7 @@ class DashboardApi:
             request,
             "suppressions.csv",
             SUPPRESSION_COLUMNS,
-            suppression_pages(self._store(request), self._clock()),
+            suppression_pages(self._store(request), self._clock(), suppression_apps(request)),
         )
 
     async def import_csv(self, request: web.Request) -> web.Response:
@@ -210,12 +218,16 @@ class DashboardApi:
             raise ApiError(400, "a suppression CSV must be UTF-8") from None
         if "address" not in text.partition("\n")[0]:
             raise ApiError(400, "the first line must be a CSV header with an 'address' column")
-        result = await import_suppressions(self._store(request), text, self._clock())
+        result = await import_suppressions(
+            self._store(request), text, self._clock(), access.app_filter(request) or ""
+        )
         return web.json_response(result)
 
 
-async def suppression_of(store: Store, address: str, now: float) -> Mapping[str, Any] | None:
-    rows = await store.list_suppressions(now=now, search=address, limit=50)
+async def suppression_of(
+    store: Store, address: str, now: float, apps: Sequence[str] | None = None
+) -> Mapping[str, Any] | None:
+    rows = await store.list_suppressions(now=now, search=address, limit=50, apps=apps)
     return next((r for r in rows if r["address"] == address.lower()), None)
 
 

@@ -58,6 +58,7 @@ async def test_the_api_shows_filters_and_checks_scopes(tmp_path: Path) -> None:
             {
                 "address": "a@example.org",
                 "scope": "broadcast",
+                "app": "",
                 "reason": "unsubscribe",
                 "expires_at": None,
             },
