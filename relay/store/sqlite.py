@@ -23,6 +23,20 @@ from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import erasure
 from relay.store.batching import GroupCommit
+from relay.store.counters import (
+    ATTEMPTS_KEPT,
+    CURSOR_COLUMNS,
+    Rollup,
+    by_activity,
+    counted_links,
+    counted_stats,
+    cursor,
+    domain_of,
+    firstable,
+    link_key,
+    source_of,
+    summary_row,
+)
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
 from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome, pause_event
@@ -30,12 +44,6 @@ from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome
 log = logging.getLogger("outpost.store")
 
 BACKEND = "sqlite"
-ENGAGED = ("human", "proxy")  # sources that count as a person (opens, clicks)
-_STATS_KEYS = (
-    *("processed", "delivered", "deferred", "bounced", "expired", "dropped"),
-    *("unsubscribe", "complaint"),
-    *(f"{t}_{k}" for t in ("open", "click") for k in ("total", "unique", "privacy", "scanner")),
-)
 R = TypeVar("R")
 
 
@@ -172,7 +180,7 @@ class SqliteStore:
                         (
                             m.queue_id,
                             rcpt,
-                            _domain(rcpt),
+                            domain_of(rcpt),
                             "queued",
                             m.received_at,
                             m.received_at,
@@ -186,7 +194,7 @@ class SqliteStore:
                         (
                             m.queue_id,
                             rcpt,
-                            _domain(rcpt),
+                            domain_of(rcpt),
                             "dropped",
                             m.received_at,
                             m.received_at,
@@ -216,7 +224,7 @@ class SqliteStore:
             for m in batch:
                 counts.add(m.campaign, m.received_at, "processed", "", len(m.recipients))
                 counts.add(m.campaign, m.received_at, "processed", "", len(m.dropped))
-            await counts.write(db)
+            await _write_counts(db, counts)
             marks = ",".join("?" * len(batch))
             async with db.execute(
                 f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
@@ -1584,24 +1592,12 @@ class SqliteStore:
         table, where, params = "hourly_events", "1", []
         if campaign is not None:
             table, where, params = "campaign_hourly_events", "campaign = ?", [campaign]
-        out = dict.fromkeys(_STATS_KEYS, 0)
         async with self._ro.execute(
             f"SELECT type, source, sum(n), sum(first) FROM {table} WHERE {where}"
             " GROUP BY type, source",
             params,
         ) as cur:
-            for type_, source, n, first in await cur.fetchall():
-                if type_ in ("open", "click"):
-                    if source in ENGAGED:
-                        out[f"{type_}_total"] += int(n)
-                        out[f"{type_}_unique"] += int(first)
-                    elif source in ("privacy", "scanner"):
-                        out[f"{type_}_{source}"] += int(n)
-                elif type_ == "deferred":
-                    out["deferred"] += int(first)
-                elif type_ in out:
-                    out[type_] += int(n)
-        return out
+            return counted_stats(await cur.fetchall())
 
     async def _event_stats(
         self,
@@ -1670,21 +1666,7 @@ class SqliteStore:
         rows: dict[str, dict[str, Any]] = {}
 
         def row(campaign: str) -> dict[str, Any]:
-            if campaign not in rows:
-                rows[campaign] = {
-                    "campaign": campaign,
-                    "messages": 0,
-                    "first_received": None,
-                    "last_received": None,
-                    "processed": 0,
-                    "delivered": 0,
-                    "bounced": 0,
-                    "unsubscribe": 0,
-                    "complaint": 0,
-                    "open_unique": 0,
-                    "click_unique": 0,
-                }
-            return rows[campaign]
+            return rows.setdefault(campaign, summary_row(campaign))
 
         mwhere, mparams = self._window(None, since, until, "received_at", app)
         async with self._ro.execute(
@@ -1710,9 +1692,7 @@ class SqliteStore:
         ) as cur:
             for r in await cur.fetchall():
                 row(r[0])[f"{r[1]}_unique"] = int(r[2])
-        return sorted(
-            rows.values(), key=lambda r: (r["last_received"] or 0.0, r["campaign"]), reverse=True
-        )
+        return by_activity(rows.values())
 
     async def campaign_exists(self, campaign: str, app: str | None = None) -> bool:
         where, params = self._window(campaign, None, None, "received_at", app)
@@ -1754,17 +1734,7 @@ class SqliteStore:
             " WHERE h.campaign = ? AND h.facet = 'link' ORDER BY h.value, h.kind",
             (campaign,),
         ) as cur:
-            rows = await cur.fetchall()
-        return [
-            {
-                "url": url,
-                "link": HONEYPOT_LINK if kind == "honeypot" else None,
-                "group": "scanner" if kind == "honeypot" else kind,
-                "hits": int(n),
-                "deliveries": int(unique),
-            }
-            for url, kind, n, unique in rows
-        ]
+            return counted_links(await cur.fetchall())
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """Recorded events with an id above ``after_id``, in id order: the feed every reader
@@ -1835,11 +1805,11 @@ class SqliteStore:
             cur = await db.execute(
                 "UPDATE outbound_cursors SET lease_owner = ?, lease_until = ?"
                 " WHERE name = ? AND (lease_owner = ? OR lease_until <= ?)"
-                f" RETURNING {_CURSOR_COLUMNS}",
+                f" RETURNING {CURSOR_COLUMNS}",
                 (owner, until, name, owner, now),
             )
             row = await cur.fetchone()
-            return None if row is None else _cursor(row)
+            return None if row is None else cursor(row)
 
         return await self._light_transaction(work)
 
@@ -1893,7 +1863,7 @@ class SqliteStore:
                 " last_error_at = CASE WHEN ? THEN ? ELSE last_error_at END,"
                 " last_success_at = CASE WHEN ? THEN ? ELSE last_success_at END,"
                 " lease_until = ?, updated_at = ? WHERE name = ? AND lease_owner = ?"
-                f" AND epoch = ? RETURNING {_CURSOR_COLUMNS}",
+                f" AND epoch = ? RETURNING {CURSOR_COLUMNS}",
                 (
                     a.advance_to,
                     a.state,
@@ -1914,24 +1884,24 @@ class SqliteStore:
                 ),
             )
             row = await cur.fetchone()
-            return None if row is None else _cursor(row)
+            return None if row is None else cursor(row)
 
         return await self._light_transaction(work)
 
     async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
         """One destination's cursor row, read without taking the write lock."""
         async with self._ro.execute(
-            f"SELECT {_CURSOR_COLUMNS} FROM outbound_cursors WHERE name = ?", (name,)
+            f"SELECT {CURSOR_COLUMNS} FROM outbound_cursors WHERE name = ?", (name,)
         ) as cur:
             row = await cur.fetchone()
-        return None if row is None else _cursor(row)
+        return None if row is None else cursor(row)
 
     async def outbound_cursors(self) -> list[dict[str, Any]]:
         """Every destination's cursor row, by name."""
         async with self._ro.execute(
-            f"SELECT {_CURSOR_COLUMNS} FROM outbound_cursors ORDER BY name"
+            f"SELECT {CURSOR_COLUMNS} FROM outbound_cursors ORDER BY name"
         ) as cur:
-            return [_cursor(r) for r in await cur.fetchall()]
+            return [cursor(r) for r in await cur.fetchall()]
 
     async def outbound_attempts(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest attempts of a destination, newest first."""
@@ -2283,31 +2253,6 @@ class SqliteStore:
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
 
-ATTEMPTS_KEPT = 1000  # outbound attempts kept per destination (older ones are pruned)
-_CURSOR_KEYS = (
-    "name",
-    "kind",
-    "last_id",
-    "state",
-    "epoch",
-    "lease_owner",
-    "lease_until",
-    "retry_since",
-    "last_error",
-    "last_error_at",
-    "last_success_at",
-    "sent",
-    "failures",
-    "created_at",
-    "updated_at",
-)
-_CURSOR_COLUMNS = ", ".join(_CURSOR_KEYS)
-
-
-def _cursor(row: Iterable[Any]) -> dict[str, Any]:
-    return dict(zip(_CURSOR_KEYS, row, strict=True))
-
-
 async def _write_outcomes(
     db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float
 ) -> None:
@@ -2385,13 +2330,13 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
     seen = await _seen_firsts(db, events)
     links = await _seen_links(db, events)
     for e in events:
-        source = _source(e)
+        source = source_of(e)
         first = new_link = False
-        if e.delivery_id is not None and _firstable(e.type, source):
+        if e.delivery_id is not None and firstable(e.type, source):
             first = (e.delivery_id, e.type) not in seen
             seen.add((e.delivery_id, e.type))
         if e.type == "click" and e.delivery_id is not None:
-            key = (e.delivery_id, *_link_key(e, source))
+            key = (e.delivery_id, *link_key(e, source))
             new_link = key not in links
             links.add(key)
         counts.event(e, source, first, new_link)
@@ -2407,21 +2352,12 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
                 e.recipient,
                 e.campaign,
                 json.dumps(e.details, separators=(",", ":")),
-                _source(e),
+                source_of(e),
             )
             for e in events
         ],
     )
-    await counts.write(db)
-
-
-def _source(e: Event) -> str:
-    return str(e.details.get("source", "")) if e.type in ("open", "click") else ""
-
-
-def _firstable(type_: str, source: str) -> bool:
-    """Events whose first per delivery the counters mark (unique recipients per window)."""
-    return type_ == "deferred" or (type_ in ("open", "click") and source in ENGAGED)
+    await _write_counts(db, counts)
 
 
 # a click's link counter key: (url, group); the honeypot link has its own group and no URL.
@@ -2432,12 +2368,6 @@ _LINK_SQL = (
     f" CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
     " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END"
 )
-
-
-def _link_key(e: Event, source: str) -> tuple[str, str]:
-    if e.details.get("link") == HONEYPOT_LINK:
-        return "", "honeypot"
-    return str(e.details.get("url") or ""), "engaged" if source in ENGAGED else source
 
 
 async def _seen_links(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
@@ -2461,7 +2391,7 @@ async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set
         {
             e.delivery_id
             for e in events
-            if e.delivery_id is not None and _firstable(e.type, _source(e))
+            if e.delivery_id is not None and firstable(e.type, source_of(e))
         }
     )
     seen: set[tuple[int, str]] = set()
@@ -2477,69 +2407,26 @@ async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set
     return seen
 
 
-class Rollup:
-    """Counts of one write transaction for the dashboard's counter tables, written in one go."""
-
-    def __init__(self) -> None:
-        self.hours: dict[tuple[str, int, str, str], list[int]] = {}
-        self.facets: dict[tuple[str, str, str, str], int] = {}
-
-    def add(
-        self, campaign: str, at: float, type_: str, source: str, n: int = 1, first: int = 0
-    ) -> None:
-        if n <= 0:
-            return
-        slot = self.hours.setdefault((campaign, int(at // 3600), type_, source), [0, 0])
-        slot[0] += n
-        slot[1] += first
-
-    def facet(self, campaign: str, facet: str, value: str, kind: str) -> None:
-        key = (campaign, facet, value, kind)
-        self.facets[key] = self.facets.get(key, 0) + 1
-
-    def event(self, e: Event, source: str, first: bool, new_link: bool = False) -> None:
-        self.add(e.campaign, e.at, e.type, source, 1, int(first))
-        if e.type == "click":
-            url, group = _link_key(e, source)
-            self.facet(e.campaign, "link", url, group)
-            if new_link:
-                self.facet(e.campaign, "link_unique", url, group)
-        if e.type in ("delivered", "bounced", "expired") or (e.type == "deferred" and first):
-            self.facet(e.campaign, "domain", _domain(e.recipient), e.type)
-        if e.type == "bounced":
-            d = e.details
-            self.facet(
-                e.campaign, "reason", str(d.get("reason", "")), str(d.get("bounce_type", ""))
-            )
-        client = e.details.get("client")
-        if e.type in ("open", "click") and source in ENGAGED and isinstance(client, dict):
-            for facet in ("client", "os", "device"):
-                self.facet(e.campaign, facet, str(client.get(facet, "")), e.type)
-
-    async def write(self, db: aiosqlite.Connection) -> None:
-        if self.hours:
-            await db.executemany(
-                "INSERT INTO campaign_hourly_events (campaign, hour, type, source, n, first)"
-                " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n,"
-                " first = first + excluded.first",
-                [(*k, v[0], v[1]) for k, v in self.hours.items()],
-            )
-            total: dict[tuple[int, str, str], list[int]] = {}
-            for (_, hour, type_, source), (n, first) in self.hours.items():
-                slot = total.setdefault((hour, type_, source), [0, 0])
-                slot[0] += n
-                slot[1] += first
-            await db.executemany(
-                "INSERT INTO hourly_events (hour, type, source, n, first) VALUES (?,?,?,?,?)"
-                " ON CONFLICT DO UPDATE SET n = n + excluded.n, first = first + excluded.first",
-                [(*k, v[0], v[1]) for k, v in total.items()],
-            )
-        if self.facets:
-            await db.executemany(
-                "INSERT INTO campaign_facets (campaign, facet, value, kind, n) VALUES (?,?,?,?,?)"
-                " ON CONFLICT DO UPDATE SET n = n + excluded.n",
-                [(*k, n) for k, n in self.facets.items()],
-            )
+async def _write_counts(db: aiosqlite.Connection, counts: Rollup) -> None:
+    """Add one transaction's counts to the dashboard's counter tables."""
+    if counts.hours:
+        await db.executemany(
+            "INSERT INTO campaign_hourly_events (campaign, hour, type, source, n, first)"
+            " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n,"
+            " first = first + excluded.first",
+            counts.campaign_hour_rows(),
+        )
+        await db.executemany(
+            "INSERT INTO hourly_events (hour, type, source, n, first) VALUES (?,?,?,?,?)"
+            " ON CONFLICT DO UPDATE SET n = n + excluded.n, first = first + excluded.first",
+            counts.hour_rows(),
+        )
+    if counts.facets:
+        await db.executemany(
+            "INSERT INTO campaign_facets (campaign, facet, value, kind, n) VALUES (?,?,?,?,?)"
+            " ON CONFLICT DO UPDATE SET n = n + excluded.n",
+            counts.facet_rows(),
+        )
 
 
 async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
@@ -2602,10 +2489,6 @@ def _loads(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
-
-
-def _domain(address: str) -> str:
-    return address.rpartition("@")[2].lower()
 
 
 async def _configure(db: aiosqlite.Connection, busy_timeout: float, durable: bool) -> None:
