@@ -149,22 +149,20 @@ class OutpostSMTP(SMTP):
             self._in_data = False
             self._unterminated = 0
             self._set_read_limit(2 * COMMAND_LINE_LIMIT)
-        if result.state is not dataread.DataState.NOMINAL:
-            self._set_post_data_state()
-            if result.state is dataread.DataState.TOO_LONG:
-                await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
-            else:
-                await self.push("552 Error: Too much mail data")
-            return
-        self.envelope.content = self.envelope.original_content = result.content
-        status = await self._call_handler_hook("DATA")
+        if result.state is dataread.DataState.TOO_LONG:
+            status = "500 Line too long (see RFC5321 4.5.3.1.6)"
+        elif result.state is dataread.DataState.TOO_MUCH:
+            status = "552 Error: Too much mail data"
+        else:
+            self.envelope.content = self.envelope.original_content = result.content
+            status = await self._call_handler_hook("DATA")
         self._set_post_data_state()
         await self.push("250 OK" if status is MISSING else status)
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """The everyday ``<a@b.c> PARAMS`` without the RFC 5322 header parser (a tenth of the
         time per command); anything else as aiosmtpd parses it."""
-        simple = dataread.simple_path(arg)
+        simple = policy.simple_path(arg)
         if simple is None:
             return super()._getaddr(arg)
         address, params = simple
