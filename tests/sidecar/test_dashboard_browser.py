@@ -194,7 +194,8 @@ def test_dashboard_in_a_browser(service: dict[str, Any], browser: Any) -> None:
     _shot(driver, service, "login")
     driver.find_element(By.ID, "token").send_keys("wrong-token")
     driver.find_element(By.ID, "login").click()
-    assert "not the admin token" in driver.find_element(By.CLASS_NAME, "error").text
+    refused = _wait(lambda: driver.find_element(By.CLASS_NAME, "error"))  # the form's answer
+    assert "not the admin token" in refused.text
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.ID, "login").click()
     _wait(lambda: driver.current_url.endswith("/dashboard/campaigns"))
