@@ -23,9 +23,8 @@ from relay.learn.suppression import Rules
 from relay.learn.suppression import apply as apply_suppression
 from relay.metrics import MetricsListener, RelayMetrics
 from relay.notify import notify
-from relay.receive.apps import Apps
 from relay.receive.auth import UserFile
-from relay.receive.pipeline import Acceptor, limits_of
+from relay.receive.pipeline import Acceptor
 from relay.receive.smtpd import Listeners, RelayHandler, tls_context
 from relay.render.render import build_signer, make_rendering
 from relay.render.tokens import TokenSigner
@@ -77,15 +76,8 @@ class RelayApp:
             metrics=self.metrics,
             gate=Gate(cfg, self.store, resolver=self._resolver, default_transport=transport),
         )
-        self.acceptor = Acceptor(
-            self.store,
-            hostname=cfg.relay.hostname,
-            clock=self.clock,
-            on_queued=self.delivery.wake,
-            streams=cfg.streams,
-            reject_all_streams=cfg.relay.reject_suppressed,
-            limits=limits_of(cfg),
-            apps=Apps(cfg.apps),
+        self.acceptor = Acceptor.for_config(
+            cfg, self.store, clock=self.clock, on_queued=self.delivery.wake
         )
         bounces = None
         if cfg.bounces.domain:

@@ -3,8 +3,10 @@
 
 Every /api/ route has a decision in ``ROUTES``: ``APP`` routes answer a scoped token with its
 app's data only (the handler passes ``app_filter(request)`` to the store), ``GLOBAL`` routes
-answer it 403. A route without a decision is refused to scoped tokens too (403), and the route
-test fails until it gets one. A ``read`` token is refused (403) every method but GET and HEAD.
+answer it 403; ``KEY`` routes (the send door) take an app's API key instead of an admin token
+and answer for themselves. A route without a decision is refused to scoped tokens too (403),
+and the route test fails until it gets one. A ``read`` token is refused (403) every method but
+GET and HEAD.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from relay.config import Config, ConfigError, read_secret_file
 READ, OPERATE = "read", "operate"
 SAFE_METHODS = ("GET", "HEAD")
 APP, GLOBAL = "app", "global"
+KEY = "key"  # authenticated by an app's API key (sidecar.send), not by an admin token
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,16 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/waiting"): APP,
     ("GET", "/api/suppressions/export.csv"): APP,
     ("POST", "/api/suppressions/import"): APP,
+    # sidecar/send.py: an app's API key, never an admin token
+    ("POST", "/api/send"): KEY,
+    ("POST", "/api/send/raw"): KEY,
 }
+
+
+def by_api_key(request: web.Request) -> bool:
+    """Is this a route that authenticates by an app's API key (sidecar.send)?"""
+    key = route_key(request)
+    return key is not None and ROUTES.get(key) == KEY
 
 
 def route_key(request: web.Request) -> tuple[str, str] | None:

@@ -86,7 +86,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def api_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Auth and JSON errors for /api/; other paths pass through untouched."""
-    if not _is_api(request.path):
+    if not _is_api(request.path) or access.by_api_key(request):
         return await handler(request)
     principal = request.app[ADMIN_TOKENS].resolve(request.headers.get("Authorization", ""))
     if principal is None:

@@ -12,10 +12,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 from relay.config import Config, ConfigError, read_secret_file
 from relay.learn.notify_sender import LateNotifier
 from relay.learn.suppression import Rules
-from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import access, admin, dashboard, deliverability, ingest, operations, tracking, webhooks
+from sidecar import (
+    access,
+    admin,
+    dashboard,
+    deliverability,
+    ingest,
+    operations,
+    send,
+    tracking,
+    webhooks,
+)
 from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
@@ -151,9 +160,7 @@ def make_app(
 
     async def queue_local(mail_from: str, rcpt: str, raw: bytes, kind: str) -> str:
         """DSNs to an app's sender go into the relay's queue (it picks them up when polling)."""
-        return await Acceptor(app[STORE], hostname=config.relay.hostname).queue_local(
-            mail_from, rcpt, raw, kind
-        )
+        return await app[send.ACCEPTOR].queue_local(mail_from, rcpt, raw, kind)
 
     notifier = LateNotifier(config.relay.hostname, config.bounces, queue_local)
     hooks = webhooks.WebhookHandler(  # reads the provider key files now
@@ -193,6 +200,7 @@ def make_app(
 
     app.cleanup_ctx.append(store_ctx)
     app.cleanup_ctx.append(tracker_ctx)
+    send.setup(app, config, lambda: app[STORE])  # after store_ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     tracking.add_routes(app, TRACKER)

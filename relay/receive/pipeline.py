@@ -63,6 +63,16 @@ class Submission:
     dsn_recipients: tuple[tuple[str, str, str], ...] = ()  # (recipient, NOTIFY, ORCPT)
     stream: str = ""  # the door's stream (HTTP send field, the app's default); "" = none
     app: str = ""  # the [[apps]] entry it comes from ('' = none): its sender domains apply
+    protocol: str = ""  # the Received: 'with' word where not SMTP's (the HTTP door: "HTTP")
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What accept kept: the queue id, the Message-ID, and each recipient's role and fate."""
+
+    queue_id: str
+    message_id: str
+    recipients: tuple[tuple[str, str, str], ...]  # (address, to|cc|bcc, queued|suppressed)
 
 
 class Rejected(Exception):
@@ -149,7 +159,9 @@ def received_field(sub: Submission, *, queue_id: str, hostname: str, now: float)
     receive stage let through, this field is one header and nothing else.
     """
     proto = "UTF8SMTP" if sub.smtputf8 else ("ESMTP" if sub.esmtp else "SMTP")
-    if sub.esmtp:
+    if sub.protocol:
+        proto = sub.protocol
+    elif sub.esmtp:
         proto += ("S" if sub.tls else "") + ("A" if sub.auth_user else "")
     helo = trace_word(sub.helo) or "unknown"
     text = f"from {helo} ([{trace_word(sub.client_addr)}])\r\n\tby {hostname} (Outpost)"
@@ -213,6 +225,27 @@ class Acceptor:
         rejecting = set(scopes.STREAMS if reject_all_streams else self._streams.reject_suppressed)
         self._rejecting = frozenset(rejecting)
         self._limited: dict[str, float] = {}  # app -> until when its rate window is used up
+
+    @classmethod
+    def for_config(
+        cls,
+        config: Config,
+        store: Store,
+        *,
+        clock: Callable[[], float] = time.time,
+        on_queued: Callable[[], None] = lambda: None,
+    ) -> Acceptor:
+        """The accept path as configured: the one both doors (relay, sidecar) build."""
+        return cls(
+            store,
+            hostname=config.relay.hostname,
+            clock=clock,
+            on_queued=on_queued,
+            streams=config.streams,
+            reject_all_streams=config.relay.reject_suppressed,
+            limits=limits_of(config),
+            apps=tenants.Apps(config.apps),
+        )
 
     def session_stream(self, auth_user: str = "") -> str:
         """The stream of a session's mail before its headers say otherwise: [streams] default.
@@ -283,8 +316,8 @@ class Acceptor:
         self._on_queued()
         return queue_id
 
-    async def accept(self, sub: Submission) -> str:
-        """Queue the message with all its recipients or not at all; return the queue id.
+    async def accept(self, sub: Submission) -> Queued:
+        """Queue the message with all its recipients or not at all; say what was kept.
 
         The one accept path of both doors (SMTP, HTTP send): the receive limits, the app's
         sender domains (envelope and From:) and rate limit, suppression, one durable commit.
@@ -329,6 +362,7 @@ class Acceptor:
             for r in sub.recipients
             if r.lower() in suppressed
         )
+        roles = recipients.roles(values, sub.recipients)
         if app is not None:
             await self._count_rate(app, now)  # the last check: a refused message counts not
         await self._store.queue_message(
@@ -353,7 +387,7 @@ class Acceptor:
                 dsn_recipients=sub.dsn_recipients,
                 stream=controls.stream,
                 list_id=list_id,
-                roles=recipients.roles(values, sub.recipients),
+                roles=roles,
                 subject=display_subject(values.get("subject")),
                 app=app.name if app is not None else "",
             )
@@ -374,4 +408,8 @@ class Acceptor:
             )
         if keep:
             self._on_queued()
-        return queue_id
+        fates = tuple(
+            (r, roles[r.lower()], "suppressed" if r.lower() in suppressed else "queued")
+            for r in sub.recipients
+        )
+        return Queued(queue_id, message_id, fates)

@@ -427,7 +427,7 @@ class RelayHandler:
             app=app.name if (app := self.app_of(session)) is not None else "",
         )
         try:
-            queue_id = await self.acceptor.accept(sub)
+            queue_id = (await self.acceptor.accept(sub)).queue_id
         except Rejected as exc:
             return str(exc.args[0])
         except Exception:
