@@ -188,8 +188,18 @@ def _attachments(fields: Mapping[str, Any]) -> list[tuple[str, str, str, bytes]]
     return out
 
 
+def _cte(text: str) -> str:
+    """7bit where the text allows it, else quoted-printable: the message stays 7-bit clean, so
+    no next hop needs 8BITMIME, and DKIM's body hash survives any relay's re-encoding."""
+    if text.isascii() and all(len(line) <= 998 for line in text.splitlines()):
+        return "7bit"
+    return "quoted-printable"
+
+
 def compose(fields: Mapping[str, Any]) -> Composed:
     """The message of a ``POST /api/send`` body (a JSON object), or FieldError."""
+    if not isinstance(fields.get("from") or "", str):
+        raise FieldError("from", "must be a string: one address")
     senders, sender = _addresses(fields, "from")
     if len(sender) != 1:
         raise FieldError("from", "required: one address")
@@ -220,11 +230,11 @@ def compose(fields: Mapping[str, Any]) -> Composed:
     for name, value in extra:
         msg[name] = value
     if text:
-        msg.set_content(text)
+        msg.set_content(text, cte=_cte(text))
         if html:
-            msg.add_alternative(html, subtype="html")
+            msg.add_alternative(html, subtype="html", cte=_cte(html))
     else:
-        msg.set_content(html, subtype="html")
+        msg.set_content(html, subtype="html", cte=_cte(html))
     for filename, maintype, subtype, data in attachments:
         msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=filename)
     try:
