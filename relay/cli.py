@@ -743,7 +743,7 @@ def _deliverability_commands(top: Any, add: Callable[..., argparse.ArgumentParse
     p.add_argument("sender", metavar="FROM")
     p.add_argument("recipient", metavar="TO")
     p.add_argument("--campaign", default="")
-    p.add_argument("--app", default="", help="the AUTH user the app submits as")
+    p.add_argument("--app", default="", help="an [[apps]] name or an AUTH user")
     p = add(
         "show", cmd_shaping_show, "buckets: current rate and why it changed", "shaping", rows=True
     )

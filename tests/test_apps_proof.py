@@ -20,7 +20,10 @@ from tests.smtpclient import RawClient
 APPS = ("billing", "jobs")
 
 
-def _setup(tmp_path: Path, sink: Sink) -> tuple[Any, dict[str, dict[str, str]], dict[str, Any]]:
+def _setup(
+    tmp_path: Path, sink: Sink, **sections: Any
+) -> tuple[Any, dict[str, dict[str, str]], dict[str, Any]]:
+    """Two apps, each with an AUTH user, an API key and a read token of its own."""
     users = tmp_path / "users"
     users.write_text("".join(f"{a}-user:{hash_password(a + '-pw')}\n" for a in APPS))
     apps, keys, tokens = [], {}, []
@@ -47,6 +50,7 @@ def _setup(tmp_path: Path, sink: Sink) -> tuple[Any, dict[str, dict[str, str]], 
         delivery=smarthost(sink),
         apps=apps,
         admin_tokens=tokens,
+        **sections,
     )
     return config, keys, {a: {"Authorization": f"Bearer {a}-read-token"} for a in APPS}
 
@@ -160,3 +164,26 @@ async def test_two_apps_over_both_doors_see_only_their_own(
             assert (await hidden.json())["messages"] == []
         status, text = await _get(client, "/api/campaigns", ADMIN)
         assert "billing-june" in text and "jobs-june" in text
+
+
+async def test_a_route_of_an_app_takes_its_http_mail(
+    tmp_path: Path, sink: Sink, start_relay
+) -> None:
+    """[[routes]] apps names the app: its mail takes the route whichever door it came in by."""
+    other = Sink()
+    await other.start()
+    try:
+        route = {"name": "jobs-lane", "apps": ["jobs"], **smarthost(other)}
+        config, keys, _ = _setup(tmp_path, sink, routes=[route])
+        relay = await start_relay(config)
+        async with sidecar(config) as client:
+            for app in APPS:
+                answer = await client.post("/api/send", json=_mail(app, bcc=[]), headers=keys[app])
+                assert answer.status == 202
+            await sink.wait_for(1)
+            await other.wait_for(1)
+            await relay.idle()
+        assert [r.rcpts for r in other.received] == [["jobs-http@example.org"]]
+        assert [r.rcpts for r in sink.received] == [["billing-http@example.org"]]
+    finally:
+        await other.stop()

@@ -376,7 +376,11 @@ class Gate:
 
 def facts(lease: Lease) -> routes.Facts:
     return routes.Facts(
-        routes.domain_of(lease.mail_from), lease.domain, lease.campaign, lease.auth_user
+        routes.domain_of(lease.mail_from),
+        lease.domain,
+        lease.campaign,
+        app=lease.app,
+        auth_user=lease.auth_user,
     )
 
 

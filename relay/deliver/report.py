@@ -29,7 +29,9 @@ async def route_test(
 ) -> dict[str, Any]:
     """Which route and shaping bucket mail from `sender` to `recipient` takes, and why."""
     planner = Planner(config, resolver)
-    facts = routes.Facts(routes.domain_of(sender), routes.domain_of(recipient), campaign, app)
+    facts = routes.Facts(
+        routes.domain_of(sender), routes.domain_of(recipient), campaign, app=app, auth_user=app
+    )
     plan = await planner.plan(facts, time.time())
     d = plan.route.delivery
     where = {"mx": "recipients' MX", "smarthost": d.smarthost, "file": d.directory}[d.transport]

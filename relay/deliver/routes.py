@@ -25,7 +25,8 @@ class Facts:
     sender_domain: str
     recipient_domain: str
     campaign: str = ""
-    app: str = ""  # the AUTH user the message came in as
+    app: str = ""  # the [[apps]] entry the message belongs to (either door)
+    auth_user: str = ""  # the AUTH user it came in as (SMTP)
     mx_hosts: tuple[str, ...] | None = None  # None: not looked up
 
 
@@ -87,9 +88,12 @@ def _reasons(route: RouteConfig, facts: Facts) -> list[str] | None:
             return None
         why.append(f"campaign {facts.campaign!r} is in campaigns")
     if route.apps:
-        if facts.app not in route.apps:
+        if facts.app and facts.app in route.apps:
+            why.append(f"app {facts.app!r} is in apps")
+        elif facts.auth_user and facts.auth_user in route.apps:
+            why.append(f"AUTH user {facts.auth_user!r} is in apps")
+        else:
             return None
-        why.append(f"app (AUTH user) {facts.app!r} is in apps")
     return why or ["the route lists no conditions (catch-all)"]
 
 

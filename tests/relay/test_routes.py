@@ -55,8 +55,11 @@ def test_every_listed_key_must_match() -> None:
     assert choose(ROUTES, BASE, Facts("eu.news.example", "x.example", "weekly")).name == "news"
     assert choose(ROUTES, BASE, Facts("eu.news.example", "x.example", "daily")).name == DEFAULT
     assert choose(ROUTES, BASE, Facts("news.example", "x.example", "weekly")).name == DEFAULT
-    c = choose(ROUTES, BASE, Facts("a.example", "x.example", app="billing-app"))
-    assert c.name == "billing" and "AUTH user" in c.why
+    c = choose(ROUTES, BASE, Facts("a.example", "x.example", auth_user="billing-app"))
+    assert c.name == "billing" and c.why.endswith("AUTH user 'billing-app' is in apps")
+    c = choose(ROUTES, BASE, Facts("a.example", "x.example", app="billing-app", auth_user="u"))
+    assert c.name == "billing" and c.why.endswith("app 'billing-app' is in apps")
+    assert choose(ROUTES, BASE, Facts("a.example", "x.example", app="other")).name == DEFAULT
 
 
 def test_no_match_is_delivery() -> None:
