@@ -418,6 +418,7 @@ class OutboundWebhookConfig:
     url: str = field(default="", metadata=_key(_str))
     events: tuple[str, ...] = field(default=(), metadata=_key(_list(_choice(*EVENT_TYPES))))
     campaigns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    apps: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))  # [[apps]] names
     secret_file: str = field(default="", metadata=_key(_str))
     timeout: float = field(default=10.0, metadata=_key(parse_duration))
     batch: int = field(default=1, metadata=_key(_int))
@@ -437,6 +438,7 @@ class OutboundStreamConfig:
     create_stream: bool = field(default=True, metadata=_key(_bool))
     events: tuple[str, ...] = field(default=(), metadata=_key(_list(_choice(*EVENT_TYPES))))
     campaigns: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))
+    apps: tuple[str, ...] = field(default=(), metadata=_key(_list(_str)))  # [[apps]] names
     timeout: float = field(default=5.0, metadata=_key(parse_duration))
     batch: int = field(default=100, metadata=_key(_int))
     max_age: float = field(default=86400.0, metadata=_key(parse_duration))
@@ -470,7 +472,7 @@ class RouteConfig:
     """One [[routes]] entry: which mail it takes (every listed key must match) and where it goes.
 
     Transport keys left empty take their value from [delivery]. `apps` matches the message's
-    AUTH user name (there is no [[apps]] section yet; an app is the user it submits as).
+    [[apps]] name or the AUTH user it was submitted as.
     """
 
     name: str = field(default="", metadata=_key(_str))
@@ -848,6 +850,13 @@ def _check_outbound(config: Config) -> list[str]:
         seen.add(d.name)
         if d.batch < 1:
             errors.append(f"{src}: {where}.batch: must be at least 1")
+        known = {a.name for a in config.apps}
+        for name in d.apps:
+            if name not in known:
+                listed = ", ".join(sorted(known)) or "none"
+                errors.append(
+                    f"{src}: {where}.apps: no [[apps]] entry named {name!r} (apps: {listed})"
+                )
         if d.timeout <= 0 or out.lease_time < 2 * d.timeout:
             errors.append(
                 f"{src}: {where}.timeout: must be > 0 and at most half of outbound.lease_time"

@@ -125,13 +125,13 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/shaping"): GLOBAL,
     ("GET", "/api/warmup"): GLOBAL,
     ("GET", "/api/domains/{domain}/check"): GLOBAL,
-    # sidecar/outbound/api.py: destinations carry every app's events
-    ("GET", "/api/outbound"): GLOBAL,
-    ("GET", "/api/outbound/{name}"): GLOBAL,
-    ("POST", "/api/outbound/{name}/pause"): GLOBAL,
-    ("POST", "/api/outbound/{name}/resume"): GLOBAL,
-    ("POST", "/api/outbound/{name}/replay"): GLOBAL,
-    ("POST", "/api/outbound/{name}/test"): GLOBAL,
+    # sidecar/outbound/api.py: a scoped token sees the destinations of its app alone (apps = [it])
+    ("GET", "/api/outbound"): APP,
+    ("GET", "/api/outbound/{name}"): APP,
+    ("POST", "/api/outbound/{name}/pause"): APP,
+    ("POST", "/api/outbound/{name}/resume"): APP,
+    ("POST", "/api/outbound/{name}/replay"): APP,
+    ("POST", "/api/outbound/{name}/test"): APP,
     # sidecar/dashboard/api.py: the counters behind these are kept per campaign, not per app
     ("GET", "/api/overview"): GLOBAL,
     ("GET", "/api/events/stream"): GLOBAL,

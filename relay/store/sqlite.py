@@ -1741,7 +1741,7 @@ class SqliteStore:
         of events (outbound cursors, the live dashboard) tails. The shape is the API's."""
         async with self._ro.execute(
             "SELECT e.id, e.at, e.type, m.queue_id, m.header_message_id, e.delivery_id,"
-            " e.recipient, e.campaign, e.source, e.details FROM events e"
+            " e.recipient, e.campaign, e.source, e.details, m.app FROM events e"
             " LEFT JOIN messages m ON m.id = e.message_id"
             " WHERE e.id > ? ORDER BY e.id LIMIT ?",
             (after_id, limit),
@@ -1758,6 +1758,7 @@ class SqliteStore:
                 "recipient": r[6],
                 "campaign": r[7],
                 "source": r[8],
+                "app": r[10] or "",
                 "details": json.loads(r[9]),
             }
             for r in rows

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from relay.store import Store
+from sidecar import access
 from sidecar.admin import ApiError, json_object, parse_time
 from sidecar.outbound.destination import Destination
 
@@ -62,15 +63,25 @@ class OutboundApi:
             cursor, self._destinations.get(cursor["name"]), newest, waiting, self._clock()
         )
 
-    async def _cursor(self, name: str) -> dict[str, Any]:
-        for c in await self._store().outbound_cursors():
-            if c["name"] == name:
-                return c
+    def _visible(self, request: web.Request, name: str) -> bool:
+        """A scoped token sees a destination only when it takes its app's events alone."""
+        app = access.app_filter(request)
+        if app is None:
+            return True
+        dest = self._destinations.get(name)
+        return dest is not None and dest.filters.apps == (app,)
+
+    async def _cursor(self, request: web.Request, name: str) -> dict[str, Any]:
+        if self._visible(request, name):
+            for c in await self._store().outbound_cursors():
+                if c["name"] == name:
+                    return c
         raise ApiError(404, f"no outbound destination {name!r}")
 
     async def list(self, request: web.Request) -> web.Response:
         newest = await self._store().last_event_id()
-        rows = [await self._status(c, newest) for c in await self._store().outbound_cursors()]
+        cursors = await self._store().outbound_cursors()
+        rows = [await self._status(c, newest) for c in cursors if self._visible(request, c["name"])]
         return web.json_response({"destinations": rows})
 
     async def show(self, request: web.Request) -> web.Response:
@@ -78,7 +89,7 @@ class OutboundApi:
         raw = request.query.get("attempts", "20")
         if not raw.isdigit() or int(raw) > 1000:
             raise ApiError(400, "attempts must be a whole number from 0 to 1000")
-        cursor = await self._cursor(name)
+        cursor = await self._cursor(request, name)
         body = await self._status(cursor, await self._store().last_event_id())
         body["attempts"] = await self._store().outbound_attempts(name, int(raw))
         return web.json_response(body)
@@ -86,6 +97,7 @@ class OutboundApi:
     def set_state(self, state: str) -> Callable[[web.Request], Any]:
         async def handler(request: web.Request) -> web.Response:
             name = request.match_info["name"]
+            await self._cursor(request, name)
             if not await self._store().outbound_set_state(name, state, self._clock()):
                 raise ApiError(404, f"no outbound destination {name!r}")
             return web.json_response({"name": name, "state": state})
@@ -103,7 +115,7 @@ class OutboundApi:
         since = parse_time(str(raw), "since")
         if since is None:
             raise ApiError(400, "since: required (ISO 8601 or Unix seconds)")
-        await self._cursor(name)
+        await self._cursor(request, name)
         store = self._store()
         after = await store.first_event_after(since)
         await store.outbound_rewind(name, after, self._clock())
@@ -115,7 +127,7 @@ class OutboundApi:
     async def test(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         dest = self._destinations.get(name)
-        if dest is None:
+        if dest is None or not self._visible(request, name):
             raise ApiError(404, f"no configured outbound destination {name!r}")
         started = time.monotonic()
         sent = await dest.test()

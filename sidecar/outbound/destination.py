@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from sidecar.outbound.payload import Event
+from sidecar.outbound.payload import Event, Filters
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,7 @@ class Destination(Protocol):
     name: str
     kind: str  # webhook | nats
     target: str  # where it points, as shown()
-    types: tuple[str, ...]
-    campaigns: tuple[str, ...]
+    filters: Filters  # the events it takes
     batch: int
     max_age: float
 

@@ -129,13 +129,13 @@ class Dispatcher:
             lane.forget()  # look again next time: an operator may resume it
             await self._sleep(s.poll_interval)  # another node serves it, or an operator must act
             return
-        filtered = bool(dest.types or dest.campaigns)  # else every event read is sent
+        filtered = bool(dest.filters)  # else every event read is sent
         page = await self.store.events_after(lane.position, READ_LIMIT if filtered else dest.batch)
         if not page:
             await self._flush(dest, lane)
             await self._sleep(s.poll_interval)
             return
-        batch, covered = payload.take(page, dest.types, dest.campaigns, dest.batch)
+        batch, covered = payload.take(page, dest.filters, dest.batch)
         if not batch:  # nothing here for this destination: pass the page by
             lane.passed(covered)
             await self._flush(dest, lane, due_only=True)

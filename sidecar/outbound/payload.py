@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,20 +66,33 @@ def test_event(at: float) -> dict[str, Any]:
         "recipient": "",
         "campaign": "",
         "source": "",
+        "app": "",
         "details": {"note": "a test from outpostctl webhooks test; no mail is involved"},
     }
 
 
-def wanted(event: Event, types: Sequence[str], campaigns: Sequence[str]) -> bool:
-    """The destination's filters: empty means every type / every campaign."""
-    if types and event["type"] not in types:
+@dataclass(frozen=True)
+class Filters:
+    """Which events a destination takes: empty means every type / campaign / app."""
+
+    types: tuple[str, ...] = ()
+    campaigns: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()  # [[apps]] names: only their messages' events
+
+    def __bool__(self) -> bool:
+        return bool(self.types or self.campaigns or self.apps)
+
+
+def wanted(event: Event, filters: Filters) -> bool:
+    """Does the event pass the destination's filters?"""
+    if filters.types and event["type"] not in filters.types:
         return False
-    return not campaigns or event.get("campaign", "") in campaigns
+    if filters.apps and event.get("app", "") not in filters.apps:
+        return False
+    return not filters.campaigns or event.get("campaign", "") in filters.campaigns
 
 
-def take(
-    events: Sequence[Event], types: Sequence[str], campaigns: Sequence[str], batch: int
-) -> tuple[list[Event], int]:
+def take(events: Sequence[Event], filters: Filters, batch: int) -> tuple[list[Event], int]:
     """The next batch to send from a feed page, and the cursor once it is acknowledged.
 
     Events the filters leave out are passed over, but never one that would come after an
@@ -87,7 +101,7 @@ def take(
     chosen: list[Event] = []
     cursor = 0
     for e in events:
-        if wanted(e, types, campaigns):
+        if wanted(e, filters):
             if len(chosen) == batch:
                 break
             chosen.append(e)

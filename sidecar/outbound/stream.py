@@ -23,7 +23,7 @@ from nats.js.errors import NotFoundError
 from relay.config import OutboundStreamConfig
 from sidecar.outbound import payload
 from sidecar.outbound.destination import Sent, shown
-from sidecar.outbound.payload import Event
+from sidecar.outbound.payload import Event, Filters
 
 log = logging.getLogger("outpost.outbound")
 
@@ -34,8 +34,7 @@ class NatsPublisher:
     def __init__(self, config: OutboundStreamConfig) -> None:
         self.name = config.name
         self.target = shown(config.url)
-        self.types = config.events
-        self.campaigns = config.campaigns
+        self.filters = Filters(config.events, config.campaigns, config.apps)
         self.batch = config.batch
         self.max_age = config.max_age
         self._config = config

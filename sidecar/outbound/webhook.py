@@ -11,7 +11,7 @@ from relay.config import OutboundWebhookConfig
 from sidecar.outbound import payload, signing
 from sidecar.outbound.destination import Sent, shown
 from sidecar.outbound.guard import GuardedResolver, RefusedAddress
-from sidecar.outbound.payload import Event
+from sidecar.outbound.payload import Event, Filters
 
 USER_AGENT = "Outpost-Webhooks/1"
 ERROR_BODY = 200  # characters of a failing response kept as the error
@@ -33,8 +33,7 @@ class WebhookSender:
     ) -> None:
         self.name = config.name
         self.target = shown(config.url)
-        self.types = config.events
-        self.campaigns = config.campaigns
+        self.filters = Filters(config.events, config.campaigns, config.apps)
         self.batch = config.batch
         self.max_age = config.max_age
         self._config = config

@@ -32,6 +32,10 @@ HOOK = '[[outbound.webhooks]]\nname = "a"\nurl = "https://example.com/h"\nsecret
             "x.toml: outbound.streams[0].prefix",
         ),
         ('[outbound]\nretry_min = "1m"\nretry_max = "1s"\n', "x.toml: outbound.retry_max: must be"),
+        (
+            HOOK + 'apps = ["jobs"]\n',
+            "x.toml: outbound.webhooks[0].apps: no [[apps]] entry named 'jobs' (apps: none)",
+        ),
     ],
 )
 def test_bad_outbound_config_names_key_and_reason(tmp_path: Path, text: str, message: str) -> None:

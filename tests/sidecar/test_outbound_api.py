@@ -17,6 +17,8 @@ from standardwebhooks import Webhook
 from relay.cli import main as outpostctl
 from relay.config import ConfigError
 from relay.render.tokens import TokenKind
+from relay.store import NewMessage
+from relay.store.sqlite import SqliteStore
 from tests.sidecar.helpers import ADMIN, seed, token
 from tests.sidecar.outbound_helpers import (
     SECRET_A,
@@ -209,3 +211,78 @@ async def test_a_dead_endpoint_holds_up_neither_others_nor_tracking(tmp_path: Pa
     finally:
         await dead.stop()
         await live.stop()
+
+
+async def test_a_destination_of_an_app_takes_its_events_and_is_its_tokens(
+    tmp_path: Path,
+) -> None:
+    """apps = ["jobs"]: only the events of jobs' mail go there, and a jobs token sees and
+    operates that destination alone; a destination of every app is not a scoped token's."""
+    rx_jobs, rx_all = await Receiver().start(), await Receiver().start()
+    try:
+        (tmp_path / "jobs.token").write_text("jobs-operate-token\n")
+        sections = {
+            "apps": [
+                {"name": n, "networks": [f"10.{i}.0.0/24"], "sender_domains": [f"{n}.example"]}
+                for i, n in enumerate(("billing", "jobs"))
+            ],
+            "admin_tokens": [
+                {"token_file": str(tmp_path / "jobs.token"), "scope": "app:jobs", "role": "operate"}
+            ],
+        }
+        config = outbound_config(
+            tmp_path,
+            webhooks=[
+                {"name": "jobs-hook", "url": rx_jobs.url, "apps": ["jobs"]},
+                {"name": "all-hook", "url": rx_all.url},
+            ],
+            sections=sections,
+            start="earliest",
+        )
+        for app in ("billing", "jobs"):
+            await seed_app(config, f"Q{app.upper()}", app)
+        jobs = {"Authorization": "Bearer jobs-operate-token"}
+        async with running(config) as client:
+            every = await rx_all.wait_events(2)
+            got = await rx_jobs.wait_events(1)
+            await asyncio.sleep(0.2)  # more poll rounds: nothing else comes
+            assert [e["data"]["app"] for e in rx_jobs.events()] == ["jobs"]
+            assert got[0]["data"]["queue_id"] == "QJOBS"
+            assert sorted(e["data"]["app"] for e in every) == ["billing", "jobs"]
+
+            listed = await client.get("/api/outbound", headers=jobs)
+            assert listed.status == 200
+            assert [d["name"] for d in (await listed.json())["destinations"]] == ["jobs-hook"]
+            for method, path in (
+                ("GET", "/api/outbound/all-hook"),
+                ("POST", "/api/outbound/all-hook/pause"),
+                ("POST", "/api/outbound/all-hook/replay?since=0"),
+                ("POST", "/api/outbound/all-hook/test"),
+            ):
+                answer = await client.request(method, path, headers=jobs)
+                assert answer.status == 404, path
+                assert (await answer.json())["detail"].endswith("outbound destination 'all-hook'")
+            _, shown = await api(client, "GET", "/api/outbound/all-hook")
+            assert shown["state"] == "active"  # the refused pause changed nothing
+            paused = await client.post("/api/outbound/jobs-hook/pause", headers=jobs)
+            assert paused.status == 200
+            assert await paused.json() == {"name": "jobs-hook", "state": "paused"}
+    finally:
+        await rx_jobs.stop()
+        await rx_all.stop()
+
+
+async def seed_app(config: Any, queue_id: str, app: str) -> None:
+    """A queued message of ``app`` (its 'processed' event is the app's)."""
+    async with await SqliteStore.open(config.store.path, durable=False) as store:
+        await store.queue_message(
+            NewMessage(
+                queue_id=queue_id,
+                received_at=time.time(),
+                mail_from=f"n@{app}.example",
+                client_addr="127.0.0.1",
+                raw=b"From: n@x\r\nSubject: s\r\n\r\nbody\r\n",
+                recipients=(f"{app}-reader@example.org",),
+                app=app,
+            )
+        )

@@ -41,11 +41,24 @@ def test_take_batches_and_never_passes_an_unsent_wanted_event() -> None:
         {"id": 4, "type": "delivered", "campaign": "a"},
         {"id": 5, "type": "open", "campaign": "a"},
     ]
-    chosen, cursor = payload.take(page, ("delivered",), (), 2)
+    delivered = payload.Filters(types=("delivered",))
+    chosen, cursor = payload.take(page, delivered, 2)
     assert [e["id"] for e in chosen] == [1, 3] and cursor == 3  # 4 waits: the cursor stops at 3
-    chosen, cursor = payload.take(page, ("delivered",), ("a",), 5)
+    chosen, cursor = payload.take(page, payload.Filters(("delivered",), ("a",)), 5)
     assert [e["id"] for e in chosen] == [1, 4] and cursor == 5
-    assert payload.take(page, ("bounced",), (), 5) == ([], 5)  # nothing wanted: pass it all
+    assert payload.take(page, payload.Filters(("bounced",)), 5) == ([], 5)  # pass it all
+
+
+def test_an_apps_filter_takes_only_those_apps_events() -> None:
+    page = [
+        {"id": 1, "type": "delivered", "campaign": "", "app": "jobs"},
+        {"id": 2, "type": "delivered", "campaign": "", "app": "billing"},
+        {"id": 3, "type": "open", "campaign": "", "app": ""},
+        {"id": 4, "type": "open", "campaign": "", "app": "jobs"},
+    ]
+    chosen, cursor = payload.take(page, payload.Filters(apps=("jobs",)), 10)
+    assert [e["id"] for e in chosen] == [1, 4] and cursor == 4
+    assert not payload.Filters() and payload.Filters(apps=("jobs",))
 
 
 def test_signatures_verify_with_the_reference_library_for_each_secret() -> None:
