@@ -3,6 +3,7 @@ changes nothing, and every /api/ route has a decision."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from relay.config import Config, ConfigError, load_config
-from relay.store import NewMessage
+from relay.store import Event, NewMessage, Outcome, Result
 from relay.store.sqlite import SqliteStore
 from sidecar import access
 from tests.conftest import make_config
@@ -142,3 +143,122 @@ def test_admin_token_config_errors(tmp_path: Path, entry: dict[str, str], error:
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     assert error in str(exc.value)
+
+
+async def _seed_app(config: Config, app: str) -> str:
+    """A delivered message of ``app`` with a link, an open, and an app suppression."""
+    now = time.time()
+    queue_id = f"Q{app.upper()}DELIVERED"
+    async with await SqliteStore.open(config.store.path, durable=False) as store:
+        pk = await store.queue_message(
+            NewMessage(
+                queue_id=queue_id,
+                received_at=now - 60,
+                mail_from=f"n@{app}.example.com",
+                client_addr="127.0.0.1",
+                raw=b"From: n@x\r\nSubject: Weekly news\r\n\r\nbody\r\n",
+                recipients=(f"{app}-reader@example.org", f"{app}-later@example.org"),
+                campaign=f"{app}-news",
+                subject="Weekly news",
+                app=app,
+            )
+        )
+        await store.record_links(pk, [f"https://{app}.example.com/offer"])
+        leases = await store.lease_due_deliveries(now, 100, now + 60)
+        first = [lease for lease in leases if lease.recipient.startswith(f"{app}-reader")]
+        result = Result(2, 250, "2.0.0", "ok", "mx.example.org")
+        await store.record_results([Outcome(first[0], result, "delivered", 0.0)], now - 30)
+        later = [lease for lease in leases if lease.recipient.startswith(f"{app}-later")]
+        wait = Result(4, 451, "4.3.0", "try later", "mx.example.org")
+        await store.record_results([Outcome(later[0], wait, "deferred", now + 3600)], now - 20)
+        await store.record_events(
+            [Event("open", now - 10, pk, first[0].delivery_id, first[0].recipient, f"{app}-news")]
+        )
+        await store.suppress(f"blocked-{app}@example.org", "manual", now, app=app)
+    return queue_id
+
+
+def _requests(app: str, queue_id: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """One request of each APP route, for ``app``'s own rows; DELETE of the message last."""
+    params = {
+        "queue_id": queue_id,
+        "campaign": f"{app}-news",
+        "address": f"blocked-{app}@example.org",
+        "name": f"{app}-hook",
+    }
+    out = []
+    for (method, path), decision in access.ROUTES.items():
+        if decision != access.APP:
+            continue
+        url = path.format(**params)
+        kwargs: dict[str, Any] = {}
+        if path == "/api/messages":
+            url += "?q=Weekly"
+        elif path == "/api/suppressions" and method == "POST":
+            kwargs["json"] = {"address": f"new-{app}@example.org"}
+        elif path == "/api/suppressions/import":
+            kwargs["data"] = f"address,reason\nimported-{app}@example.org,manual\n"
+        elif path.endswith("/replay"):
+            url += "?since=0"
+        elif path == "/api/recipients/{address}":
+            url = f"/api/recipients/{app}-reader@example.org"
+        out.append((method, url, kwargs))
+    return sorted(out, key=lambda r: r[0] == "DELETE" and "/api/queue/" in r[1])
+
+
+async def test_no_app_route_shows_a_byte_of_another_app(tmp_path: Path) -> None:
+    """Every APP route, called by jobs' token for jobs' own rows, answers 2xx, and no answer
+    holds a byte naming billing's mail; the global token's answers do hold billing's rows."""
+    _config(tmp_path)  # the token files
+    config = make_config(
+        tmp_path,
+        apps=APPS,
+        admin_tokens=[
+            {"token_file": str(tmp_path / "jobs.token"), "scope": "app:jobs", "role": "operate"}
+        ],
+        outbound={
+            "webhooks": [
+                {
+                    "name": f"{a}-hook",
+                    "url": "http://127.0.0.1:9/hook",
+                    "allow_private": True,
+                    "apps": [a],
+                    "secret_file": str(_secrets(tmp_path)),
+                }
+                for a in ("billing", "jobs")
+            ]
+        },
+    )
+    queue_ids = {app: await _seed_app(config, app) for app in ("billing", "jobs")}
+    leaks = ("billing", queue_ids["billing"])
+    seen_by_global = set()
+    async with sidecar(config) as client:
+        for method, url, kwargs in _requests("jobs", queue_ids["jobs"]):
+            if method == "GET":
+                full = await (
+                    await client.get(url.replace("jobs", "billing"), headers=ADMIN)
+                ).text()
+                if "billing" in full:
+                    seen_by_global.add(url)
+            answer = await client.request(method, url, headers=JOBS, **kwargs)
+            text = await answer.text()
+            assert 200 <= answer.status < 300, (method, url, answer.status, text)
+            assert not any(leak in text for leak in leaks), (method, url, text)
+    # the data was there to leak: these answers name billing for the global token
+    assert {
+        "/api/queue",
+        "/api/suppressions",
+        "/api/messages?q=Weekly",
+        "/api/waiting",
+        "/api/campaigns",
+        "/api/suppressions/export.csv",
+        "/api/outbound",
+    } <= {u.replace("jobs", "billing") for u in seen_by_global} | seen_by_global
+
+
+def _secrets(tmp_path: Path) -> Path:
+    path = tmp_path / "hook.secrets"
+    path.write_text(
+        "whsec_" + base64.b64encode(b"scoped-token-test-secret-32bytes").decode() + "\n"
+    )
+    return path
