@@ -25,7 +25,7 @@ from relay import figures, report
 from relay.config import parse_duration
 from relay.receive.policy import check_address
 from relay.store import Store
-from sidecar.admin import ApiError
+from sidecar.admin import ADMIN_TOKENS, ApiError
 from sidecar.dashboard.api import MAX_IMPORT, import_suppressions, suppression_of
 from sidecar.dashboard.session import COOKIE, Session, Sessions, set_cookie
 
@@ -169,7 +169,21 @@ class Pages:
                 request, "login.html", None, 400, next="", error="The form could not be read."
             )
         nxt = str(form.get("next", ""))
-        if not self.sessions.token_ok(str(form.get("token", ""))):
+        given = str(form.get("token", ""))
+        if not self.sessions.token_ok(given):
+            principal = request.app[ADMIN_TOKENS].resolve(f"Bearer {given}")
+            if principal is not None:  # an [[admin_tokens]] entry: scoped or read-only
+                log.warning("dashboard login with a limited token refused peer=%s", request.remote)
+                what = f"app {principal.app}" if principal.scoped else "reading only"
+                return self.render(
+                    request,
+                    "login.html",
+                    None,
+                    403,
+                    next=nxt,
+                    error=f"That token is limited ({what}): the dashboard takes the global admin"
+                    " token. Limited tokens use the API under /api/.",
+                )
             log.warning("dashboard login refused peer=%s", request.remote)
             return self.render(
                 request, "login.html", None, 401, next=nxt, error="That is not the admin token."

@@ -48,7 +48,12 @@ async def login(client: TestClient, secure: bool = False) -> str:
 
 
 async def test_pages_need_a_session_and_the_login_takes_the_admin_token(tmp_path: Path) -> None:
-    config = make_config(tmp_path)
+    (tmp_path / "jobs.token").write_text("jobs-read\n")
+    config = make_config(
+        tmp_path,
+        apps=[{"name": "jobs", "networks": ["10.2.0.0/24"], "sender_domains": ["jobs.example"]}],
+        admin_tokens=[{"token_file": str(tmp_path / "jobs.token"), "scope": "app:jobs"}],
+    )
     await seed(config, "Q1")
     async with sidecar(config) as client:
         for path in PAGES:
@@ -59,6 +64,14 @@ async def test_pages_need_a_session_and_the_login_takes_the_admin_token(tmp_path
         assert r.status == 401
         assert "That is not the admin token." in await r.text()
         assert COOKIE not in r.cookies
+        r = await client.post(
+            "/dashboard/login", data={"token": "jobs-read"}, allow_redirects=False
+        )
+        assert r.status == 403 and COOKIE not in r.cookies
+        assert (
+            "That token is limited (app jobs): the dashboard takes the global admin token."
+            in await r.text()
+        )
         r = await client.post(
             "/dashboard/login",
             data={"token": "test-admin-token", "next": "https://evil.example/"},
