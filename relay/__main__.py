@@ -6,11 +6,13 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 from relay import exits, logs
 from relay.app import serve
-from relay.config import ConfigError, load_config
+from relay.config import Config, ConfigError, load_config
 from relay.preflight import file_problems
+from relay.workers import Supervisor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,11 +30,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"outpost-relay: invalid config: {problem}", file=sys.stderr)
         return exits.CONFIG
     logs.setup(config.log.format, config.log.level)
+    if config.relay.processes > 1:
+        return Supervisor(config, run_worker).run()
+    return run_worker(config, 0, None)
+
+
+def run_worker(config: Config, index: int, ready: Callable[[], None] | None) -> int:
+    """One relay on its own event loop (uvloop where installed)."""
     try:
         import uvloop
     except ImportError:  # uvloop is optional (not on every platform)
-        return asyncio.run(serve(config))
-    return uvloop.run(serve(config))
+        return asyncio.run(serve(config, index, ready))
+    return uvloop.run(serve(config, index, ready))
 
 
 if __name__ == "__main__":

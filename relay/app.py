@@ -43,8 +43,10 @@ class RelayApp:
         *,
         clock: Callable[[], float] = time.time,
         resolver: dns.asyncresolver.Resolver | None = None,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self.worker = worker  # the index among relay.processes workers (0: the only one)
         self.clock = clock
         self._resolver = resolver
         self.store: Store | None = None
@@ -95,14 +97,16 @@ class RelayApp:
         )
         if cfg.relay.tls_cert_file:
             self.tls = tls_context(cfg.relay.tls_cert_file, cfg.relay.tls_key_file)
-        self.listeners = Listeners(cfg.relay, self.handler, self.tls)
+        shared = cfg.relay.processes > 1
+        self.listeners = Listeners(cfg.relay, self.handler, self.tls, reuse_port=shared)
         if cfg.relay.metrics_listen is not None:
             store = self.store
             self.metrics_listener = MetricsListener(self.metrics, store.count_deliveries)
             self.metrics_bound = await self.metrics_listener.start(*cfg.relay.metrics_listen)
         await self.delivery.start()
-        self.retention = RetentionJob(self.store, cfg.retention, self.clock)
-        self.retention.start()
+        if self.worker == 0:  # one purge per machine, not one per worker
+            self.retention = RetentionJob(self.store, cfg.retention, self.clock)
+            self.retention.start()
         self.bound = await self.listeners.start()
         return self.bound
 
@@ -206,9 +210,12 @@ class RelayApp:
             await self.store.close()
 
 
-async def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT (SIGHUP reloads); the exit status."""
-    app = RelayApp(config)
+async def serve(config: Config, worker: int = 0, ready: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT (SIGHUP reloads); the exit status.
+
+    ``ready``: called once listening, in place of telling systemd (a worker's supervisor does).
+    """
+    app = RelayApp(config, worker=worker)
     try:
         await app.start()
     except (OSError, ConfigError) as exc:  # a port in use, a bad key file: say so and exit
@@ -222,9 +229,13 @@ async def serve(config: Config) -> int:
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, app.reload)
-    notify("READY=1\nSTATUS=accepting mail")
+    if ready is not None:
+        ready()
+    else:
+        notify("READY=1\nSTATUS=accepting mail")
     await stop.wait()
-    notify("STOPPING=1\nSTATUS=draining")
+    if ready is None:
+        notify("STOPPING=1\nSTATUS=draining")
     log.info("draining timeout=%.0fs", config.relay.drain_timeout)
     await app.stop()
     log.info("stopped")

@@ -260,6 +260,7 @@ class RelayConfig:
     metrics_listen: tuple[str, int] | None = field(default=None, metadata=_key(_loopback_listen))
     max_connections: int = field(default=200, metadata=_key(_int))
     max_connections_per_ip: int = field(default=20, metadata=_key(_int))
+    processes: int = field(default=1, metadata=_key(_int))  # whole relays sharing the ports
 
 
 @dataclass(frozen=True)
@@ -729,6 +730,22 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
     return config
 
 
+def _check_processes(config: Config) -> list[str]:
+    """Several workers share each port (SO_REUSEPORT): a port of 0 would give each its own."""
+    src, r = config.source, config.relay
+    if not 1 <= r.processes <= 64:
+        return [f"{src}: relay.processes: must be from 1 to 64"]
+    if r.processes == 1:
+        return []
+    errors = []
+    for key, addrs in (("listen", r.listen), ("listen_tls", r.listen_tls)):
+        if any(port == 0 for _, port in addrs):
+            errors.append(f"{src}: relay.{key}: port 0 can't be shared by relay.processes > 1")
+    if r.metrics_listen is not None and r.metrics_listen[1] == 0:
+        errors.append(f"{src}: relay.metrics_listen: port 0 can't be used with relay.processes > 1")
+    return errors
+
+
 def _check(config: Config) -> list[str]:
     """Cross-key rules that a single value can't express: one entry per rule broken."""
     src = config.source
@@ -760,6 +777,7 @@ def _check(config: Config) -> list[str]:
         errors.append(f"{src}: relay.max_connections: must be at least 1 (both limits)")
     if d.concurrency < 1 or d.destination_concurrency < 1:
         errors.append(f"{src}: delivery.concurrency: must be at least 1")
+    errors += _check_processes(config)
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):
         errors.append(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")

@@ -54,7 +54,7 @@ class Planner:
     def __init__(self, config: Config, resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self._config = config
         self._resolver = resolver
-        self.shaper = Shaper(config.shaping)
+        self.shaper = Shaper(config.shaping, workers=config.relay.processes)
         self._mx: dict[str, tuple[float, tuple[str, ...]]] = {}
 
     async def hosts(self, domain: str, now: float) -> tuple[str, ...]:

@@ -182,11 +182,32 @@ class Bucket:
         }
 
 
-class Shaper:
-    """Every bucket of one relay process."""
+def share(rule: ShapingConfig, workers: int) -> ShapingConfig:
+    """One worker's part of a rule when ``workers`` relay processes send (relay.processes):
+    rates divided, connection caps and bursts divided rounding up, so that the machine as a
+    whole keeps to what was configured (deliveries are leased about evenly by the workers)."""
+    if workers <= 1:
+        return rule
 
-    def __init__(self, overrides: Sequence[ShapingConfig] = ()) -> None:
-        self.table = rules(overrides)
+    def part(n: int) -> int:
+        return -(-n // workers) if n else 0
+
+    return dataclasses.replace(
+        rule,
+        per_minute=rule.per_minute / workers,
+        per_hour=rule.per_hour / workers,
+        min_per_minute=rule.min_per_minute / workers,
+        max_connections=part(rule.max_connections),
+        burst=part(rule.burst),
+    )
+
+
+class Shaper:
+    """Every bucket of one relay process (one worker's share of each, see ``share``)."""
+
+    def __init__(self, overrides: Sequence[ShapingConfig] = (), workers: int = 1) -> None:
+        self.workers = workers
+        self.table = tuple(share(rule, workers) for rule in rules(overrides))
         self.buckets: dict[str, Bucket] = {}
         self.dirty: set[str] = set()  # buckets new or with new domains: to publish
 
@@ -306,4 +327,10 @@ class Shaper:
 
     def states(self, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
         picked = self.buckets if names is None else {n: self.buckets[n] for n in names}
-        return [b.state() for b in picked.values()]
+        states = [b.state() for b in picked.values()]
+        if self.workers > 1:  # reported for the machine: this worker's share times the workers
+            for st in states:
+                for key in ("rate_per_minute", "configured_per_minute", "per_hour"):
+                    st[key] = round(st[key] * self.workers, 3)
+                st["workers"] = self.workers
+        return states

@@ -494,11 +494,17 @@ class Listeners:
     """The SMTP servers of one relay process, and their drain at shutdown."""
 
     def __init__(
-        self, config: RelayConfig, handler: RelayHandler, tls: ssl.SSLContext | None = None
+        self,
+        config: RelayConfig,
+        handler: RelayHandler,
+        tls: ssl.SSLContext | None = None,
+        *,
+        reuse_port: bool = False,
     ) -> None:
         self._config = config
         self._handler = handler
         self._tls = tls
+        self._reuse_port = reuse_port  # several worker processes listen on each port
         self._servers: list[asyncio.Server] = []
 
     def _protocol(self, implicit_tls: bool = False) -> asyncio.Protocol:
@@ -535,6 +541,7 @@ class Listeners:
                     host,
                     port,
                     reuse_address=True,
+                    reuse_port=self._reuse_port or None,
                     ssl=self._tls if implicit else None,
                 ),
             )

@@ -5,7 +5,10 @@ Scenarios, each with a fresh smtp-sink (and a fresh peer, store, temp dir):
 - ``sink``: smtp-source straight into smtp-sink (the loopback ceiling);
 - ``postfix``: a private Postfix relaying to smtp-sink (the incumbent; tests/bench/postfix.py);
 - ``outpost-plain``: Outpost's relay to smtp-sink, tracking and DKIM off;
-- ``outpost-full``: the same with opens, clicks, unsubscribe and RSA-2048 DKIM on.
+- ``outpost-full``: the same with opens, clicks, unsubscribe and RSA-2048 DKIM on;
+- ``outpost-plain-np``, ``outpost-full-np``: the same with ``relay.processes`` = the machine's
+  cores (whole relays sharing the port, each rendering in-process) where the others run one
+  relay process with one render worker process.
 
 Throughput: ``smtp-source -s 20 -m N -d -F MSG`` (20 sessions, each sending message after message
 on its connection). The clock starts when smtp-source is launched (its first connection, i.e. the
@@ -59,7 +62,21 @@ from tests.bench.postfix import PostfixPeer
 
 SESSIONS = 20
 SIZES = {"5KB": 5_000, "50KB": 50_000}
-SCENARIOS = ("sink", "postfix", "outpost-plain", "outpost-full")
+SCENARIOS = (
+    "sink",
+    "postfix",
+    "outpost-plain",
+    "outpost-full",
+    "outpost-plain-np",
+    "outpost-full-np",
+)
+
+
+def relay_processes(scenario: str) -> int:
+    """The relay.processes a scenario runs with: one per core for ``-np``, else one."""
+    return os.cpu_count() or 1 if scenario.endswith("-np") else 1
+
+
 ENVELOPE_FROM = "bench@example.com"
 ENVELOPE_TO = "reader@example.org"
 HELO = "client.example.com"
@@ -250,9 +267,15 @@ def send_one(port: int, message: bytes) -> None:
 
 
 def relay_config(
-    d: Path, port: int, sink_port: int, full: bool, concurrency: int = SESSIONS
+    d: Path,
+    port: int,
+    sink_port: int,
+    full: bool,
+    concurrency: int = SESSIONS,
+    processes: int = 1,
 ) -> Path:
-    """Write the relay's TOML (and its secret, token, DKIM key) into d."""
+    """Write the relay's TOML (and its secret, token, DKIM key) into d; with several
+    processes each renders in-process (delivery.render_processes = 0)."""
     secrets_file = d / "tracking.secrets"
     secrets_file.write_text(secrets.token_urlsafe(32) + "\n")
     token = d / "admin.token"
@@ -262,6 +285,7 @@ def relay_config(
 # outpost bench: relay to smtp-sink, tracking and DKIM {"on" if full else "off"}
 [relay]
 listen = ["{LOOPBACK}:{port}"]
+processes = {processes}
 hostname = "outpost-bench.localdomain"
 max_recipients = 100
 drain_timeout = "5s"
@@ -275,6 +299,7 @@ smarthost = "{LOOPBACK}:{sink_port}"
 smarthost_tls = "none"
 concurrency = {concurrency}
 destination_concurrency = {concurrency}
+render_processes = {1 if processes == 1 else 0}
 
 [tracking]
 base_url = "http://127.0.0.1:8025"
@@ -422,7 +447,7 @@ def run_scenario(
         msgfile = d / "message.eml"
         msgfile.write_bytes(message)
         if scenario.startswith("outpost"):
-            out["render_checks"] = verify_render(d, scenario == "outpost-full", message)
+            out["render_checks"] = verify_render(d, scenario.startswith("outpost-full"), message)
         with Processes() as procs:
             sink = SmtpSink(procs, d)
             pid_fn: Callable[[], int | None]
@@ -439,7 +464,14 @@ def run_scenario(
                 pid_fn = peer.master_pid
             else:
                 target = free_port()
-                cfg = relay_config(d, target, sink.port, scenario == "outpost-full")
+                out["relay_processes"] = relay_processes(scenario)
+                cfg = relay_config(
+                    d,
+                    target,
+                    sink.port,
+                    scenario.startswith("outpost-full"),
+                    processes=relay_processes(scenario),
+                )
                 relay_proc = start_relay(procs, cfg, target, d)
                 pid_fn = lambda: relay_proc.pid  # noqa: E731
             threads0 = thread_cpu(relay_proc.pid) if relay_proc is not None else {}
@@ -831,7 +863,7 @@ def run(
     for size_name in sizes:
         a = by.get(("sink", size_name), {}).get("msgs_per_s")
         b = by.get(("postfix", size_name), {}).get("msgs_per_s")
-        for c_name in ("outpost-plain", "outpost-full"):
+        for c_name in SCENARIOS[2:]:
             c = by.get((c_name, size_name), {}).get("msgs_per_s")
             ratios[f"{c_name} {size_name}"] = {"c/b": ratio(c, b), "c/a": ratio(c, a)}
     return {

@@ -12,7 +12,7 @@ import pytest
 
 from relay import cli
 from relay.config import ShapingConfig
-from relay.deliver.shaping import BUILTIN, Shaper, classify, is_throttle, rules
+from relay.deliver.shaping import BUILTIN, Shaper, classify, is_throttle, rules, share
 from relay.store import Result
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 
@@ -289,3 +289,28 @@ async def test_domains_with_one_provider_share_its_bucket_and_connection_cap(
         assert state["domains"] == ["alpha.test", "beta.test"]
     finally:
         dns.stop()
+
+
+def test_each_of_n_workers_takes_its_share_and_reports_the_machines_rate() -> None:
+    rule = ShapingConfig(
+        name="slow",
+        domains=("slow.example",),
+        per_minute=60.0,
+        per_hour=600.0,
+        max_connections=3,
+        burst=5,
+    )
+    one = share(rule, 2)
+    assert (one.per_minute, one.per_hour, one.max_connections, one.burst) == (30.0, 300.0, 2, 3)
+    assert share(rule, 1) is rule
+    shaper = Shaper([rule], workers=2)
+    chosen, name = classify(shaper.table, "slow.example", ())
+    assert chosen.per_minute == 30.0
+    shaper.bucket(name, chosen)
+    # 100 messages now: this worker lets its burst go and spaces the rest at 30 a minute
+    times = shaper.schedule(name, 100, T0)
+    spent = sum(1 for t in times if t <= T0)
+    assert spent == 3 and times[spent] == pytest.approx(T0 + 2.0)
+    (state,) = shaper.states([name])
+    assert state["rate_per_minute"] == 60.0 and state["configured_per_minute"] == 60.0
+    assert state["workers"] == 2
