@@ -144,6 +144,8 @@ ROUTES: dict[tuple[str, str], str] = {
     ("GET", "/api/waiting"): APP,
     ("GET", "/api/suppressions/export.csv"): APP,
     ("POST", "/api/suppressions/import"): APP,
+    # sidecar/openapi.py: the description of the routes, the same for every token
+    ("GET", "/api/openapi.json"): APP,
 }
 
 

@@ -15,7 +15,17 @@ from relay.learn.suppression import Rules
 from relay.receive.pipeline import Acceptor
 from relay.render.tokens import TokenSigner, load_secrets
 from relay.store import Store, open_store
-from sidecar import access, admin, dashboard, deliverability, ingest, operations, tracking, webhooks
+from sidecar import (
+    access,
+    admin,
+    dashboard,
+    deliverability,
+    ingest,
+    openapi,
+    operations,
+    tracking,
+    webhooks,
+)
 from sidecar.outbound import wiring as outbound
 
 STORE = web.AppKey("store", Store)
@@ -225,4 +235,5 @@ def make_app(
         ),
     )
     dashboard.setup(app, lambda request: request.app[STORE], lambda: app[STORE], admin_token)
+    openapi.add_routes(app)
     return app
