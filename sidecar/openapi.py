@@ -285,7 +285,12 @@ SCHEMAS: dict[str, Schema] = {
         {
             "reason": {"type": "string", "default": "manual"},
             "detail": {"type": "string", "default": ""},
-            "scope": {"type": "string", "description": "default: what the reason implies"},
+            "scope": {
+                "type": "string",
+                "pattern": "^(all|broadcast|campaign:.+|list:.+)$",
+                "description": "all, broadcast, campaign:NAME or list:LIST-ID; default:"
+                " broadcast for reason unsubscribe, else all",
+            },
             "app": {"type": "string", "description": "'' = every app; a scoped token: its own"},
             "expires_in": {"type": ["string", "number"], "description": 'a duration, e.g. "30d"'},
         },
@@ -895,7 +900,10 @@ def _webhook(provider: str, how: str) -> Schema:
                 for s, text in (
                     (400, "Signed but unreadable ('bad payload')"),
                     (401, "Unsigned or badly signed ('bad signature'); nothing recorded"),
-                    (403, "SES only: an SNS topic not configured ('unexpected topic')"),
+                    (
+                        403,
+                        "SES only: a TopicArn not in webhooks.ses_topic_arns ('unexpected topic')",
+                    ),
                     (404, "The provider is not enabled (no key configured)"),
                     (408, "The body did not arrive in time"),
                     (413, "The body is larger than webhooks.max_body_size"),
@@ -1008,7 +1016,7 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         "SendGrid",
         "ECDSA P-256 signature (base64 DER) over timestamp + body in the headers"
         " X-Twilio-Email-Event-Webhook-Signature and X-Twilio-Email-Event-Webhook-Timestamp,"
-        " verified with webhooks.sendgrid_public_key_file.",
+        " verified with webhooks.sendgrid_verification_key_file.",
     ),
     ("POST", "/webhooks/mailgun"): _webhook(
         "Mailgun",
@@ -1018,8 +1026,11 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
     ),
     ("POST", "/webhooks/ses"): _webhook(
         "Amazon SES through SNS",
-        "the SNS message signature (SignatureVersion 1 or 2) verified with the configured"
-        " certificate file, never the message's SigningCertURL; the topic must be configured.",
+        "the SNS message signature (SignatureVersion 1 or 2) verified with"
+        " webhooks.ses_certificate_file, never the message's SigningCertURL; when"
+        " webhooks.ses_topic_arns is set, the TopicArn must be one of them (else 403)."
+        " A SubscriptionConfirmation is answered 200 with its"
+        " SubscribeURL (to be visited by the operator), nothing recorded.",
     ),
     ("POST", "/webhooks/{provider}"): _open(
         "Any other provider: 404",
@@ -1222,7 +1233,13 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         "Send a test event to a configured destination",
         _ok(
             obj(
-                {"name": STR, "ok": BOOL, "status": nullable(INT), "error": STR, "duration_ms": NUM}
+                {
+                    "name": STR,
+                    "ok": BOOL,
+                    "status": {"type": "integer", "description": "HTTP status; 0: none"},
+                    "error": STR,
+                    "duration_ms": NUM,
+                }
             )
         ),
         404,
@@ -1243,7 +1260,10 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
     ("GET", "/api/events/stream"): _admin(
         "Live events (Server-Sent Events; Last-Event-ID resumes)",
         _media("text/event-stream", "One SSE event per recorded event, id = the event id"),
-        params=[_param("Last-Event-ID", "header", STR, "resume after this event id")],
+        params=[
+            _param("Last-Event-ID", "header", STR, "resume after this event id"),
+            _param("after", "query", STR, "as Last-Event-ID (for clients that can't set it)"),
+        ],
         tag="dashboard",
     ),
     ("GET", "/api/campaign-list"): _admin(
@@ -1252,7 +1272,21 @@ OPERATIONS: dict[tuple[str, str], Schema] = {
         400,
         params=(
             _param("search", "query", STR, "name contains"),
-            _param("sort", "query", STR, "column (default last)"),
+            _param(
+                "sort",
+                "query",
+                enum(
+                    "last",
+                    "campaign",
+                    "processed",
+                    "delivered",
+                    "bounced",
+                    "opens",
+                    "clicks",
+                    "open_rate",
+                ),
+                "default last",
+            ),
             _param("dir", "query", enum("asc", "desc"), "default desc"),
         ),
         tag="dashboard",

@@ -21,8 +21,9 @@ from relay.render.tokens import TokenKind
 from relay.store.sqlite import SqliteStore
 from sidecar import openapi
 from sidecar.app import make_app
+from tests.conftest import make_config
 from tests.dnsserver import DnsServer
-from tests.sidecar.helpers import ADMIN, HUMAN_UA, seed, token, tracker_of
+from tests.sidecar.helpers import ADMIN, HUMAN_UA, seed, tamper, token, tracker_of
 from tests.sidecar.outbound_helpers import Receiver, outbound_config, running
 
 # Documented, registered when the HTTP send door is merged: remove them from here then (the
@@ -400,6 +401,52 @@ async def test_reports_in_and_health_answer_as_documented(tmp_path: Path) -> Non
         assert body == {"error": "not enabled", "provider": "sendgrid"}
         r = await client.post("/webhooks/postmark", data=b"[]")
         await check_answer(doc, "POST", "/webhooks/{provider}", r, 404)
+
+
+async def check_media(
+    doc: dict[str, Any], method: str, path: str, response: Any, status: int
+) -> None:
+    """A non-JSON answer: this status, documented, with a documented content type."""
+    assert response.status == status, (method, path, response.status)
+    documented = doc["paths"][path][method.lower()]["responses"]
+    assert str(status) in documented, (method, path, status)
+    content = documented[str(status)].get("content", {})
+    assert not content or response.content_type in content or "*/*" in content, (
+        method,
+        path,
+        response.content_type,
+    )
+
+
+async def test_tracking_pages_and_metrics_answer_as_documented(tmp_path: Path) -> None:
+    async with populated(tmp_path) as (client, doc):
+        config = make_config(tmp_path)  # the same secrets and token files
+        delivery = 1  # a@example.org's, seeded first
+        pixel = token(config, TokenKind.OPEN, delivery)
+        click = token(config, TokenKind.CLICK, delivery, 0)
+        unsub = token(config, TokenKind.UNSUBSCRIBE, delivery)
+        no = {"allow_redirects": False}
+        for method, path, url, status in (
+            ("GET", "/o/{token}", f"/o/{pixel}.gif", 200),
+            ("GET", "/o/{token}/{rest}", f"/o/{tamper(pixel)}/proxy/x", 200),
+            ("GET", "/c/{token}", f"/c/{click}", 302),
+            ("GET", "/c/{token}", f"/c/{tamper(click)}", 404),
+            ("GET", "/u/{token}", f"/u/{unsub}", 200),
+            ("GET", "/u/{token}", f"/u/{tamper(unsub)}", 404),
+            ("POST", "/u/{token}", f"/u/{tamper(unsub)}", 404),
+            ("GET", "/dashboard", "/dashboard", 303),
+            ("GET", "/dashboard/queue", "/dashboard/queue", 303),  # no session: to the login
+            ("GET", "/dashboard/login", "/dashboard/login", 200),
+            ("GET", "/dashboard/static/{path}", "/dashboard/static/dashboard.css", 200),
+        ):
+            r = await client.request(method, url, **no)
+            await check_media(doc, method, path, r, status)
+        r = await client.post("/dashboard/login", data={"token": "wrong"}, **no)
+        await check_media(doc, "POST", "/dashboard/login", r, 401)
+        r = await client.post("/dashboard/login", data={"token": "test-admin-token"}, **no)
+        await check_media(doc, "POST", "/dashboard/login", r, 303)
+        r = await client.get("/metrics", headers=ADMIN)
+        await check_media(doc, "GET", "/metrics", r, 200)
 
 
 SEND = {"from": "n@jobs.example.com", "to": "r@example.org", "subject": "s", "text": "hi"}
