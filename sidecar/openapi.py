@@ -725,6 +725,7 @@ _ERROR_TEXT = {
     404: "No such object (for a scoped token: none of its app's).",
     408: "The body did not arrive in time.",
     413: "The body is too large.",
+    500: "An unexpected failure (internal_error): the sidecar log has the details.",
 }
 RESPONSES: dict[str, Schema] = {
     f"Error{status}": {
@@ -772,9 +773,10 @@ PARAMETERS: dict[str, Schema] = {
     "IdempotencyKey": _param(
         "Idempotency-Key",
         "header",
-        {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x21-\\x7e]+$"},
-        "A retried request with the same key (kept 24 h) gets the first answer again instead"
-        " of sending twice; 409 while the first is still being answered.",
+        {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[\\x20-\\x7e]+$"},
+        "1 to 200 printable ASCII characters. A retried request with the same key (kept"
+        " 24 h) gets the first answer again instead of sending twice; 409 while the first is"
+        " still being answered.",
     ),
 }
 
@@ -834,13 +836,13 @@ def _admin(
     body: Schema | None = None,
     tag: str = "admin",
 ) -> Schema:
-    """An /api/ operation: the admin token (or a session), 401 and 403 always."""
+    """An /api/ operation: the admin token (or a session); 401, 403 and 500 always."""
     op: Schema = {
         "tags": [tag],
         "summary": summary,
         "security": ADMIN_SECURITY,
         "parameters": list(params),
-        "responses": {**answer, **_errors(*sorted({401, 403, *errors}))},
+        "responses": {**answer, **_errors(*sorted({401, 403, 500, *errors}))},
     }
     if body is not None:
         op["requestBody"] = body
@@ -1488,7 +1490,8 @@ def _built() -> Schema:
             "description": "Tracking hits, reports in (ingest, provider webhooks), the admin"
             ' API under /api/ (every error there is JSON: {"error": code, "detail": text};'
             ' the send API\'s errors are {"error": code, "message": text}) and the'
-            " dashboard.",
+            " dashboard. Under /api/ an unknown path is a 404 and a method a path does not"
+            " take a 405 (with Allow), both as JSON errors, after the token is checked.",
         },
         "paths": paths,
         "components": {
