@@ -150,6 +150,8 @@ ROUTES: dict[tuple[str, str], str] = {
     # sidecar/send.py: an app's API key, never an admin token
     ("POST", "/api/send"): KEY,
     ("POST", "/api/send/raw"): KEY,
+    # sidecar/openapi.py: the description of the routes, the same for every token
+    ("GET", "/api/openapi.json"): APP,
 }
 
 

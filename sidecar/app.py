@@ -20,6 +20,7 @@ from sidecar import (
     dashboard,
     deliverability,
     ingest,
+    openapi,
     operations,
     send,
     tracking,
@@ -233,4 +234,5 @@ def make_app(
         ),
     )
     dashboard.setup(app, lambda request: request.app[STORE], lambda: app[STORE], admin_token)
+    openapi.add_routes(app)
     return app
