@@ -119,3 +119,12 @@ def test_a_batch_of_nothing_is_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config({"retention": {"batch": 0}}, source="t.toml")
     assert str(info.value) == "t.toml: retention: batch must be at least 1 and interval above 0s"
+
+
+def test_batches_shrink_when_slow_and_grow_back_when_quick() -> None:
+    next_batch, budget, floor = retention.next_batch, retention.LOCK_BUDGET, retention.MIN_BATCH
+    assert next_batch(400, budget * 3, 500) == 200  # too long a write lock: halve
+    assert next_batch(floor, 1.0, 500) == floor  # never below the floor
+    assert next_batch(100, budget / 10, 500) == 200  # quick: grow
+    assert next_batch(400, budget / 10, 500) == 500  # up to [retention] batch
+    assert next_batch(300, budget / 2, 500) == 300  # within budget: keep
