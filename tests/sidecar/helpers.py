@@ -122,3 +122,22 @@ def suppressions(config: Config) -> dict[str, tuple[str, float | None]]:
     with sqlite3.connect(config.store.path) as db:
         rows = db.execute("SELECT address, reason, expires_at FROM suppressions").fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+async def queue_for_app(
+    config: Config, queue_id: str, app: str, rcpt: str, campaign: str = ""
+) -> None:
+    """A queued message of ``app`` to ``rcpt`` (its 'processed' event is the app's)."""
+    async with await SqliteStore.open(config.store.path, durable=False) as store:
+        await store.queue_message(
+            NewMessage(
+                queue_id=queue_id,
+                received_at=time.time(),
+                mail_from=f"n@{app}.example.com",
+                client_addr="127.0.0.1",
+                raw=b"From: n@x\r\nSubject: s\r\n\r\nbody\r\n",
+                recipients=(rcpt,),
+                campaign=campaign,
+                app=app,
+            )
+        )

@@ -17,9 +17,7 @@ from standardwebhooks import Webhook
 from relay.cli import main as outpostctl
 from relay.config import ConfigError
 from relay.render.tokens import TokenKind
-from relay.store import NewMessage
-from relay.store.sqlite import SqliteStore
-from tests.sidecar.helpers import ADMIN, seed, token
+from tests.sidecar.helpers import ADMIN, queue_for_app, seed, token
 from tests.sidecar.outbound_helpers import (
     SECRET_A,
     Receiver,
@@ -240,7 +238,7 @@ async def test_a_destination_of_an_app_takes_its_events_and_is_its_tokens(
             start="earliest",
         )
         for app in ("billing", "jobs"):
-            await seed_app(config, f"Q{app.upper()}", app)
+            await queue_for_app(config, f"Q{app.upper()}", app, f"{app}-reader@example.org")
         jobs = {"Authorization": "Bearer jobs-operate-token"}
         async with running(config) as client:
             every = await rx_all.wait_events(2)
@@ -270,19 +268,3 @@ async def test_a_destination_of_an_app_takes_its_events_and_is_its_tokens(
     finally:
         await rx_jobs.stop()
         await rx_all.stop()
-
-
-async def seed_app(config: Any, queue_id: str, app: str) -> None:
-    """A queued message of ``app`` (its 'processed' event is the app's)."""
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
-        await store.queue_message(
-            NewMessage(
-                queue_id=queue_id,
-                received_at=time.time(),
-                mail_from=f"n@{app}.example",
-                client_addr="127.0.0.1",
-                raw=b"From: n@x\r\nSubject: s\r\n\r\nbody\r\n",
-                recipients=(f"{app}-reader@example.org",),
-                app=app,
-            )
-        )

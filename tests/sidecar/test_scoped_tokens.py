@@ -16,7 +16,7 @@ from relay.store import Event, NewMessage, Outcome, Result
 from relay.store.sqlite import SqliteStore
 from sidecar import access
 from tests.conftest import make_config
-from tests.sidecar.helpers import ADMIN, sidecar
+from tests.sidecar.helpers import ADMIN, queue_for_app, sidecar
 
 APPS = [
     {"name": "billing", "networks": ["10.1.0.0/24"], "sender_domains": ["billing.example.com"]},
@@ -37,19 +37,8 @@ def _config(tmp_path: Path) -> Config:
 
 
 async def _queue(config: Config, queue_id: str, app: str, rcpt: str) -> None:
+    await queue_for_app(config, queue_id, app, rcpt, campaign=f"{app}-news")
     async with await SqliteStore.open(config.store.path, durable=False) as store:
-        await store.queue_message(
-            NewMessage(
-                queue_id=queue_id,
-                received_at=time.time(),
-                mail_from=f"n@{app}.example.com",
-                client_addr="127.0.0.1",
-                raw=b"From: n@x\r\nSubject: s\r\n\r\nbody\r\n",
-                recipients=(rcpt,),
-                campaign=f"{app}-news",
-                app=app,
-            )
-        )
         await store.suppress(f"blocked-{app}@example.org", "manual", time.time(), app=app)
 
 
