@@ -23,6 +23,8 @@ log = logging.getLogger("outpost.retention")
 
 LOCK_BUDGET = 0.02  # seconds a batch's write transaction should take at most
 MIN_BATCH = 10
+BUSY_RETRIES = 5  # a batch refused by a busy store (another process's writes) is tried again
+BUSY_BACKOFF = 1.0  # seconds, doubled each time
 
 
 def next_batch(size: int, took: float, most: int) -> int:
@@ -47,6 +49,22 @@ def periods(config: RetentionConfig) -> list[tuple[str, float]]:
     return [(kind, keep) for kind, keep in kinds if keep > 0]
 
 
+async def _batch(store: Store, kind: str, before: float, size: int) -> int:
+    """One batch; when the store is too busy to take it (the accept path comes first), back
+    off and try again, so a purge beside a loaded relay waits rather than fails."""
+    attempt = 0
+    while True:
+        try:
+            return await store.purge_batch(kind, before, size)
+        except Exception as exc:
+            attempt += 1
+            if attempt == BUSY_RETRIES:
+                raise
+            wait = BUSY_BACKOFF * 2 ** (attempt - 1)
+            log.warning("retention batch not taken (%s: %s); again in %.0fs", kind, exc, wait)
+            await asyncio.sleep(wait)
+
+
 async def purge(store: Store, config: RetentionConfig, now: float) -> dict[str, int]:
     """One pass: every kind down to its period, batch by batch; rows removed by kind."""
     done: dict[str, int] = {}
@@ -54,7 +72,7 @@ async def purge(store: Store, config: RetentionConfig, now: float) -> dict[str, 
         size = min(config.batch, 100)  # start small; grows while batches stay quick
         while True:
             started = time.monotonic()
-            n = await store.purge_batch(kind, now - keep, size)
+            n = await _batch(store, kind, now - keep, size)
             took = time.monotonic() - started
             if n:
                 done[kind] = done.get(kind, 0) + n

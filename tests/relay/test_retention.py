@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,22 @@ def test_batches_shrink_when_slow_and_grow_back_when_quick() -> None:
     assert next_batch(100, budget / 10, 500) == 200  # quick: grow
     assert next_batch(400, budget / 10, 500) == 500  # up to [retention] batch
     assert next_batch(300, budget / 2, 500) == 300  # within budget: keep
+
+
+async def test_a_purge_waits_out_a_store_another_process_holds(tmp_path: Path) -> None:
+    """Another connection (as another process would) holds the write lock for over a second:
+    the purge's batch is refused as busy, backs off, and goes through once the lock is free."""
+    config = make_config(tmp_path)
+    async with await SqliteStore.open(config.store.path, durable=False, busy_timeout=0.1) as store:
+        await sent(store, "OLD", NOW - 500 * DAY, ("a@example.org",))
+        holder = sqlite3.connect(config.store.path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        released = asyncio.get_running_loop().call_later(1.5, holder.execute, "COMMIT")
+        started = time.monotonic()
+        try:
+            done = await retention.purge(store, RetentionConfig(events=DAY), NOW)
+        finally:
+            released.cancel()
+            holder.close()
+        assert done["events"] == 3  # processed, delivered, open
+        assert time.monotonic() - started >= 1.5  # it waited for the lock, then purged
