@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from html import escape
 
-from aiohttp import web
-
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -34,8 +32,3 @@ def broken_link_html(fallback_url: str = "") -> str:
         "<p>The link you followed is broken or no longer exists.</p>"
         f"{more}</body></html>"
     )
-
-
-def broken_link(fallback_url: str = "") -> web.Response:
-    """404 with the page; no Location header, whatever the request said."""
-    return web.Response(status=404, text=broken_link_html(fallback_url), headers=HEADERS)

@@ -31,7 +31,8 @@ from relay.store import FINAL_STATES, Event, Store
 from sidecar.classify import BURST_WINDOW, FLAG_WINDOW, HONEYPOT_LINK, Hit, classify
 from sidecar.clients import attribute
 from sidecar.events import EventRecorder
-from sidecar.linkpage import broken_link
+from sidecar.linkpage import HEADERS as LINK_PAGE_HEADERS
+from sidecar.linkpage import broken_link_html
 from sidecar.privacy import reduce_details
 
 log = logging.getLogger("outpost.sidecar.tracking")
@@ -41,6 +42,8 @@ GIF = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
 )
 _PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store"}
+_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
+Client = tuple[str, str]  # (user agent, IP) of a hit
 _HTML_HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Cache-Control": "no-store",
@@ -132,19 +135,42 @@ def location(url: str) -> str:
     return _UNSAFE.sub(lambda m: quote(m.group(), safe=""), url)
 
 
-def client_ip(request: web.Request, trust_forwarded: bool = True) -> str:
+def forwarded_ip(peer: str, forwarded_for: str | None, trust_forwarded: bool = True) -> str:
     """The peer address; behind a reverse proxy on loopback, the last X-Forwarded-For hop."""
-    peer = request.remote or ""
-    if trust_forwarded and "X-Forwarded-For" in request.headers:
+    if trust_forwarded and forwarded_for is not None:
         try:
             loopback = ipaddress.ip_address(peer).is_loopback
         except ValueError:
             loopback = False
         if loopback:
-            hop = request.headers["X-Forwarded-For"].split(",")[-1].strip()
+            hop = forwarded_for.split(",")[-1].strip()
             if hop:
                 return hop[:64]
     return peer
+
+
+def client_ip(request: web.Request, trust_forwarded: bool = True) -> str:
+    """forwarded_ip of an aiohttp request."""
+    return forwarded_ip(
+        request.remote or "", request.headers.get("X-Forwarded-For"), trust_forwarded
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A tracking answer whichever server writes it (aiohttp, or sidecar.hits' fast path)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+
+    def response(self) -> web.Response:
+        return web.Response(status=self.status, body=self.body, headers=self.headers)
+
+
+def _broken(fallback_url: str = "") -> Answer:
+    """404 with the broken-link page (sidecar.linkpage); no Location, whatever was asked."""
+    return Answer(404, dict(LINK_PAGE_HEADERS), broken_link_html(fallback_url).encode())
 
 
 def _page(title: str, body: str, status: int = 200) -> web.Response:
@@ -280,17 +306,25 @@ class Tracker:
 
     # --- hits
 
+    def client(self, peer: str, user_agent: str | None, forwarded_for: str | None) -> Client:
+        """Who made a hit: (user agent, IP) as the rules see them."""
+        ua = (user_agent or "")[:MAX_UA]
+        return ua, forwarded_ip(peer, forwarded_for, self._trust_forwarded)
+
+    def _request_client(self, request: web.Request) -> Client:
+        h = request.headers
+        return self.client(request.remote or "", h.get("User-Agent"), h.get("X-Forwarded-For"))
+
     def _hit(
         self,
         kind: Literal["open", "click"],
-        request: web.Request,
+        client: Client,
         claims: Claims,
         url: str = "",
         target: Target | None = None,
     ) -> None:
         at = self._clock()
-        ua = request.headers.get("User-Agent", "")[:MAX_UA]
-        ip = client_ip(request, self._trust_forwarded)
+        ua, ip = client
         link = claims.link if kind == "click" else None
         did = claims.delivery_id
         if len(self._pending) >= MAX_PENDING:
@@ -384,35 +418,45 @@ class Tracker:
 
     # --- handlers
 
-    async def pixel(self, request: web.Request) -> web.Response:
-        """GET|HEAD /o/{token}[.gif]: always the GIF; a valid GET token queues an open."""
-        if request.method == "GET":
-            token = request.match_info["token"].partition(".")[0]
-            claims = self.signer.read(token, TokenKind.OPEN)
+    def open_hit(self, token: str, counted: bool, client: Client) -> None:
+        """/o/{token}[.gif]: a valid token queues an open when ``counted`` (GET, not HEAD)."""
+        if counted:
+            claims = self.signer.read(token.partition(".")[0], TokenKind.OPEN)
             if claims is not None:
-                self._hit("open", request, claims)
-        return web.Response(body=GIF, headers=_PIXEL_HEADERS)
+                self._hit("open", client, claims)
 
-    async def click(self, request: web.Request) -> web.Response:
-        """GET|HEAD /c/{token}: 302 to the URL the relay saw, or 404; a GET queues a click."""
-        claims = self.signer.read(request.match_info["token"], TokenKind.CLICK)
+    async def click_answer(self, token: str, counted: bool, client: Client) -> Answer:
+        """/c/{token}: 302 to the URL the relay saw, or 404; ``counted`` (GET) queues a click."""
+        claims = self.signer.read(token, TokenKind.CLICK)
         if claims is None:
-            return broken_link()
+            return _broken()
         if claims.link == HONEYPOT_LINK:  # nothing to go to; nobody but a machine gets here
-            if request.method == "GET":
-                self._hit("click", request, claims)
-            return web.Response(text="", headers=_HTML_HEADERS)
+            if counted:
+                self._hit("click", client, claims)
+            return Answer(200, _HTML_HEADERS)
         try:
             target = await self.target(claims.delivery_id)
             url = None if target is None else await self.url(target.message_pk, claims.link)
         except Exception:
             log.exception("click lookup failed delivery=%d", claims.delivery_id)
-            return web.Response(status=503, text="try again\n", headers={"Retry-After": "1"})
+            return Answer(503, {"Retry-After": "1", **_TEXT}, b"try again\n")
         if url is None:  # a message of ours still named: offer the sender's site
-            return broken_link(self._fallback_url if target is not None else "")
+            return _broken(self._fallback_url if target is not None else "")
+        if counted:
+            self._hit("click", client, claims, url, target)
+        return Answer(302, {"Location": location(url)})
+
+    async def pixel(self, request: web.Request) -> web.Response:
+        """GET|HEAD /o/{token}[.gif]: always the GIF; a valid GET token queues an open."""
         if request.method == "GET":
-            self._hit("click", request, claims, url, target)
-        return web.Response(status=302, headers={"Location": location(url)})
+            self.open_hit(request.match_info["token"], True, self._request_client(request))
+        return web.Response(body=GIF, headers=_PIXEL_HEADERS)
+
+    async def click(self, request: web.Request) -> web.Response:
+        """GET|HEAD /c/{token}: see click_answer."""
+        counted = request.method == "GET"
+        token = request.match_info["token"]
+        return (await self.click_answer(token, counted, self._request_client(request))).response()
 
     async def unsubscribe_form(self, request: web.Request) -> web.Response:
         """GET|HEAD /u/{token}: a confirm button; never unsubscribes (link scanners GET)."""
