@@ -380,6 +380,7 @@ class SidecarConfig:
     ingest_token_file: str = field(default="", metadata=_key(_str))
     request_header_timeout: float = field(default=10.0, metadata=_key(parse_duration))
     request_body_timeout: float = field(default=30.0, metadata=_key(parse_duration))
+    fast_hits: bool = field(default=True, metadata=_key(_bool))  # sidecar/hits.py
 
 
 @dataclass(frozen=True)

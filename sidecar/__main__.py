@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -15,19 +16,43 @@ from relay import exits, logs
 from relay.config import Config, ConfigError, load_config
 from relay.notify import notify
 from relay.preflight import file_problems
-from sidecar.app import make_app, make_runner
+from sidecar.app import TRACKER, make_app, make_runner
+from sidecar.hits import HitServer
 
 log = logging.getLogger("outpost.sidecar")
+
+
+async def listen(
+    config: Config, runner: web.AppRunner
+) -> tuple[Callable[[], Awaitable[None]], int]:
+    """Listen on sidecar.listen: tracking hits on the fast path (sidecar.hits) in front of the
+    app, or the app alone (sidecar.fast_hits = false). Returns (close, the port bound)."""
+    host, port = config.sidecar.listen
+    if not config.sidecar.fast_hits:
+        site = web.TCPSite(runner, host, port)
+        await exits.bind(host, port, site.start())
+        return site.stop, int(runner.addresses[0][1])
+    assert runner.server is not None
+    hits = HitServer(
+        lambda: runner.app[TRACKER], runner.server, config.sidecar.request_header_timeout
+    )
+    loop = asyncio.get_running_loop()
+    fast = await exits.bind(host, port, loop.create_server(hits, host, port, reuse_address=True))
+
+    async def close() -> None:
+        fast.close()
+        await hits.close()
+
+    return close, int(fast.sockets[0].getsockname()[1])
 
 
 async def serve(config: Config, app: web.Application) -> int:
     """Serve until SIGTERM/SIGINT; READY=1 only once the socket listens and the store is open."""
     runner = make_runner(config, app)
     await runner.setup()
-    host, port = config.sidecar.listen
-    site = web.TCPSite(runner, host, port)
+    host, _ = config.sidecar.listen
     try:
-        await exits.bind(host, port, site.start())
+        close, port = await listen(config, runner)
     except exits.AddressInUse as exc:
         log.error("cannot start: %s", exc)
         await runner.cleanup()
@@ -40,6 +65,7 @@ async def serve(config: Config, app: web.Application) -> int:
     notify("READY=1\nSTATUS=serving")
     await stop.wait()
     notify("STOPPING=1")
+    await close()  # the fast path's answers in flight leave first
     await runner.cleanup()  # stops accepting, finishes requests, runs cleanup_ctx (flushes events)
     log.info("stopped")
     return 0

@@ -41,7 +41,7 @@ log = logging.getLogger("outpost.sidecar.tracking")
 GIF = bytes.fromhex(
     "47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b"
 )
-_PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store"}
+PIXEL_HEADERS = {"Content-Type": "image/gif", "Cache-Control": "no-store"}
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 Client = tuple[str, str]  # (user agent, IP) of a hit
 _HTML_HEADERS = {
@@ -450,7 +450,7 @@ class Tracker:
         """GET|HEAD /o/{token}[.gif]: always the GIF; a valid GET token queues an open."""
         if request.method == "GET":
             self.open_hit(request.match_info["token"], True, self._request_client(request))
-        return web.Response(body=GIF, headers=_PIXEL_HEADERS)
+        return web.Response(body=GIF, headers=PIXEL_HEADERS)
 
     async def click(self, request: web.Request) -> web.Response:
         """GET|HEAD /c/{token}: see click_answer."""
