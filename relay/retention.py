@@ -1,11 +1,9 @@
 """Retention that runs itself: the relay's job that deletes what [retention] says is too old.
 
-Each kind is deleted in batches of at most ``batch`` rows, one short write transaction each with
-a pause between them, so the accept path never waits long for the write lock: a batch that took
-longer than ``LOCK_BUDGET`` halves the next one (rows differ: an event row is small, a body is
-not, and indexes make some deletes dearer), a quick one lets it grow back, and the pause is at
-least as long as the batch took, so the purge never holds the lock more than half the time.
-Then free pages are returned where the store can do that in small steps. The dashboard's
+Each kind is deleted in batches of ``batch`` rows, one short write transaction each with a pause
+between them, so the accept path never waits long for the write lock; a batch the store refuses
+as busy (another process's writes) backs off and is tried again. Then free pages are returned
+where the store can do that in small steps. The dashboard's
 hourly counters are kept: all-time stats stay what they were after the events are gone.
 """
 
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Callable
 
 from relay.config import RetentionConfig
@@ -21,19 +18,8 @@ from relay.store import Store
 
 log = logging.getLogger("outpost.retention")
 
-LOCK_BUDGET = 0.02  # seconds a batch's write transaction should take at most
-MIN_BATCH = 10
 BUSY_RETRIES = 5  # a batch refused by a busy store (another process's writes) is tried again
 BUSY_BACKOFF = 1.0  # seconds, doubled each time
-
-
-def next_batch(size: int, took: float, most: int) -> int:
-    """The size of the batch after one of ``size`` rows that took ``took`` seconds."""
-    if took > LOCK_BUDGET:
-        return max(MIN_BATCH, size // 2)
-    if took < LOCK_BUDGET / 4:
-        return min(most, size * 2)
-    return size
 
 
 def periods(config: RetentionConfig) -> list[tuple[str, float]]:
@@ -69,17 +55,13 @@ async def purge(store: Store, config: RetentionConfig, now: float) -> dict[str, 
     """One pass: every kind down to its period, batch by batch; rows removed by kind."""
     done: dict[str, int] = {}
     for kind, keep in periods(config):
-        size = min(config.batch, 100)  # start small; grows while batches stay quick
         while True:
-            started = time.monotonic()
-            n = await _batch(store, kind, now - keep, size)
-            took = time.monotonic() - started
+            n = await _batch(store, kind, now - keep, config.batch)
             if n:
                 done[kind] = done.get(kind, 0) + n
-            if n < size:
+            if n < config.batch:
                 break
-            size = next_batch(size, took, config.batch)
-            await asyncio.sleep(max(config.pause, took))
+            await asyncio.sleep(config.pause)
     freed = await store.compact()
     if freed:
         done["pages_freed"] = freed

@@ -287,6 +287,18 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
             None if on_off is None else on_off >= 0.95,
         )
     )
+    ret = res.get("retention", {})
+    med, worst = ret.get("median_p99_ratio"), ret.get("p99_ratio")
+    out.append(
+        _target(
+            "accept p99 while the relay's retention job purges: median round within 1.2x of"
+            " the baseline",
+            f"median {'-' if med is None else f'{med:.2f}'}x, worst round"
+            f" {'-' if worst is None else f'{worst:.2f}'}x"
+            f" ({_n(ret.get('purge_s'))} s purge)",
+            None if med is None else med <= 1.2,
+        )
+    )
     bounce = res.get("bounce", {})
     rate = bounce.get("throughput", {}).get("reports_per_cpu_s")
     out.append(

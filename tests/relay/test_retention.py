@@ -122,15 +122,6 @@ def test_a_batch_of_nothing_is_refused() -> None:
     assert str(info.value) == "t.toml: retention: batch must be at least 1 and interval above 0s"
 
 
-def test_batches_shrink_when_slow_and_grow_back_when_quick() -> None:
-    next_batch, budget, floor = retention.next_batch, retention.LOCK_BUDGET, retention.MIN_BATCH
-    assert next_batch(400, budget * 3, 500) == 200  # too long a write lock: halve
-    assert next_batch(floor, 1.0, 500) == floor  # never below the floor
-    assert next_batch(100, budget / 10, 500) == 200  # quick: grow
-    assert next_batch(400, budget / 10, 500) == 500  # up to [retention] batch
-    assert next_batch(300, budget / 2, 500) == 300  # within budget: keep
-
-
 async def test_a_purge_waits_out_a_store_another_process_holds(tmp_path: Path) -> None:
     """Another connection (as another process would) holds the write lock for over a second:
     the purge's batch is refused as busy, backs off, and goes through once the lock is free."""
