@@ -1,5 +1,5 @@
 -- Outpost store (PostgreSQL), schema version 1: the tables SQLite reaches after its migrations
--- 0001..0013, in PostgreSQL's types, written as one script (no PostgreSQL store existed before
+-- 0001..0015, in PostgreSQL's types, written as one script (no PostgreSQL store existed before
 -- it). Later versions are the files after this one (relay/store/migrations.py). Times are Unix
 -- seconds (DOUBLE PRECISION); JSON columns of events are JSONB, other JSON text stays TEXT.
 
@@ -114,13 +114,15 @@ CREATE TABLE links (
 CREATE TABLE suppressions (
     address    TEXT NOT NULL,                -- lowercased (or erased:<salted hash>)
     scope      TEXT NOT NULL DEFAULT 'all',  -- all | broadcast | campaign:<name> | list:<list-id>
+    app        TEXT NOT NULL DEFAULT '',     -- '' = every app; else the [[apps]] name it stops
     reason     TEXT NOT NULL,                -- hard-bounce | soft-bounce | complaint | unsubscribe | manual
     detail     TEXT NOT NULL DEFAULT '',
     created_at DOUBLE PRECISION NOT NULL,
     expires_at DOUBLE PRECISION,             -- NULL = permanent
-    PRIMARY KEY (address, scope)
+    PRIMARY KEY (address, scope, app)
 );
 CREATE INDEX suppressions_scope ON suppressions (scope, address);
+CREATE INDEX suppressions_app ON suppressions (app, address);
 
 CREATE TABLE paused_domains (
     domain    TEXT PRIMARY KEY,              -- '*' pauses everything
@@ -259,6 +261,14 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (app, key)
 );
 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+
+-- The apps' rate limits ([[apps]] rate_limit): per key ('app:<name>') the count of messages
+-- accepted in the current fixed window, which starts at window_start (Unix seconds).
+CREATE TABLE rate_windows (
+    key          TEXT    PRIMARY KEY,
+    window_start DOUBLE PRECISION NOT NULL,
+    count        INTEGER NOT NULL
+);
 
 -- The schema version (SQLite keeps it in PRAGMA user_version): one row.
 CREATE TABLE schema_version (version INTEGER NOT NULL);
