@@ -155,10 +155,14 @@ class PgServer:
         """The [store] keys of a config that uses this database."""
         return {"url": self.url(database), "password_file": str(self.password_file)}
 
-    async def admin(self) -> asyncpg.Connection:
+    async def connect(self, database: str) -> asyncpg.Connection:
+        """A plain connection to one database (checks no store function answers)."""
         return await asyncpg.connect(
-            self.url("postgres"), password=self.password_file.read_text().strip()
+            self.url(database), password=self.password_file.read_text().strip()
         )
+
+    async def admin(self) -> asyncpg.Connection:
+        return await self.connect("postgres")
 
     async def _make_template(self) -> None:
         from relay.store.postgres import PostgresStore

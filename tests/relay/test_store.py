@@ -12,7 +12,12 @@ import pytest
 from relay.config import StoreConfig
 from relay.store import Store, open_store
 from relay.store.migrations import latest_version, migrations, statements
+from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
+from tests.conftest import open_test_store
+from tests.pgserver import PgServer
+
+BACKENDS = {"sqlite": SqliteStore, "postgres": PostgresStore}
 
 
 def _public(cls: type) -> set[str]:
@@ -23,25 +28,57 @@ def _public(cls: type) -> set[str]:
     }
 
 
-def test_interface_and_backend_list_the_same_functions() -> None:
-    backend = _public(SqliteStore) - {"open"}  # opening is the factory's business
-    assert backend == _public(Store)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interface_and_backend_list_the_same_functions(backend: str) -> None:
+    functions = _public(BACKENDS[backend]) - {"open"}  # opening is the factory's business
+    assert functions == _public(Store)
 
 
-def test_interface_signatures_match_the_backend() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_interface_signatures_match_the_backend(backend: str) -> None:
     for name in _public(Store):
         want = inspect.signature(getattr(Store, name))
-        got = inspect.signature(getattr(SqliteStore, name))
+        got = inspect.signature(getattr(BACKENDS[backend], name))
         assert list(want.parameters) == list(got.parameters), name
         for p in want.parameters.values():
             assert got.parameters[p.name].default == p.default, (name, p.name)
 
 
-def test_migrations_are_numbered_without_gaps() -> None:
-    steps = migrations("sqlite")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_migrations_are_numbered_without_gaps(backend: str) -> None:
+    steps = migrations(backend)
     assert [m.version for m in steps] == list(range(1, len(steps) + 1))
     assert steps[0].name == "initial"
-    assert latest_version("sqlite") == len(steps)
+    assert latest_version(backend) == len(steps)
+
+
+async def test_both_backends_have_the_same_tables(pg_server: PgServer) -> None:
+    """PostgreSQL's schema is SQLite's after all its migrations (same tables and columns)."""
+    lite = sqlite3.connect(":memory:")
+    for step in migrations("sqlite"):
+        for statement in step.statements():
+            lite.execute(statement)
+    want = {
+        name: {c[1] for c in lite.execute(f"PRAGMA table_info({name})")}
+        for (name,) in lite.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }
+    database = await pg_server.create_database()
+    try:
+        conn = await pg_server.connect(database)
+        try:
+            rows = await conn.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public'"
+            )
+        finally:
+            await conn.close()
+    finally:
+        await pg_server.drop_database(database)
+    got: dict[str, set[str]] = {}
+    for table, column in rows:
+        got.setdefault(table, set()).add(column)
+    got.pop("schema_version")  # SQLite keeps its version in PRAGMA user_version
+    assert got == want
 
 
 def test_statements_ignore_comments_and_blank_parts() -> None:
@@ -105,10 +142,10 @@ async def test_a_newer_store_is_refused(tmp_path: Path) -> None:
         await open_store(StoreConfig(path=str(path)), durable=False)
 
 
-async def test_events_after_is_a_feed_in_id_order(tmp_path: Path) -> None:
+async def test_events_after_is_a_feed_in_id_order(tmp_path: Path, store_backend: str) -> None:
     from relay.store import Event, NewMessage
 
-    store = await open_store(StoreConfig(path=str(tmp_path / "s.db")), durable=False)
+    store = await open_test_store(tmp_path)
     try:
         assert await store.last_event_id() == 0
         assert await store.events_after(0) == []
@@ -155,3 +192,63 @@ async def test_sqlite_processes_starting_together_migrate_once(tmp_path: Path) -
         await store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == latest_version("sqlite")
+
+
+async def _pg_version(server: PgServer, database: str) -> int:
+    conn = await server.connect(database)
+    try:
+        return int(await conn.fetchval("SELECT version FROM schema_version"))
+    finally:
+        await conn.close()
+
+
+async def test_postgres_nodes_starting_together_migrate_once(pg_server: PgServer) -> None:
+    """Four nodes open a new, empty database at the same moment: each step runs once (the
+    advisory lock), and the schema is the latest."""
+    database = await pg_server.create_database(empty=True)
+    try:
+        url, password_file = pg_server.url(database), str(pg_server.password_file)
+        stores = await asyncio.gather(
+            *(
+                PostgresStore.open(url, password_file=password_file, durable=False)
+                for _ in range(4)
+            ),
+            return_exceptions=True,
+        )
+        assert not [s for s in stores if isinstance(s, BaseException)], stores
+        for store in stores:
+            assert isinstance(store, PostgresStore)
+            assert await store.ping()
+            await store.close()
+        assert await _pg_version(pg_server, database) == latest_version("postgres")
+    finally:
+        await pg_server.drop_database(database)
+
+
+async def test_a_newer_postgres_store_is_refused(pg_server: PgServer) -> None:
+    database = await pg_server.create_database()
+    try:
+        conn = await pg_server.connect(database)
+        try:
+            await conn.execute("UPDATE schema_version SET version = version + 1")
+        finally:
+            await conn.close()
+        with pytest.raises(RuntimeError, match="newer than this Outpost"):
+            await PostgresStore.open(
+                pg_server.url(database), password_file=str(pg_server.password_file)
+            )
+    finally:
+        await pg_server.drop_database(database)
+
+
+async def test_open_store_picks_postgresql_by_url(pg_server: PgServer) -> None:
+    database = await pg_server.create_database()
+    try:
+        config = StoreConfig(
+            url=pg_server.url(database), password_file=str(pg_server.password_file)
+        )
+        async with await open_store(config, durable=False) as store:
+            assert isinstance(store, PostgresStore)
+            assert await store.count_deliveries() == {}
+    finally:
+        await pg_server.drop_database(database)
