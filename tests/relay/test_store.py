@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from relay.config import StoreConfig
-from relay.store import Store, open_store
+from relay.store import NewMessage, Store, open_store
 from relay.store.migrations import latest_version, migrations, statements
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
@@ -251,4 +251,84 @@ async def test_open_store_picks_postgresql_by_url(pg_server: PgServer) -> None:
             assert isinstance(store, PostgresStore)
             assert await store.count_deliveries() == {}
     finally:
+        await pg_server.drop_database(database)
+
+
+def _message(queue_id: str, rcpts: tuple[str, ...], at: float = 10.0) -> NewMessage:
+    return NewMessage(
+        queue_id, at, "app@example.com", "127.0.0.1", b"Subject: x\r\n\r\nb\r\n", rcpts
+    )
+
+
+async def test_two_nodes_lease_each_delivery_once_and_take_over_a_dead_ones(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """Two nodes on one store: concurrent leases never hand out a delivery twice; the leases of
+    a node that died are taken over once they expire (not before); a node gives back only the
+    leases it still holds."""
+    a, b = await open_test_store(tmp_path), await open_test_store(tmp_path)
+    try:
+        rcpts = tuple(f"r{i}@example.org" for i in range(40))
+        await a.queue_message(_message("Q1", rcpts))
+        got = await asyncio.gather(
+            *(
+                (a if i % 2 else b).lease_due_deliveries(20.0, 7, 80.0, owner=f"n{i % 2}")
+                for i in range(8)
+            )
+        )
+        ids = [x.delivery_id for leases in got for x in leases]
+        assert len(ids) == len(set(ids)) == 40  # every delivery once, none twice
+        held_by_a = [x.delivery_id for i, leases in enumerate(got) if i % 2 for x in leases]
+        # node n1 (store a) dies; n0 finds nothing due until n1's leases expire
+        assert await b.lease_due_deliveries(79.0, 100, 140.0, owner="n0") == []
+        taken = await b.lease_due_deliveries(80.0, 100, 140.0, owner="n0")
+        assert sorted(x.delivery_id for x in taken) == sorted(held_by_a)
+        # n1 comes back: its old leases are no longer its own to renew or give back
+        assert await a.renew_leases(held_by_a, "n1", 200.0) == []
+        await a.release_leases(held_by_a, owner="n1")
+        assert (await a.count_deliveries()) == {"leased": 40}
+        assert await b.renew_leases(held_by_a[:3], "n0", 200.0) == sorted(held_by_a[:3])
+        await b.release_leases(held_by_a, owner="n0")
+        assert (await a.count_deliveries()) == {
+            "leased": 40 - len(held_by_a),
+            "queued": len(held_by_a),
+        }
+        # at start, a node returns its own leases (and only those)
+        assert await b.recover_leases("n0") == 40 - len(held_by_a)
+        assert (await a.count_deliveries()) == {"queued": 40}
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_postgres_event_ids_become_visible_in_id_order(pg_server: PgServer) -> None:
+    """A writer that took an event id holds the events lock to commit: a later writer waits, so
+    a reader tailing events_after never sees an id above one that is still to commit."""
+    from relay.store import Event
+    from relay.store.postgres import EVENTS_LOCK
+
+    database = await pg_server.create_database()
+    conn = await pg_server.connect(database)
+    url, password_file = pg_server.url(database), str(pg_server.password_file)
+    store = await PostgresStore.open(url, password_file=password_file, durable=False)
+    try:
+        slow = conn.transaction()
+        await slow.start()
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+        first = await conn.fetchval(
+            "INSERT INTO events (at, type, recipient) VALUES (1, 'complaint', 'slow@example.org')"
+            " RETURNING id"
+        )
+        later = asyncio.create_task(store.record_events([Event("complaint", 2.0)]))
+        await asyncio.sleep(0.3)
+        assert not later.done()  # waits for the lock, holding no id yet
+        assert await store.events_after(0) == []
+        await slow.commit()
+        await asyncio.wait_for(later, 5)
+        feed = await store.events_after(0)
+        assert [e["recipient"] for e in feed] == ["slow@example.org", ""]
+        assert feed[0]["id"] == first < feed[1]["id"]
+    finally:
+        await store.close()
+        await conn.close()
         await pg_server.drop_database(database)
