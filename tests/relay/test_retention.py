@@ -12,6 +12,7 @@ import pytest
 from relay import retention
 from relay.config import ConfigError, RetentionConfig, parse_config
 from relay.store import Event, NewMessage, Outcome, Result, Store, open_store
+from relay.store.sqlite import SqliteStore
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.test_shaping import Clock
 from tests.sidecar.helpers import ADMIN, sidecar

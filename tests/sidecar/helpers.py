@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,10 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
 from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
-from relay.store import NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
+from relay.store import NewMessage, Outcome, Result, open_store
 from sidecar.app import TRACKER, make_app
 from sidecar.tracking import Tracker
+from tests import storeview
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 HUMAN_UA = (
@@ -43,7 +42,7 @@ async def seed(
     now = time.time()
     received = received_at if received_at is not None else now - 3700
     done_at = delivered_at if delivered_at is not None else now - 3600
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         pk = await store.queue_message(
             NewMessage(
                 queue_id=queue_id,
@@ -100,10 +99,10 @@ def tracker_of(client: TestClient) -> Tracker:
 
 def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
     """Events straight from the database file (a separate connection), in time order."""
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute(
-            "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id"
-        ).fetchall()
+    rows = storeview.rows(
+        config,
+        "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id",
+    )
     out = [
         {
             "at": r[0],
@@ -119,8 +118,7 @@ def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
 
 
 def suppressions(config: Config) -> dict[str, tuple[str, float | None]]:
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute("SELECT address, reason, expires_at FROM suppressions").fetchall()
+    rows = storeview.rows(config, "SELECT address, reason, expires_at FROM suppressions")
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -128,7 +126,7 @@ async def queue_for_app(
     config: Config, queue_id: str, app: str, rcpt: str, campaign: str = ""
 ) -> None:
     """A queued message of ``app`` to ``rcpt`` (its 'processed' event is the app's)."""
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.queue_message(
             NewMessage(
                 queue_id=queue_id,

@@ -14,8 +14,7 @@ import pytest
 from relay.cli import main as cli_main
 from relay.config import Config
 from relay.output import for_json
-from relay.store import Event, NewMessage
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, NewMessage, open_store
 from sidecar.admin import ApiError, parse_time, stats_figures
 from sidecar.app import STORE
 from sidecar.classify import HONEYPOT_LINK
@@ -49,7 +48,7 @@ async def fixture(config: Config) -> dict[str, int]:
     )
     ids |= await seed(config, "Q2", ["e@x.org"], state="bounced", received_at=T0 - 90)
     ids |= await seed(config, "Q4", ["z@x.org"], campaign="autumn", received_at=T0 - 80)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.queue_message(
             NewMessage(
                 "Q3",
@@ -307,7 +306,7 @@ async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     await fixture(config)
     sql: list[str] = []
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store._ro.set_trace_callback(sql.append)
         await store.tracking_stats("spring", T0, T0 + 1000)
         stats_sql = list(sql)

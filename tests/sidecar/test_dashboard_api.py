@@ -13,8 +13,7 @@ from typing import Any
 from aiohttp import ClientResponse
 
 from relay.render.tokens import TokenKind
-from relay.store import Event
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, open_store
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, HUMAN_UA, seed, sidecar, token, tracker_of
 
@@ -203,7 +202,7 @@ async def test_event_stream_pushes_new_events_and_resumes_without_gaps(tmp_path:
         r = await client.get("/api/events/stream", headers=ADMIN)
         assert r.status == 200 and r.headers["Content-Type"] == "text/event-stream"
         assert (await r.content.readline()) == b"retry: 1000\n"
-        async with await SqliteStore.open(config.store.path, durable=False) as other:
+        async with await open_store(config.store, durable=False) as other:
             # another process's writes reach the viewer
             await other.record_events(
                 [

@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from relay.config import Config
 from relay.receive.apikeys import new_key
-from relay.store.sqlite import SqliteStore
+from relay.store import open_store
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, sidecar
 
@@ -60,7 +60,7 @@ MAIL = {
 
 
 async def stored(config: Config, queue_id: str) -> tuple[dict[str, Any], bytes]:
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         history = await store.message_history(queue_id)
         assert history is not None
         return history, await store.message_raw(history["message"]["message_pk"])
@@ -429,7 +429,7 @@ async def _post(client: TestClient, key: dict[str, str], **fields: Any) -> Any:
 
 async def test_a_suppressed_recipient_is_reported_and_not_queued(tmp_path: Path) -> None:
     config, key = app_config(tmp_path)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.suppress("cc@example.org", "manual", 0.0, app="jobs")
     async with sidecar(config) as client:
         status, body = await _post(client, key)
