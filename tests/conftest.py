@@ -205,6 +205,9 @@ async def store_backend(request: pytest.FixtureRequest) -> AsyncIterator[str]:
     global _store_section
     database = ""
     server: PgServer | None = None
+    only = request.node.get_closest_marker("sqlite_only")
+    if request.param == "postgres" and only is not None:
+        pytest.skip(f"SQLite only: {only.args[0] if only.args else 'reads the SQLite file'}")
     if request.param == "postgres":
         server = request.getfixturevalue("pg_server")
         database = await server.create_database()
@@ -222,6 +225,14 @@ async def store_backend(request: pytest.FixtureRequest) -> AsyncIterator[str]:
 def store_section(tmp_path: Path) -> dict[str, str]:
     """The running test's [store] keys (the SQLite file in tmp_path unless on PostgreSQL)."""
     return dict(_store_section) if _store_section else {"path": str(tmp_path / "outpost.db")}
+
+
+def store_toml(config: Config) -> str:
+    """The config's [store] section as TOML, for a config file a command or child reads."""
+    store = config.store
+    if store.url:
+        return f'[store]\nurl = "{store.url}"\npassword_file = "{store.password_file}"\n'
+    return f'[store]\npath = "{store.path}"\n'
 
 
 async def open_test_store(tmp_path: Path, *, durable: bool = False) -> Store:

@@ -1,7 +1,8 @@
-"""Read-only looks into a test's store, whichever backend holds it (a separate connection).
+"""Direct looks into a test's store, whichever backend holds it (a separate connection).
 
-For checks no store function answers (raw rows, what a crash left behind). SQL is written once
-with ``?`` placeholders and plain columns both backends share; JSON columns come back as text.
+For checks no store function answers (raw rows, what a crash left behind) and for setting up a
+row no store function writes. SQL is written once with ``?`` placeholders and plain columns both
+backends share; JSON columns come back as text.
 """
 
 from __future__ import annotations
@@ -25,9 +26,23 @@ def rows(config: Config, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return [tuple(r) for r in db.execute(sql, params).fetchall()]
         finally:
             db.close()
+    return run_in_thread(_pg_rows(store.url, store.password_file, _numbered(sql), params))
+
+
+def _numbered(sql: str) -> str:
+    """? placeholders as PostgreSQL's $1, $2, ..."""
     numbered = iter(range(1, 1000))
-    pg_sql = re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
-    return run_in_thread(_pg_rows(store.url, store.password_file, pg_sql, params))
+    return re.sub(r"\?", lambda _: f"${next(numbered)}", sql)
+
+
+def execute(config: Config, sql: str, *params: Any) -> None:
+    """Run one write statement on the config's store and commit it."""
+    store = config.store
+    if store.backend == "sqlite":
+        with sqlite3.connect(store.path, timeout=10) as db:
+            db.execute(sql, params)
+        return
+    run_in_thread(_pg_execute(store.url, store.password_file, _numbered(sql), params))
 
 
 def value(config: Config, sql: str, *params: Any) -> Any:
@@ -42,5 +57,14 @@ async def _pg_rows(url: str, password_file: str, sql: str, params: Any) -> list[
     try:
         async with conn.transaction(readonly=True):
             return [tuple(r) for r in await conn.fetch(sql, *params)]
+    finally:
+        await conn.close()
+
+
+async def _pg_execute(url: str, password_file: str, sql: str, params: Any) -> None:
+    password = read_secret_file(password_file, "password") if password_file else None
+    conn = await asyncpg.connect(url, password=password)
+    try:
+        await conn.execute(sql, *params)
     finally:
         await conn.close()

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from relay.learn.suppression import Rules, apply
 from relay.store import Event, Store
 from relay.store.sqlite import SqliteStore
 from tests import storeview
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 MSG = b"From: app@example.com\r\nTo: x@example.org\r\nSubject: hello\r\n\r\nbody\r\n"

@@ -13,6 +13,9 @@ from tests import storeview
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 MSG = b"From: app@example.com\r\nTo: a@example.org\r\nSubject: hello\r\n\r\nthe body text\r\n.\r\n"
 
 

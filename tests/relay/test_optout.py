@@ -16,6 +16,9 @@ from tests.conftest import Sink
 from tests.relay.test_cli import conf, run  # noqa: F401 (conf is a fixture)
 from tests.relay.test_render import BASE, HTML_MSG, html_of, tracked_config
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 @pytest.mark.parametrize(
     ("given", "stored"),

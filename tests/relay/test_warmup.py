@@ -16,7 +16,7 @@ from relay import cli
 from relay.config import ConfigError, WarmupConfig, parse_config
 from relay.deliver.warmup import DayStats, allowance, limit_for, next_day_start
 from relay.store import Event
-from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
+from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost, store_toml
 from tests.relay.test_shaping import Clock, drive
 
 START = "2027-01-04"
@@ -108,7 +108,7 @@ async def test_day_limit_holds_exactly_and_the_rest_waits_in_order(
     # the operator's view: today's allowance, what was sent and what waits
     path = tmp_path / "o.toml"
     path.write_text(
-        f'[store]\npath = "{config.store.path}"\n[[warmup]]\ndomain = "new.example"\n'
+        store_toml(config) + f'[[warmup]]\ndomain = "new.example"\n'
         f'start = "{START}"\ndaily_limits = [10, 20]\n'
     )
     # the CLI reads the real time; its "today" differs, so check the store-backed report

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from relay.store import open_store
 from tests.conftest import make_config
 from tests.dnsserver import DnsServer
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def test_shaping_state_published_by_the_relay_is_served(tmp_path: Path) -> None:

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.config import Config
 from relay.store import NewMessage, open_store
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.test_bounces import _gmail_dsn
 from tests.sidecar.helpers import ADMIN, sidecar, suppressions
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BAD = {"Authorization": "Bearer wrong"}
 

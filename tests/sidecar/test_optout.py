@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.render.tokens import TokenKind
 from relay.store import open_store
 from sidecar.tracking import GIF
@@ -21,6 +23,9 @@ from tests.sidecar.helpers import (
     tracker_of,
 )
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BAD = {"Authorization": "Bearer wrong"}
 UA = {"User-Agent": HUMAN_UA}

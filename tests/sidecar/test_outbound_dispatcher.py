@@ -25,6 +25,9 @@ from tests.sidecar.outbound_helpers import (
     record,
 )
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 def test_backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() -> None:
     low = [backoff(n, 2.0, 900.0, lambda: 0.0) for n in range(1, 12)]

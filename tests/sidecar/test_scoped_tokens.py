@@ -17,6 +17,9 @@ from sidecar import access
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, queue_for_app, sidecar
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 APPS = [
     {"name": "billing", "networks": ["10.1.0.0/24"], "sender_domains": ["billing.example.com"]},
     {"name": "jobs", "networks": ["10.2.0.0/24"], "sender_domains": ["jobs.example.com"]},

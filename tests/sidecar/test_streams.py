@@ -5,12 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.config import Config
 from relay.render.tokens import TokenKind
 from relay.store import Event, open_store
 from sidecar.webhooks.mapping import suppressions_for
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, seed, sidecar, token
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
