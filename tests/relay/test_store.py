@@ -332,3 +332,53 @@ async def test_postgres_event_ids_become_visible_in_id_order(pg_server: PgServer
         await store.close()
         await conn.close()
         await pg_server.drop_database(database)
+
+
+async def test_a_durable_postgres_store_commits_synchronously(pg_server: PgServer) -> None:
+    """queue_message returns after a commit that waited for the WAL flush (durable=True), and
+    the message is visible to any other connection at once."""
+    database = await pg_server.create_database()
+    url, password_file = pg_server.url(database), str(pg_server.password_file)
+    try:
+        async with await PostgresStore.open(url, password_file=password_file) as store:
+            assert await store._pool.fetchval("SHOW synchronous_commit") == "on"
+            await store.queue_message(_message("Q1", ("a@example.org",)))
+            conn = await pg_server.connect(database)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM deliveries") == 1
+            finally:
+                await conn.close()
+        async with await PostgresStore.open(url, password_file=password_file, durable=False) as s:
+            assert await s._pool.fetchval("SHOW synchronous_commit") == "off"
+    finally:
+        await pg_server.drop_database(database)
+
+
+async def test_lost_database_connections_are_transient(pg_server: PgServer) -> None:
+    """A refused or lost PostgreSQL connection is waited out (transient_error), as a busy
+    SQLite store is; a bad statement is not."""
+    import asyncpg
+
+    from relay.store import transient_error
+
+    with pytest.raises(OSError) as refused:
+        await asyncpg.connect(f"postgresql://outpost@127.0.0.1:{_closed_port()}/x", timeout=5)
+    assert transient_error(refused.value)
+    conn = await pg_server.connect("postgres")
+    try:
+        with pytest.raises(asyncpg.PostgresError) as bad:
+            await conn.execute("SELECT * FROM no_such_table")
+        assert not transient_error(bad.value)
+    finally:
+        await conn.close()
+    with pytest.raises(asyncpg.InterfaceError) as closed:
+        await conn.execute("SELECT 1")
+    assert transient_error(closed.value)
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
