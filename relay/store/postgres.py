@@ -417,7 +417,8 @@ class PostgresStore:
         async def work(conn: Conn) -> None:
             await conn.executemany(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL,"
-                " next_attempt_at = $1, shaping_wait = shaping_wait + greatest($1::float8 - $2::float8, 0),"
+                " next_attempt_at = $1,"
+                " shaping_wait = shaping_wait + greatest($1::float8 - $2::float8, 0),"
                 " waiting_for = $3 WHERE id = $4 AND state = 'leased'",
                 [(until, now, why, delivery_id) for delivery_id, until, why in sorted(items)],
             )
