@@ -115,6 +115,7 @@ class PostgresStore:
             min_size=1,
             max_size=pool_size,
             statement_cache_size=512,
+            init=_text_without_nul,
             server_settings={
                 "synchronous_commit": "on" if durable else "off",
                 "application_name": "outpost",
@@ -184,27 +185,27 @@ class PostgresStore:
                 " $11::text[], $12::bool[], $13::bool[], $14::text[], $15::bytea[], $16::text[],"
                 " $17::text[], $18::text[], $19::text[], $20::text[], $21::text[])"
                 " RETURNING queue_id, id",
-                [m.queue_id for m in batch],
+                _texts(m.queue_id for m in batch),
                 [m.received_at for m in batch],
-                [m.mail_from for m in batch],
-                [m.client_addr for m in batch],
-                [m.helo for m in batch],
-                [m.auth_user for m in batch],
+                _texts(m.mail_from for m in batch),
+                _texts(m.client_addr for m in batch),
+                _texts(m.helo for m in batch),
+                _texts(m.auth_user for m in batch),
                 [len(m.raw) for m in batch],
-                [m.header_message_id for m in batch],
-                [m.campaign for m in batch],
-                [json.dumps(list(m.tags)) for m in batch],
-                [m.track for m in batch],
+                _texts(m.header_message_id for m in batch),
+                _texts(m.campaign for m in batch),
+                _texts(json.dumps(list(m.tags)) for m in batch),
+                _texts(m.track for m in batch),
                 [m.smtputf8 for m in batch],
                 [m.body_8bit for m in batch],
-                [m.kind for m in batch],
+                _texts(m.kind for m in batch),
                 [m.raw for m in batch],
-                [m.dsn_ret for m in batch],
-                [m.dsn_envid for m in batch],
-                [m.stream for m in batch],
-                [m.list_id for m in batch],
-                [m.subject for m in batch],
-                [m.app for m in batch],
+                _texts(m.dsn_ret for m in batch),
+                _texts(m.dsn_envid for m in batch),
+                _texts(m.stream for m in batch),
+                _texts(m.list_id for m in batch),
+                _texts(m.subject for m in batch),
+                _texts(m.app for m in batch),
             )
             ids = {r[0]: int(r[1]) for r in rows}
             wanted: list[tuple[Any, ...]] = []
@@ -302,7 +303,7 @@ class PostgresStore:
                 " FROM due, messages m WHERE d.id = due.id AND m.id = d.message_id"
                 f" RETURNING {_LEASE_COLUMNS}",
                 now,
-                sorted(paused | set(exclude_domains)),
+                _texts(sorted(paused | set(exclude_domains))),
                 limit,
                 lease_until,
                 owner,
@@ -613,7 +614,7 @@ class PostgresStore:
                 "INSERT INTO links (message_id, idx, url) SELECT $1, i - 1, u"
                 " FROM unnest($2::text[]) WITH ORDINALITY AS t (u, i) ON CONFLICT DO NOTHING",
                 message_pk,
-                list(urls),
+                _texts(urls),
             )
 
         await self._transaction(work)
@@ -652,8 +653,8 @@ class PostgresStore:
             "SELECT address, reason, scope FROM suppressions WHERE address = ANY($1::text[])"
             " AND scope = ANY($2::text[]) AND app IN ('', $3)"
             " AND (expires_at IS NULL OR expires_at > $4) ORDER BY app",
-            list(keys),
-            list(rank),
+            _texts(keys),
+            _texts(rank),
             app,
             now,
         )
@@ -1031,7 +1032,7 @@ class PostgresStore:
         if not wanted:
             return set()
         rows = await self._fetch(
-            "SELECT target FROM tracking_optouts WHERE target = ANY($1::text[])", wanted
+            "SELECT target FROM tracking_optouts WHERE target = ANY($1::text[])", _texts(wanted)
         )
         found = {r[0] for r in rows}
         return {r for r, pair in covers.items() if found.intersection(pair)}
@@ -1061,7 +1062,7 @@ class PostgresStore:
         p = _Params(address.lower())
         sql = "DELETE FROM suppressions WHERE address = $1"
         if reasons is not None:
-            sql += f" AND reason = ANY({p(list(reasons))}::text[])"
+            sql += f" AND reason = ANY({p(_texts(reasons))}::text[])"
         if scope is not None:
             sql += f" AND scope = {p(scope)}"
         if app is not None:
@@ -1087,7 +1088,7 @@ class PostgresStore:
         p = _Params()
         where = ["TRUE"]
         if apps is not None:
-            where.append(f"app = ANY({p(list(apps))}::text[])")
+            where.append(f"app = ANY({p(_texts(apps))}::text[])")
         if not include_expired:
             where.append(f"(expires_at IS NULL OR expires_at > {p(now)})")
         if reason:
@@ -1142,7 +1143,7 @@ class PostgresStore:
         value = await self._pool.fetchval(
             "SELECT count(*) FROM events WHERE delivery_id = $1 AND type = ANY($2::text[])",
             delivery_id,
-            list(types),
+            _texts(types),
         )
         return int(value or 0)
 
@@ -2148,7 +2149,7 @@ class PostgresStore:
         self, address: str, limit: int = 500, app: str | None = None
     ) -> dict[str, Any]:
         """Every delivery to an address (newest first, with its message) and its events."""
-        p = _Params(sorted({address, address.lower()}), limit)
+        p = _Params(_texts(sorted({address, address.lower()})), limit)
         mine = "" if app is None else f" AND m.app = {p(app)}"
         keys = (
             "delivery_id",
@@ -2307,9 +2308,11 @@ async def _insert_deliveries(conn: Conn, rows: list[tuple[Any, ...]]) -> list[tu
         " WITH ORDINALITY AS t (pk, rcpt, dom, state, at, why, notify, orcpt, role, ord)"
         " ORDER BY ord RETURNING id, message_id, recipient, state",
         columns[0],
-        columns[1],
-        [domain_of(r) for r in columns[1]],
-        *columns[2:],
+        _texts(columns[1]),
+        _texts(domain_of(r) for r in columns[1]),
+        _texts(columns[2]),
+        columns[3],
+        *(_texts(c) for c in columns[4:]),
     )
     return sorted((tuple(r) for r in made), key=lambda r: r[0])
 
@@ -2393,6 +2396,28 @@ async def _lock_event_ids(conn: Conn) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
 
 
+async def _text_without_nul(conn: Conn) -> None:
+    """PostgreSQL text can't hold U+0000 (SQLite's can): a NUL in a value written or looked
+    up becomes U+FFFD, so a lookup by such a value finds nothing instead of failing, and a
+    value written keeps every other character."""
+    await conn.set_type_codec(
+        "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
+    )
+
+
+def _no_nul(value: str) -> str:
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _texts(values: Iterable[Any]) -> list[Any]:
+    """A text[] parameter's items without NUL (array items don't pass through the codec)."""
+    return [_no_nul(v) if isinstance(v, str) else v for v in values]
+
+
+def _same(value: str) -> str:
+    return value
+
+
 # JSONB can't hold U+0000: it is stored as U+FFFD (an escaped backslash before "u0000" is
 # text, not the escape, and is kept)
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
@@ -2428,13 +2453,13 @@ async def _insert_events(conn: Conn, events: Sequence[Event]) -> None:
         " $6::text[], $7::text[], $8::text[]) WITH ORDINALITY"
         " AS t (at, type, mid, did, rcpt, campaign, details, source, ord) ORDER BY ord",
         [e.at for e in events],
-        [e.type for e in events],
+        _texts(e.type for e in events),
         [e.message_pk for e in events],
         [e.delivery_id for e in events],
-        [e.recipient for e in events],
-        [e.campaign for e in events],
+        _texts(e.recipient for e in events),
+        _texts(e.campaign for e in events),
         [_details(e.details) for e in events],
-        [source_of(e) for e in events],
+        _texts(source_of(e) for e in events),
     )
     await _write_counts(conn, counts)
 

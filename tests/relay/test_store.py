@@ -382,3 +382,34 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+async def test_a_nul_in_a_value_finds_nothing_and_is_kept_otherwise(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """Input with U+0000 (a malformed request, a provider's report): lookups by it find nothing
+    and writes keep every other character (PostgreSQL text can't hold U+0000: it becomes
+    U+FFFD there)."""
+    from relay.store import Event
+
+    async with await open_test_store(tmp_path) as store:
+        await store.queue_message(_message("Q1", ("a@example.org",)))
+        assert await store.delivery_states("Q1\x00") == {}
+        assert await store.message_history("\x00") is None
+        assert (await store.recipient_history("a@example.org\x00"))["deliveries"] == []
+        assert await store.suppressed(["a\x00@example.org"], 1.0) == {}
+        assert await store.tracking_opted_out(["a\x00@example.org"]) == set()
+        assert await store.search_messages("\x00") == []
+        assert not await store.unsuppress("a\x00@example.org", reasons=["x\x00"])
+        await store.record_events(
+            [Event("complaint", 2.0, recipient="x\x00y@example.org", details={"ua": "u\x00a"})]
+        )
+        await store.record_unmatched(3.0, "complaint", "z\x00@example.org", {"text": "t\x00"})
+        (complaint,) = [e for e in await store.events_after(0) if e["type"] == "complaint"]
+        for got, sent in (
+            (complaint["recipient"], "x\x00y@example.org"),
+            (complaint["details"]["ua"], "u\x00a"),
+        ):
+            assert got.replace("\ufffd", "\x00") == sent
+        (kept,) = await store.list_unmatched()
+        assert kept["details"] == {"text": "t\x00"}  # JSON text: the escape is kept as written
