@@ -22,6 +22,7 @@ from relay.config import (
     ConfigError,
     format_hostport,
     load_config,
+    parse_config,
     parse_duration,
     read_secret_file,
 )
@@ -769,6 +770,41 @@ def _deliverability_commands(top: Any, add: Callable[..., argparse.ArgumentParse
     p.add_argument("domain")
 
 
+# --- store
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy a SQLite store into an empty PostgreSQL database, printing rows per table."""
+    from relay.store.copy import TargetNotEmpty, copy_sqlite_to_postgres
+
+    target = parse_config(
+        {"store": {"url": args.to, "password_file": args.password_file}}, "store copy --to"
+    ).store  # the url checked as [store] url is (no password in it)
+    if not Path(args.source).is_file():
+        print(f"outpostctl: {args.source}: no such store file", file=sys.stderr)
+        return 2
+    last: dict[str, int] = {}
+
+    def progress(table: str, rows: int) -> None:
+        last[table] = rows
+        print(f"{table}: {rows} rows", flush=True)
+
+    try:
+        copied = asyncio.run(
+            copy_sqlite_to_postgres(
+                args.source, target.url, password_file=target.password_file, progress=progress
+            )
+        )
+    except TargetNotEmpty as exc:
+        print(f"outpostctl: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    for table in copied:
+        if table not in last:
+            print(f"{table}: 0 rows")
+    print(f"copied {sum(copied.values())} rows in {len(copied)} tables", flush=True)
+    return 0
+
+
 # --- parser
 
 
@@ -868,6 +904,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_webhook_commands(add)
     _deliverability_commands(top, add)
     report.add_parser(add, report.run_with(with_store))  # outpostctl report ...
+    p = add("copy", cmd_store_copy, "copy a SQLite store into an empty PostgreSQL", "store")
+    p.add_argument("--from", dest="source", required=True, help="the SQLite file")
+    p.add_argument("--to", required=True, help="postgresql://user@host:port/db")
+    p.add_argument("--password-file", default="", help="file holding the database password")
     return parser
 
 

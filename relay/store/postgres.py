@@ -2423,8 +2423,13 @@ def _same(value: str) -> str:
 _NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
 
 
+def jsonb_text(text: str) -> str:
+    """JSON text PostgreSQL's jsonb takes: an escaped U+0000 becomes U+FFFD."""
+    return _NUL.sub(r"\1\\ufffd", text)
+
+
 def _details(details: dict[str, Any]) -> str:
-    return _NUL.sub(r"\1\\ufffd", json.dumps(details, separators=(",", ":")))
+    return jsonb_text(json.dumps(details, separators=(",", ":")))
 
 
 async def _insert_events(conn: Conn, events: Sequence[Event]) -> None:
