@@ -34,6 +34,7 @@ async def seed(
     received_at: float | None = None,
     delivered_at: float | None = None,
     state: str = "delivered",
+    event_details: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Queue a message through the Store API, deliver it (or not), record its links.
 
@@ -62,7 +63,10 @@ async def seed(
             result = Result(2, 250, "2.0.0", "ok", "mx.example.org")
         else:
             result = Result(5, 550, "5.1.1", "no such user", "mx.example.org")
-        await store.record_results([Outcome(lease, result, state, 0.0) for lease in mine], done_at)
+        await store.record_results(
+            [Outcome(lease, result, state, 0.0, dict(event_details or {})) for lease in mine],
+            done_at,
+        )
         if links:
             await store.record_links(pk, list(links))
         return {lease.recipient: lease.delivery_id for lease in mine}
