@@ -1785,7 +1785,7 @@ class PostgresStore:
         transaction can still commit an id below one already visible."""
         rows = await self._fetch(
             "SELECT e.id, e.at, e.type, m.queue_id, m.header_message_id, e.delivery_id,"
-            " e.recipient, e.campaign, e.source, e.details::text FROM events e"
+            " e.recipient, e.campaign, e.source, e.details::text, m.app FROM events e"
             " LEFT JOIN messages m ON m.id = e.message_id"
             " WHERE e.id > $1 ORDER BY e.id LIMIT $2",
             after_id,
@@ -1802,6 +1802,7 @@ class PostgresStore:
                 "recipient": r[6],
                 "campaign": r[7],
                 "source": r[8],
+                "app": r[10] or "",
                 "details": json.loads(r[9]),
             }
             for r in rows
