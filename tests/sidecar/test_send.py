@@ -7,7 +7,6 @@ import base64
 import email
 import email.policy
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,12 @@ from aiohttp.test_utils import TestClient
 from relay.config import Config
 from relay.receive.apikeys import new_key
 from relay.store import open_store
+from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 JOBS_APP = {
     "name": "jobs",
@@ -67,9 +70,8 @@ async def stored(config: Config, queue_id: str) -> tuple[dict[str, Any], bytes]:
 
 
 def message_count(config: Config) -> int:
-    """Messages in the store file (read on a connection of its own)."""
-    with sqlite3.connect(config.store.path) as db:
-        return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+    """Messages in the store (read on a connection of its own)."""
+    return int(storeview.value(config, "SELECT count(*) FROM messages"))
 
 
 async def test_send_queues_the_message_with_roles_and_no_bcc_header(tmp_path: Path) -> None:
