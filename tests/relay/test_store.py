@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import re
 import sqlite3
 from pathlib import Path
 
@@ -413,3 +414,64 @@ async def test_a_nul_in_a_value_finds_nothing_and_is_kept_otherwise(
             assert got.replace("\ufffd", "\x00") == sent
         (kept,) = await store.list_unmatched()
         assert kept["details"] == {"text": "t\x00"}  # JSON text: the escape is kept as written
+
+
+@pytest.mark.parametrize(
+    ("sql", "args", "index"),
+    [
+        (  # lease_due_deliveries' choice of due rows
+            "SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
+            " AND next_attempt_at <= $1 ORDER BY next_attempt_at, id LIMIT 10",
+            (1.0,),
+            "deliveries_due",
+        ),
+        (  # expired leases
+            "SELECT id FROM deliveries WHERE state = 'leased' AND lease_until <= $1",
+            (1.0,),
+            "deliveries_leased",
+        ),
+        ("SELECT id FROM events WHERE id > $1 ORDER BY id LIMIT 500", (0,), "events_pkey"),
+        (  # soft_bounces_since, deliveries_to: any case of the address
+            "SELECT count(*) FROM events WHERE lower(recipient) = lower($1)"
+            " AND type IN ('expired', 'bounced') AND at >= $2",
+            ("a@example.org", 0.0),
+            "events_recipient_lower",
+        ),
+        (
+            "SELECT id FROM deliveries WHERE lower(recipient) = lower($1)",
+            ("a@example.org",),
+            "deliveries_recipient_lower",
+        ),
+        (  # tracking_stats of a campaign in a window
+            "SELECT type, count(*) FROM events WHERE campaign = $1 AND at >= $2 AND at < $3"
+            " AND type IN ('processed', 'delivered') GROUP BY type",
+            ("spring", 0.0, 1.0),
+            "events_campaign",
+        ),
+        (
+            "SELECT address FROM suppressions WHERE address = ANY($1::text[])"
+            " AND scope = ANY($2::text[])",
+            (["a@example.org"], ["all"]),
+            "suppressions_(pkey|scope)",
+        ),
+        (
+            "SELECT id FROM deliveries WHERE state IN ('deferred', 'held') ORDER BY id",
+            (),
+            "deliveries_waiting",
+        ),
+    ],
+)
+async def test_postgres_hot_queries_have_their_index(
+    pg_server: PgServer, sql: str, args: tuple[object, ...], index: str
+) -> None:
+    """The statements the relay and the stats run most can use their index (the planner is
+    told to avoid a full scan: on an empty table it would choose one anyway)."""
+    database = await pg_server.create_database()
+    conn = await pg_server.connect(database)
+    try:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
+        assert re.search(rf"(Index (Only )?Scan using|Bitmap Index Scan on) {index} ", plan), plan
+    finally:
+        await conn.close()
+        await pg_server.drop_database(database)
