@@ -1,4 +1,5 @@
-"""`outpostctl`: the operator's command line (config, queue, suppression, dkim, bounce, auth)."""
+"""`outpostctl`: the operator's command line (config, queue, suppression, dkim, bounce, auth,
+store)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from relay.config import (
     ConfigError,
     format_hostport,
     load_config,
+    parse_config,
     parse_duration,
     read_secret_file,
 )
@@ -345,6 +347,33 @@ def cmd_privacy_erase(args: argparse.Namespace) -> int:
         return 0
     for table, n in sorted(removed.items()):
         print(f"{table}: {n}")
+    return 0
+
+
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy a SQLite store into an empty PostgreSQL database, printing rows per table."""
+    from relay.store.copy import CopyFailed, CopyRefused, copy_sqlite_to_postgres
+
+    if not Path(args.source).is_file():
+        print(f"outpostctl: {args.source}: no such store file", file=sys.stderr)
+        return exits.CONFIG
+    store = {"url": args.to, "password_file": args.password_file}
+    target = parse_config({"store": store}, source="--to").store
+    if not target.url:
+        raise ConfigError("--to: expected postgresql://user@host:port/db")
+
+    def progress(table: str, rows: int) -> None:
+        print(f"{table}: {rows} rows", flush=True)
+
+    try:
+        copied = asyncio.run(copy_sqlite_to_postgres(args.source, target, progress))
+    except CopyRefused as exc:
+        print(f"outpostctl: {exc}; nothing was copied", file=sys.stderr)
+        return 1
+    except CopyFailed as exc:
+        print(f"outpostctl: the copy failed ({exc}); nothing was copied", file=sys.stderr)
+        return 1
+    print(f"copied {sum(copied.values())} rows in {len(copied)} tables", flush=True)
     return 0
 
 
@@ -769,9 +798,6 @@ def _deliverability_commands(top: Any, add: Callable[..., argparse.ArgumentParse
     p.add_argument("domain")
 
 
-# --- parser
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="outpostctl", description="Operate an Outpost relay.")
     parser.add_argument("--config", default=os.environ.get("OUTPOST_CONFIG"), help="TOML file")
@@ -860,6 +886,10 @@ def _parser() -> argparse.ArgumentParser:
         "--domain", required=True
     )
     add("run", cmd_retention_run, "purge what [retention] says is too old, now", "retention")
+    p = add("copy", cmd_store_copy, "copy a SQLite store into an empty PostgreSQL", "store")
+    p.add_argument("--from", dest="source", required=True, help="the SQLite file (relays stopped)")
+    p.add_argument("--to", required=True, help="postgresql://user@host:port/db")
+    p.add_argument("--password-file", default="", help="the database user's password")
     for name, func, text in (
         ("export", cmd_privacy_export, "everything held about an address (JSON)"),
         ("erase", cmd_privacy_erase, "delete or anonymise what names an address"),

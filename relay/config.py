@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -267,6 +268,14 @@ class RelayConfig:
 class StoreConfig:
     path: str = field(default="var/outpost.db", metadata=_key(_str))
     busy_timeout: float = field(default=5.0, metadata=_key(parse_duration))
+    url: str = field(default="", metadata=_key(_str))  # postgresql://user@host:port/db
+    password_file: str = field(default="", metadata=_key(_str))  # the url's user's password
+    pool_size: int = field(default=10, metadata=_key(_int))
+
+    @property
+    def backend(self) -> str:
+        """ "postgres" when a url names a server, else "sqlite" (the file at path)."""
+        return "postgres" if self.url else "sqlite"
 
 
 @dataclass(frozen=True)
@@ -724,6 +733,11 @@ def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
             errors.append(f"{source}: unknown section [{name}] (known sections: {known})")
             continue
         sections[name] = _build(cls, table, name, source, errors)
+    store = data.get("store", {})
+    if isinstance(store, Mapping) and "path" in store and store.get("url"):
+        errors.append(
+            f"{source}: store.path and store.url: set one (path = SQLite file, url = PostgreSQL)"
+        )
     config = Config(**sections, source=source)
     errors += _check(config)
     if errors:
@@ -779,6 +793,7 @@ def _check(config: Config) -> list[str]:
     if d.concurrency < 1 or d.destination_concurrency < 1:
         errors.append(f"{src}: delivery.concurrency: must be at least 1")
     errors += _check_processes(config)
+    errors += _check_store(config.store, src)
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):
         errors.append(f"{src}: tracking.base_url: {base!r} is not an http(s) URL")
@@ -995,6 +1010,30 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from None
     return parse_config(data, source)
+
+
+def _check_store(store: StoreConfig, src: str) -> list[str]:
+    """A PostgreSQL url names a host and a database and holds no password (password_file)."""
+    if not store.url:
+        if store.password_file:
+            return [f"{src}: store.password_file: only used with store.url"]
+        return []
+    errors: list[str] = []
+    parts = urlsplit(store.url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        errors.append(f"{src}: store.url: expected postgresql://user@host:port/db")
+    elif parts.password is not None or "password" in parse_qs(parts.query):
+        errors.append(f"{src}: store.url: no password in the url; put it in store.password_file")
+    else:
+        try:
+            parts.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError:
+            errors.append(f"{src}: store.url: the port is not a number")
+        if not parts.hostname or not parts.path.strip("/"):
+            errors.append(f"{src}: store.url: needs a host and a database name")
+    if store.pool_size < 2:
+        errors.append(f"{src}: store.pool_size: must be at least 2")
+    return errors
 
 
 def read_secret_file(path: str, what: str) -> str:

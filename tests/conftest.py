@@ -6,7 +6,7 @@ import asyncio
 import os
 import re
 import smtplib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,12 @@ from hypothesis import HealthCheck, settings
 
 from relay.app import RelayApp
 from relay.config import Config, parse_config
+from relay.store import Store, open_store
+from tests.pgserver import PgServer, binaries
+
+BACKENDS = ("sqlite", "postgres")
+# The [store] section the running test's configs get (set by the store_backend fixture).
+_store_section: dict[str, str] | None = None
 
 # Property tests (Hypothesis): `make test` runs a bounded, reproducible number of examples of each
 # (a few seconds apiece); `make fuzz` (OUTPOST_FUZZ=1) runs many more, with fresh randomness.
@@ -177,6 +183,63 @@ async def sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole run; missing binaries skip (fail under CI)."""
+    found = binaries()
+    if found is None:
+        message = "PostgreSQL is not installed (initdb not found; apt-get install postgresql)"
+        if os.environ.get("CI", "") not in ("", "0", "false"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PgServer.start(found)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=BACKENDS)
+async def store_backend(request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """Runs a test once per backend: make_config's [store] is a SQLite file in its tmp_path,
+    or a new database (the schema already in it) on the session's PostgreSQL server, dropped
+    when the test ends. Yields the backend's name."""
+    global _store_section
+    database = ""
+    server: PgServer | None = None
+    only = request.node.get_closest_marker("sqlite_only")
+    if request.param == "postgres" and only is not None:
+        pytest.skip(f"SQLite only: {only.args[0] if only.args else 'reads the SQLite file'}")
+    if request.param == "postgres":
+        server = request.getfixturevalue("pg_server")
+        database = await server.create_database()
+        _store_section = server.store_section(database)
+    else:
+        _store_section = {}
+    try:
+        yield request.param
+    finally:
+        _store_section = None
+        if server is not None:
+            await server.drop_database(database)
+
+
+def store_section(tmp_path: Path) -> dict[str, str]:
+    """The running test's [store] keys (the SQLite file in tmp_path unless on PostgreSQL)."""
+    return dict(_store_section) if _store_section else {"path": str(tmp_path / "outpost.db")}
+
+
+def store_toml(config: Config) -> str:
+    """The config's [store] section as TOML, for a config file a command or child reads."""
+    store = config.store
+    if store.url:
+        return f'[store]\nurl = "{store.url}"\npassword_file = "{store.password_file}"\n'
+    return f'[store]\npath = "{store.path}"\n'
+
+
+async def open_test_store(tmp_path: Path, *, durable: bool = False) -> Store:
+    """The running test's store (the backend store_backend chose), opened as the relay would."""
+    return await open_store(parse_config({"store": store_section(tmp_path)}).store, durable=durable)
+
+
 def make_config(tmp_path: Path, **sections: Any) -> Config:
     """A config for tests: ephemeral ports, the store and secrets in tmp_path, fast retries."""
     secrets = tmp_path / "tracking.secrets"
@@ -187,7 +250,7 @@ def make_config(tmp_path: Path, **sections: Any) -> Config:
         token.write_text("test-admin-token\n")
     base: dict[str, Any] = {
         "relay": {"listen": ["127.0.0.1:0"], "hostname": "relay.test", "drain_timeout": "5s"},
-        "store": {"path": str(tmp_path / "outpost.db")},
+        "store": store_section(tmp_path),
         "delivery": {
             "transport": "file",
             "directory": str(tmp_path / "outbox"),

@@ -9,6 +9,7 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.receive.apikeys import new_key
@@ -16,6 +17,9 @@ from relay.receive.auth import hash_password
 from tests.conftest import Sink, make_config, smarthost
 from tests.sidecar.helpers import ADMIN, sidecar
 from tests.smtpclient import RawClient
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 APPS = ("billing", "jobs")
 

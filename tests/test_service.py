@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 
 from relay.cli import main as outpostctl
+from relay.config import parse_config
 from relay.receive.auth import hash_password
-from tests.conftest import Sink, SinkScript
+from tests.conftest import Sink, SinkScript, store_section, store_toml
 
 ROOT = Path(__file__).parents[1]
 
@@ -43,8 +44,8 @@ def write_config(tmp_path: Path, sink_port: int) -> tuple[Path, int, int]:
     conf.write_text(
         f'[relay]\nlisten = ["127.0.0.1:{relay_port}"]\nhostname = "svc.test"\n'
         f'auth_users_file = "{tmp_path / "users"}"\ndrain_timeout = "5s"\n'
-        f'[store]\npath = "{tmp_path / "o.db"}"\n'
-        f'[delivery]\ntransport = "smarthost"\nsmarthost = "127.0.0.1:{sink_port}"\n'
+        + store_toml(parse_config({"store": store_section(tmp_path)}))
+        + f'[delivery]\ntransport = "smarthost"\nsmarthost = "127.0.0.1:{sink_port}"\n'
         f'smarthost_tls = "none"\nbackoff = ["200ms"]\npoll_interval = "100ms"\n'
         f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\nbase_url = "http://127.0.0.1:{http_port}"\n'
         f'[sidecar]\nlisten = "127.0.0.1:{http_port}"\nadmin_token_file = "{tmp_path / "token"}"\n'
@@ -121,7 +122,7 @@ async def ctl(conf: Path, *args: str) -> tuple[int, list[dict]]:
     return code, [json.loads(x) for x in text.splitlines() if x.startswith("{")]
 
 
-async def test_both_daemons_notify_reload_and_drain(tmp_path: Path) -> None:
+async def test_both_daemons_notify_reload_and_drain(tmp_path: Path, store_backend: str) -> None:
     sink = Sink(SinkScript(hang_data=0.05))
     await sink.start()
     conf, relay_port, http_port = write_config(tmp_path, sink.port)

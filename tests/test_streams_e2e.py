@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.config import Config
@@ -22,6 +23,9 @@ from tests.relay.test_bounces import _gmail_dsn
 from tests.relay.test_streams import queue_id_of, send_raw
 from tests.sidecar.helpers import ADMIN, sidecar
 from tests.sidecar.test_webhooks import mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 WEBHOOKS = Path(__file__).parent / "data" / "webhooks"
 TRACK_ON = {"opens": True, "clicks": True, "unsubscribe": True}

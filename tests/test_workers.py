@@ -79,7 +79,9 @@ def with_processes(conf: Path, n: int) -> None:
     conf.write_text(text)
 
 
-async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(tmp_path: Path) -> None:
+async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
+    tmp_path: Path, store_backend: str
+) -> None:
     sink = Sink()
     await sink.start()
     conf, relay_port, _ = write_config(tmp_path, sink.port)

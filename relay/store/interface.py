@@ -1,8 +1,8 @@
 """The store's interface: every async function the rest of Outpost calls, grouped by concern.
 
-A backend (``sqlite.py`` today) implements all of it; callers type against ``Store`` and get one
-from ``relay.store.open_store(config.store)``, so nothing outside ``relay/store/`` knows which
-database holds the data or writes a line of SQL.
+A backend (``sqlite.py``, ``postgres.py``) implements all of it; callers type against
+``Store`` and get one from ``relay.store.open_store(config.store)``, so nothing outside
+``relay/store/`` knows which database holds the data or writes a line of SQL.
 """
 
 from __future__ import annotations

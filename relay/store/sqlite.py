@@ -2077,7 +2077,7 @@ class SqliteStore:
     ) -> list[dict[str, Any]]:
         """Messages by queue id, Message-ID, recipient address, or words of the Subject."""
         q = query.strip()
-        if not q:
+        if not q or "\x00" in q:  # nothing stored holds U+0000; SQLite's LIKE would stop at it
             return []
         mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
         bracketed = q if q.startswith("<") else f"<{q}>"

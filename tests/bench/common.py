@@ -525,9 +525,9 @@ class Section:
     error: str | None = None
 
 
-def sidecar_config(d: Path, port: int, store: Path | None = None) -> Path:
-    """A sidecar config in d (fresh secrets, the store in d unless given); the admin token is
-    in d/admin.token."""
+def sidecar_config(d: Path, port: int, store: Path | None = None, store_keys: str = "") -> Path:
+    """A sidecar config in d (fresh secrets, the store in d unless given; store_keys: the
+    [store] lines instead, e.g. a PostgreSQL url); the admin token is in d/admin.token."""
     (d / "tracking.secrets").write_text(secrets.token_urlsafe(32) + "\n")
     (d / "admin.token").write_text(secrets.token_urlsafe(24) + "\n")
     path = d / "outpost.toml"
@@ -535,7 +535,7 @@ def sidecar_config(d: Path, port: int, store: Path | None = None) -> Path:
         f"""\
 # outpost bench: the sidecar
 [store]
-path = "{store or d / "outpost.db"}"
+{store_keys or f'path = "{store or d / "outpost.db"}"'}
 
 [tracking]
 base_url = "http://{LOOPBACK}:{port}"

@@ -507,6 +507,88 @@ def time_requests(api: Api, paths: list[str], warmup: int = 5) -> dict[str, Any]
     return out
 
 
+def sample_queries(
+    store: Path, requests: int, deliveries: int
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """What the timed requests ask for: the campaigns (largest first), random queue ids, and
+    sample recipients and subjects for the dashboard's searches."""
+    con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
+    rng = random.Random(7)
+    n_msgs = con.execute("SELECT max(id) FROM messages").fetchone()[0]
+    picks = [rng.randint(1, n_msgs) for _ in range(requests)]
+    qids = [
+        con.execute("SELECT queue_id FROM messages WHERE id = ?", (i,)).fetchone()[0] for i in picks
+    ]
+    samples = {
+        "recipients": [
+            r[0]
+            for r in con.execute(
+                "SELECT recipient FROM deliveries WHERE id IN"
+                f" ({','.join(str(rng.randint(1, deliveries)) for _ in range(200))})"
+            )
+        ],
+        "subjects": ["issue 42", "receipt #12345", "newsletter-07: issue 3", "no such words"],
+    }
+    con.close()
+    return [c["campaign"] for c in _campaign_sizes(store)], qids, samples
+
+
+def query_sidecar(
+    d: Path,
+    cfg: Path,
+    port: int,
+    meta: dict[str, Any],
+    sampled: tuple[list[str], list[str], dict[str, list[str]]],
+    requests: int,
+    section: str = "scale",
+) -> dict[str, Any]:
+    """Start a sidecar on cfg (any store) and time the admin and dashboard queries:
+    ``queries``, ``sample_stats_body`` and ``overview_page``."""
+    campaigns, qids, samples = sampled
+    largest = meta["largest_campaign"]["campaign"]
+    out: dict[str, Any] = {}
+    with Processes() as procs:
+        token = (d / "admin.token").read_text().strip()
+        logf = open(d / "sidecar.log", "wb")  # noqa: SIM115
+        proc = procs.start(
+            "sidecar",
+            [str(VENV_PY), "-m", "sidecar", "--config", str(cfg)],
+            cwd=REPO,
+            stdout=logf,
+            stderr=logf,
+        )
+        wait_port(port, timeout=60, proc=proc)
+        api = Api(port, token)
+        try:
+            queries: dict[str, Any] = {}
+            log(f"{section}: GET /api/stats?campaign={largest} x{requests}")
+            queries["stats, largest campaign"] = time_requests(
+                api, [f"/api/stats?campaign={largest}"] * requests
+            )
+            queries["stats, largest campaign"]["campaign"] = meta["largest_campaign"]
+            log(f"{section}: GET /api/stats?campaign=<each of {len(campaigns)}> x{requests}")
+            queries["stats, any campaign"] = time_requests(
+                api,
+                [f"/api/stats?campaign={campaigns[i % len(campaigns)]}" for i in range(requests)],
+            )
+            log(f"{section}: GET /api/messages/<random> x{requests}")
+            queries["message history"] = time_requests(api, [f"/api/messages/{q}" for q in qids])
+            n_all = max(3, requests // 100)
+            log(f"{section}: GET /api/stats (all mail) x{n_all}")
+            queries["stats, all mail"] = time_requests(api, ["/api/stats"] * n_all, warmup=1)
+            status, body, _ = api.get(f"/api/stats?campaign={largest}")
+            if status == 200:
+                out["sample_stats_body"] = json.loads(body)
+            queries.update(dashboard(api, largest, campaigns, samples, requests))
+            out["overview_page"] = overview_page(api, max(10, requests // 20))
+        finally:
+            api.close()
+    out["queries"] = queries
+    for name, q in queries.items():
+        log(f"{section}: {name}: p50 {q.get('p50_ms')} ms p99 {q.get('p99_ms')} ms {q['statuses']}")
+    return out
+
+
 def run(
     deliveries: int = 1_000_000,
     requests: int = 1000,
@@ -526,68 +608,13 @@ def run(
     }
     con = sqlite3.connect(f"file:{store}?mode=ro", uri=True)
     raw_total = con.execute("SELECT sum(length(raw)) FROM messages").fetchone()[0] or 0
-    rng = random.Random(7)
-    n_msgs = con.execute("SELECT max(id) FROM messages").fetchone()[0]
-    picks = [rng.randint(1, n_msgs) for _ in range(requests)]
-    qids = [
-        con.execute("SELECT queue_id FROM messages WHERE id = ?", (i,)).fetchone()[0] for i in picks
-    ]
-    samples = {
-        "recipients": [
-            r[0]
-            for r in con.execute(
-                "SELECT recipient FROM deliveries WHERE id IN"
-                f" ({','.join(str(rng.randint(1, deliveries)) for _ in range(200))})"
-            )
-        ],
-        "subjects": ["issue 42", "receipt #12345", "newsletter-07: issue 3", "no such words"],
-    }
     con.close()
     out["db_size_without_bodies_mb"] = round((size - raw_total) / 1e6, 1)
-    largest = meta["largest_campaign"]["campaign"]
-    campaigns = [c["campaign"] for c in _campaign_sizes(store)]
-
-    with workdir("scale", keep=keep) as d, Processes() as procs:
+    sampled = sample_queries(store, requests, deliveries)
+    with workdir("scale", keep=keep) as d:
         port = free_port()
         cfg = sidecar_config(d, port, store)
-        token = (d / "admin.token").read_text().strip()
-        logf = open(d / "sidecar.log", "wb")  # noqa: SIM115
-        proc = procs.start(
-            "sidecar",
-            [str(VENV_PY), "-m", "sidecar", "--config", str(cfg)],
-            cwd=REPO,
-            stdout=logf,
-            stderr=logf,
-        )
-        wait_port(port, timeout=60, proc=proc)
-        api = Api(port, token)
-        try:
-            queries: dict[str, Any] = {}
-            log(f"scale: GET /api/stats?campaign={largest} x{requests}")
-            queries["stats, largest campaign"] = time_requests(
-                api, [f"/api/stats?campaign={largest}"] * requests
-            )
-            queries["stats, largest campaign"]["campaign"] = meta["largest_campaign"]
-            log(f"scale: GET /api/stats?campaign=<each of {len(campaigns)}> x{requests}")
-            queries["stats, any campaign"] = time_requests(
-                api,
-                [f"/api/stats?campaign={campaigns[i % len(campaigns)]}" for i in range(requests)],
-            )
-            log(f"scale: GET /api/messages/<random> x{requests}")
-            queries["message history"] = time_requests(api, [f"/api/messages/{q}" for q in qids])
-            n_all = max(3, requests // 100)
-            log(f"scale: GET /api/stats (all mail) x{n_all}")
-            queries["stats, all mail"] = time_requests(api, ["/api/stats"] * n_all, warmup=1)
-            status, body, _ = api.get(f"/api/stats?campaign={largest}")
-            if status == 200:
-                out["sample_stats_body"] = json.loads(body)
-            queries.update(dashboard(api, largest, campaigns, samples, requests))
-            out["overview_page"] = overview_page(api, max(10, requests // 20))
-        finally:
-            api.close()
-    out["queries"] = queries
-    for name, q in queries.items():
-        log(f"scale: {name}: p50 {q.get('p50_ms')} ms p99 {q.get('p99_ms')} ms {q['statuses']}")
+        out.update(query_sidecar(d, cfg, port, meta, sampled, requests))
     return out
 
 

@@ -12,6 +12,9 @@ from relay.receive.apikeys import ApiKeys, new_key, split_key
 from relay.receive.auth import FailureDelay, Verifier
 from tests.conftest import make_config
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 def _app(name: str, keys: Path, domain: str = "") -> dict[str, object]:
     return {

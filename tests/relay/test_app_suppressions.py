@@ -62,7 +62,7 @@ async def _suppress(config: Config, address: str, app: str) -> None:
 
 
 async def test_an_apps_entry_refuses_its_mail_at_rcpt_and_no_other_apps(
-    tmp_path: Path, sink: Sink, start_relay
+    tmp_path: Path, sink: Sink, start_relay, store_backend: str
 ) -> None:
     config = _config(tmp_path, sink, streams={"reject_suppressed": ["transactional"]})
     await _suppress(config, "x@example.org", "billing")
@@ -82,7 +82,7 @@ async def test_an_apps_entry_refuses_its_mail_at_rcpt_and_no_other_apps(
 
 
 async def test_an_apps_entry_drops_its_mail_at_accept_and_at_delivery(
-    tmp_path: Path, sink: Sink, start_relay
+    tmp_path: Path, sink: Sink, start_relay, store_backend: str
 ) -> None:
     config = _config(tmp_path, sink)
     await _suppress(config, "x@example.org", "billing")

@@ -13,6 +13,9 @@ from relay.store import open_store
 from tests.conftest import Sink, make_config, smarthost
 from tests.smtpclient import RawClient
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 BILLING = {
     "name": "billing",
     "users": ["bill"],

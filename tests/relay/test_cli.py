@@ -15,20 +15,24 @@ from pathlib import Path
 import pytest
 
 from relay.cli import main
-from relay.store import NewMessage
-from relay.store.sqlite import SqliteStore
+from relay.config import load_config, parse_config
+from relay.store import NewMessage, open_store
+from tests.conftest import store_section, store_toml
 
 BOUNCES = Path(__file__).parent.parent / "data" / "bounces"
 
 
 @pytest.fixture
-def conf(tmp_path: Path) -> Path:
+def conf(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    """A config file; its store is the backend store_backend chose when the test asks for it."""
+    if "store_backend" in request.fixturenames:
+        request.getfixturevalue("store_backend")  # first: it chooses the [store] section
     (tmp_path / "secrets").write_text("cli-secret-0123456789abcdef\n")
     (tmp_path / "token").write_text("tok\n")
     path = tmp_path / "outpost.toml"
     path.write_text(
-        f'[store]\npath = "{tmp_path / "o.db"}"\n'
-        f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
+        store_toml(parse_config({"store": store_section(tmp_path)}))
+        + f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
         f'[sidecar]\nadmin_token_file = "{tmp_path / "token"}"\n'
     )
     return path
@@ -42,7 +46,7 @@ def run(conf: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int
 
 def queue(conf: Path, *recipients: str) -> None:
     async def go() -> None:
-        store = await SqliteStore.open(conf.parent / "o.db")
+        store = await open_store(load_config(conf).store)
         await store.queue_message(
             NewMessage(
                 "QID1",
@@ -60,7 +64,7 @@ def queue(conf: Path, *recipients: str) -> None:
 
 def states(conf: Path) -> dict[str, str]:
     async def go() -> dict[str, str]:
-        store = await SqliteStore.open(conf.parent / "o.db")
+        store = await open_store(load_config(conf).store)
         try:
             return await store.delivery_states("QID1")
         finally:
@@ -69,7 +73,9 @@ def states(conf: Path) -> dict[str, str]:
     return asyncio.run(go())
 
 
-def test_queue_operations(conf: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_queue_operations(
+    conf: Path, capsys: pytest.CaptureFixture[str], store_backend: str
+) -> None:
     queue(conf, "a@one.example", "b@two.example")
     code, out, _ = run(conf, capsys, "queue", "list")
     rows = [json.loads(line) for line in out.splitlines()]
@@ -142,7 +148,9 @@ def test_a_reader_that_goes_away_ends_quietly(conf: Path) -> None:
     assert proc.stderr == ""  # no BrokenPipeError traceback
 
 
-def test_suppression_round_trip(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
+def test_suppression_round_trip(
+    conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, store_backend: str
+):
     assert run(conf, capsys, "suppression", "add", "Someone@Example.org")[0] == 0
     run(
         conf,
@@ -258,7 +266,7 @@ def test_config_check(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: 
     good = conf.read_text()
     assert run(conf, capsys, "config", "check") == (0, f"{conf}: ok\n", "")
     code, out, _ = run(conf, capsys, "config", "check", "--show")
-    assert code == 0 and json.loads(out)["store"]["path"] == str(tmp_path / "o.db")
+    assert code == 0 and json.loads(out)["store"]["path"] == str(tmp_path / "outpost.db")
     conf.write_text(
         conf.read_text() + '[relay]\nmax_recipients = "many"\nlisten_on = []\n'
         '[delivery]\nbackoff = "soon"\n'
@@ -401,7 +409,9 @@ def test_config_summary_reads_the_config(conf: Path, capsys: pytest.CaptureFixtu
     )
 
 
-def test_suppression_scopes(conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path):
+def test_suppression_scopes(
+    conf: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path, store_backend: str
+):
     add = ("suppression", "add", "ann@example.org")
     assert run(conf, capsys, *add, "--reason", "unsubscribe")[1] == (
         "suppressed: ann@example.org (broadcast)\n"

@@ -92,6 +92,50 @@ def test_bad_config_names_file_key_and_reason(tmp_path: Path, text: str, message
     assert str(info.value).startswith(str(path)[: -len("x.toml")] + message)
 
 
+@pytest.mark.parametrize(
+    ("store", "message"),
+    [
+        (
+            {"url": "mysql://u@h/db"},
+            "t.toml: store.url: expected postgresql://user@host:port/db",
+        ),
+        (
+            {"url": "postgresql://u:secret@h/db"},
+            "t.toml: store.url: no password in the url; put it in store.password_file",
+        ),
+        (
+            {"url": "postgresql://u@h/db?password=secret"},
+            "t.toml: store.url: no password in the url; put it in store.password_file",
+        ),
+        ({"url": "postgresql://u@h"}, "t.toml: store.url: needs a host and a database name"),
+        (
+            {"url": "postgresql://u@h:fivefourthree/db"},
+            "t.toml: store.url: the port is not a number",
+        ),
+        (
+            {"url": "postgresql://u@h/db", "pool_size": 1},
+            "t.toml: store.pool_size: must be at least 2",
+        ),
+        ({"password_file": "pw"}, "t.toml: store.password_file: only used with store.url"),
+        (
+            {"url": "postgresql://u@h/db", "path": "x.db"},
+            "t.toml: store.path and store.url: set one (path = SQLite file, url = PostgreSQL)",
+        ),
+    ],
+)
+def test_bad_store_url(store: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config({"store": store}, source="t.toml")
+    assert str(info.value) == message
+    assert "secret" not in str(info.value)  # a password put in the url is never repeated
+
+
+def test_store_url_selects_postgresql() -> None:
+    config = parse_config({"store": {"url": "postgresql://outpost@db.internal:5432/outpost"}})
+    assert config.store.backend == "postgres" and config.store.pool_size == 10
+    assert parse_config({}).store.backend == "sqlite"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="can't read the config file"):
         load_config(tmp_path / "nope.toml")

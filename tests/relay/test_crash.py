@@ -12,7 +12,6 @@ import re
 import signal
 import smtplib
 import socket
-import sqlite3
 import sys
 import threading
 import time
@@ -22,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Sink, SinkScript
+from relay.config import load_config
+from tests import storeview
+from tests.conftest import Sink, SinkScript, store_section
 
 ROOT = Path(__file__).parents[2]
 DRAIN_TIMEOUT = 5.0
@@ -45,6 +46,7 @@ def write_config(tmp_path: Path, port: int, sink: Sink) -> Path:
     (tmp_path / "tracking.secrets").write_text("crash-test-secret-0123456789abcdef\n")
     (tmp_path / "admin.token").write_text("crash-test-admin-token\n")
     path = tmp_path / "outpost.toml"
+    store_keys = "".join(f'{k} = "{v}"\n' for k, v in store_section(tmp_path).items())
     path.write_text(
         f"""
 [relay]
@@ -53,8 +55,7 @@ hostname = "relay.test"
 drain_timeout = "{DRAIN_TIMEOUT:.0f}s"
 
 [store]
-path = "{tmp_path / "outpost.db"}"
-
+{store_keys}
 [delivery]
 transport = "smarthost"
 smarthost = "127.0.0.1:{sink.port}"
@@ -262,15 +263,12 @@ def sink_keys(sink: Sink) -> Counter[Key]:
     return Counter(key_of(m.data) for m in sink.received)
 
 
-def read_store(path: Path) -> list[tuple[Key, str]]:
+def read_store(config: Path) -> list[tuple[Key, str]]:
     """(key, delivery state) for every delivery, read-only (the relay may be dead or running)."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = db.execute(
-            "SELECT m.raw, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        ).fetchall()
-    finally:
-        db.close()
+    rows = storeview.rows(
+        load_config(config),
+        "SELECT m.raw, d.state FROM deliveries d JOIN messages m ON m.id = d.message_id",
+    )
     return [(key_of(bytes(raw)), state) for raw, state in rows]
 
 
@@ -308,7 +306,10 @@ async def slow_sink() -> AsyncIterator[Sink]:
 
 
 @pytest.fixture
-async def relay_process(tmp_path: Path, slow_sink: Sink) -> AsyncIterator[RelayProcess]:
+async def relay_process(
+    tmp_path: Path, slow_sink: Sink, store_backend: str
+) -> AsyncIterator[RelayProcess]:
+    """The relay as a process, on each store backend."""
     port = free_port()
     relay = RelayProcess(write_config(tmp_path, port, slow_sink), port, tmp_path / "relay.log")
     yield relay
@@ -319,7 +320,7 @@ async def test_sigkill_under_load_loses_no_accepted_message(
     tmp_path: Path, slow_sink: Sink, relay_process: RelayProcess
 ) -> None:
     total, clients = 600, 6
-    store = tmp_path / "outpost.db"
+    store = relay_process.config
     await relay_process.start()
     load = Load(relay_process.port)
     deadline = time.monotonic() + 45
@@ -376,7 +377,7 @@ async def test_sigterm_under_load_drains_and_keeps_the_queue(
 ) -> None:
     total, clients = 150, 3
     slow_sink.script.hang_data = 0.05  # deliveries lag behind accepts: a queue builds up
-    store = tmp_path / "outpost.db"
+    store = relay_process.config
     await relay_process.start()
     load = Load(relay_process.port)
     deadline = time.monotonic() + 20

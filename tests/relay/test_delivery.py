@@ -17,6 +17,9 @@ from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthos
 from tests.relay.test_shaping import Clock
 from tests.smtpclient import RawClient
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 DATA = Path(__file__).parent.parent / "data" / "messages"
 MSG = b"From: app@example.com\r\nTo: b@example.org\r\nSubject: t\r\n\r\nbody\r\n"
 

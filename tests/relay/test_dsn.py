@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 
 from relay.deliver.dsn import Notice, build_dsn, notice_action
+from tests import storeview
 from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
 from tests.smtpclient import RawClient
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 MSG = b"From: app@example.com\r\nTo: a@example.org\r\nSubject: hello\r\n\r\nthe body text\r\n.\r\n"
 
@@ -91,9 +95,7 @@ async def transaction(relay: RunningRelay, mail: str, *rcpts: str) -> str:
 
 
 async def kinds(relay: RunningRelay) -> list[str]:
-    assert relay.app.store is not None
-    async with relay.app.store._ro.execute("SELECT kind FROM messages ORDER BY id") as cur:
-        return [r[0] for r in await cur.fetchall()]
+    return [r[0] for r in storeview.rows(relay.app.config, "SELECT kind FROM messages ORDER BY id")]
 
 
 async def test_request_passed_to_a_next_hop_that_offers_dsn(

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.render import headers
 from tests.conftest import Sink, make_config, smarthost
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 DATA = Path(__file__).parent.parent / "data" / "messages"
 

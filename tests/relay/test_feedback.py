@@ -17,6 +17,9 @@ from relay.render.feedback import read_feedback_id
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.relay.test_dkim import dkimpy_verify
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 DOMAIN = "bounce.example.com"
 FORMAT = "{campaign}:{app}:{mailtype}:{sender}"
 MSG = (

@@ -8,13 +8,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.config import HealthConfig
 from relay.deliver import health
 from relay.deliver.gate import check_health
-from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
+from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost, store_toml
 from tests.relay.test_routes import run_cli
 from tests.relay.test_shaping import Clock
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 def rows(sender: str, campaign: str, dest: str, **counts: int) -> dict[str, Any]:
@@ -113,7 +118,7 @@ async def test_hard_bounces_pause_the_domain_until_an_operator_resumes(
 
     # visible: outpostctl health and /api/health, /metrics
     path = tmp_path / "o.toml"
-    path.write_text(f'[store]\npath = "{config.store.path}"\n')
+    path.write_text(store_toml(config))
     code, out = await asyncio.to_thread(run_cli, ["--config", str(path), "health"])
     assert code == 0
     assert out[0]["thresholds"]["hard_bounce_rate"] == 0.05 and out[0]["waiting"] == {why: 1}

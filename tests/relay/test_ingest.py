@@ -5,12 +5,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from relay.learn.ingest import ingest
 from relay.learn.suppression import Rules
-from relay.store.sqlite import SqliteStore
-from tests.conftest import make_config
+from tests.conftest import make_config, open_test_store
 from tests.sidecar.helpers import ADMIN, seed, sidecar
 from tests.sidecar.test_ingest import dsn
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BOUNCES = Path(__file__).resolve().parent.parent / "data" / "bounces"
 DAY = 86400.0
@@ -22,7 +26,7 @@ def arf(recipient: str) -> bytes:
 
 
 async def take(tmp_path: Path, raw: bytes, rules: Rules | None = None) -> tuple[object, ...]:
-    async with await SqliteStore.open(tmp_path / "outpost.db", durable=False) as store:
+    async with await open_test_store(tmp_path) as store:
         taken = await ingest(
             store, raw, signer=None, bounce_domain="", rules=rules or Rules(), now=time.time()
         )

@@ -7,13 +7,17 @@ import email.policy
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.config import BouncesConfig
 from relay.learn.notify_sender import LateNotifier
-from relay.store import Event, NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
-from tests.conftest import RunningRelay, Sink
+from relay.store import Event, NewMessage, Outcome, Result, Store
+from tests.conftest import RunningRelay, Sink, open_test_store
 from tests.relay.test_bounces import BOUNCES, MSG, _gmail_dsn, config
 from tests.smtpclient import RawClient
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def deliver(relay: RunningRelay, sink: Sink, rcpt: str, mail_from: str) -> str:
@@ -89,7 +93,7 @@ async def test_switched_off_nothing_is_sent(tmp_path: Path, sink: Sink, start_re
     assert (await relay.app.store.count_deliveries()) == {"delivered": 1}
 
 
-async def _delivered(store: SqliteStore, queue_id: str, mail_from: str, kind: str) -> int:
+async def _delivered(store: Store, queue_id: str, mail_from: str, kind: str) -> int:
     await store.queue_message(
         NewMessage(queue_id, 1.0, mail_from, "127.0.0.1", MSG, ("r@example.org",), kind=kind)
     )
@@ -109,7 +113,7 @@ async def test_never_to_the_null_sender_never_about_a_dsn_never_twice(tmp_path: 
         return f"Q{len(queued)}"
 
     notifier = LateNotifier("relay.test", BouncesConfig(), queue_local)
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+    async with await open_test_store(tmp_path) as store:
         ids = {
             name: await _delivered(store, name, sender, kind)
             for name, sender, kind in (

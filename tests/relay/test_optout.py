@@ -10,10 +10,14 @@ import pytest
 
 from relay.learn.optout import optout_target, targets_of
 from relay.render import headers
+from relay.store import open_store
 from relay.store.sqlite import SqliteStore
 from tests.conftest import Sink
 from tests.relay.test_cli import conf, run  # noqa: F401 (conf is a fixture)
 from tests.relay.test_render import BASE, HTML_MSG, html_of, tracked_config
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 @pytest.mark.parametrize(
@@ -76,7 +80,7 @@ async def test_opted_out_copies_have_no_pixel_and_no_links(
         tracking={"unsubscribe": unsubscribe},
         delivery={"destination_concurrency": 1},
     )
-    async with await SqliteStore.open(config.store.path) as store:  # type: ignore[attr-defined]
+    async with await open_store(config.store) as store:  # type: ignore[attr-defined]
         await store.add_tracking_optout("out@example.org", 1.0)
         await store.add_tracking_optout("quiet.example", 1.0)
     relay = await start_relay(config)

@@ -7,6 +7,9 @@ import pytest
 from relay.receive.pipeline import Submission, received_field, trace_word
 from relay.render import headers
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 def sub(helo: str, rcpt: str = "b@example.org", smtputf8: bool = False) -> Submission:
     return Submission("a@example.com", (rcpt,), b"", "127.0.0.1", helo=helo, smtputf8=smtputf8)

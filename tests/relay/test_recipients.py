@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from relay.receive.recipients import named, roles
 from relay.render import headers
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 VALUES = headers.first_values(
     headers.split(

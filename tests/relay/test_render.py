@@ -17,6 +17,7 @@ from relay.render.dkimkeys import generate_key
 from relay.render.render import Renderer
 from relay.render.tokens import HONEYPOT_LINK, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
+from tests import storeview
 from tests.conftest import Sink, SinkScript, make_config, smarthost
 from tests.relay.dkim_verify import verify_with_opendkim
 
@@ -98,8 +99,8 @@ async def test_links_pixel_honeypot_and_list_unsubscribe(
     assert not any(name.startswith("x-outpost-") for name, _ in headers.fields(block))
     # the redirect target is the entity-decoded URL, stored for the sidecar
     assert relay.app.store is not None
-    async with relay.app.store._ro.execute("SELECT idx, url FROM links") as cur:
-        assert [tuple(r) for r in await cur.fetchall()] == [(0, "https://example.com/post?a=1&b=2")]
+    links = storeview.rows(relay.app.config, "SELECT idx, url FROM links")
+    assert links == [(0, "https://example.com/post?a=1&b=2")]
     delivery = claims[0].delivery_id if claims[0] else -1
     await relay.idle()  # the sink has the message a moment before the result is recorded
     states = await relay.app.store.list_deliveries(state="delivered")

@@ -7,23 +7,21 @@ import asyncio
 import csv
 import io
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from relay.cli import main as outpostctl
 from relay.report import Column, table
-from tests.conftest import make_config
+from tests.conftest import make_config, store_toml
 from tests.sidecar.helpers import seed
 
 
 def config_file(tmp_path: Path) -> str:
-    make_config(tmp_path)  # writes the secret files
+    config = make_config(tmp_path)  # writes the secret files
     path = tmp_path / "c.toml"
     path.write_text(
-        f'[store]\npath = "{tmp_path / "outpost.db"}"\n'
-        f'[tracking]\nsecrets_file = "{tmp_path / "tracking.secrets"}"\n'
+        store_toml(config) + f'[tracking]\nsecrets_file = "{tmp_path / "tracking.secrets"}"\n'
         f'[sidecar]\nadmin_token_file = "{tmp_path / "admin.token"}"\n'
     )
     return str(path)
@@ -35,16 +33,16 @@ def run(capsys: pytest.CaptureFixture[str], conf: str, *args: str) -> tuple[int,
     return rc, out, err
 
 
-def test_reports_as_table_json_and_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_reports_as_table_json_and_csv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], store_backend: str
+) -> None:
     conf = config_file(tmp_path)
     config = make_config(tmp_path)
     asyncio.run(seed(config, "Q1", ["a@example.org", "=b@example.org"], campaign="=SUM(A1)"))
-    asyncio.run(seed(config, "Q2", ["c@example.net"], campaign="news", state="bounced"))
-    with sqlite3.connect(config.store.path) as db:
-        db.execute(
-            "UPDATE events SET details = json_set(details, '$.reason', 'userunknown',"
-            " '$.bounce_type', 'hard') WHERE type = 'bounced'"
-        )
+    hard = {"reason": "userunknown", "bounce_type": "hard"}
+    asyncio.run(
+        seed(config, "Q2", ["c@example.net"], campaign="news", state="bounced", event_details=hard)
+    )
 
     rc, out, _ = run(capsys, conf, "campaigns")
     assert rc == 0

@@ -11,7 +11,7 @@ import pytest
 
 from relay import retention
 from relay.config import ConfigError, RetentionConfig, parse_config
-from relay.store import Event, NewMessage, Outcome, Result
+from relay.store import Event, NewMessage, Outcome, Result, Store, open_store
 from relay.store.sqlite import SqliteStore
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.test_shaping import Clock
@@ -22,7 +22,7 @@ DAY = 86400.0
 RAW = b"From: app@example.com\r\nTo: r@example.org\r\nSubject: hi\r\n\r\nthe body\r\n"
 
 
-async def sent(store: SqliteStore, queue_id: str, at: float, rcpts: tuple[str, ...]) -> list[int]:
+async def sent(store: Store, queue_id: str, at: float, rcpts: tuple[str, ...]) -> list[int]:
     """A message received and delivered at `at`, opened by each recipient an hour later."""
     await store.queue_message(
         NewMessage(
@@ -57,9 +57,11 @@ async def sent(store: SqliteStore, queue_id: str, at: float, rcpts: tuple[str, .
     return [x.message_pk for x in leases]
 
 
-async def test_a_purge_keeps_all_time_stats_and_removes_what_is_old(tmp_path: Path) -> None:
+async def test_a_purge_keeps_all_time_stats_and_removes_what_is_old(
+    tmp_path: Path, store_backend: str
+) -> None:
     config = make_config(tmp_path)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         (old,) = set(await sent(store, "OLD", NOW - 500 * DAY, ("a@example.org", "b@example.org")))
         (mid,) = set(await sent(store, "MID", NOW - 60 * DAY, ("c@example.org",)))
         (new,) = set(await sent(store, "NEW", NOW - DAY, ("d@example.org",)))
@@ -85,12 +87,16 @@ async def test_a_purge_keeps_all_time_stats_and_removes_what_is_old(tmp_path: Pa
         assert not await store.remember_webhook("sendgrid", "evt-new", NOW)
         # a second pass finds nothing more
         assert await retention.purge(store, RetentionConfig(), NOW) == {}
+    if store_backend != "sqlite":
+        return  # PostgreSQL's autovacuum reuses the space; nothing is given back in steps
     with sqlite3.connect(config.store.path) as db:  # a new store returns free pages in steps
         assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
         assert db.execute("PRAGMA freelist_count").fetchone()[0] == 0  # compact gave them back
 
 
-async def test_the_relay_purges_by_itself(tmp_path: Path, sink: Sink, start_relay) -> None:
+async def test_the_relay_purges_by_itself(
+    tmp_path: Path, sink: Sink, start_relay, store_backend: str
+) -> None:
     clock = Clock(NOW)
     config = make_config(
         tmp_path, delivery=smarthost(sink), retention={"bodies": "1d", "interval": "100ms"}

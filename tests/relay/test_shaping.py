@@ -14,7 +14,10 @@ from relay import cli
 from relay.config import ShapingConfig
 from relay.deliver.shaping import BUILTIN, Shaper, classify, is_throttle, rules, share
 from relay.store import Result
-from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost
+from tests.conftest import RunningRelay, Sink, SinkScript, make_config, smarthost, store_toml
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 T0 = 1_800_000_000.0  # a fixed start for injected clocks
 
@@ -232,8 +235,8 @@ async def test_421_rate_limited_sink_rate_falls_recovers_and_all_mail_arrives(
     # outpostctl shaping show tells the same story
     config_file = tmp_path / "outpost.toml"
     config_file.write_text(
-        f'[store]\npath = "{config.store.path}"\n'
-        '[[shaping]]\nname = "sinkmail"\ndomains = ["throttle.test"]\nper_minute = 16\n'
+        store_toml(config)
+        + '[[shaping]]\nname = "sinkmail"\ndomains = ["throttle.test"]\nper_minute = 16\n'
     )
     out = await asyncio.to_thread(run_cli, ["--config", str(config_file), "shaping", "show"])
     rows = [r for r in out if r["bucket"] == "sinkmail"]

@@ -1,5 +1,5 @@
-"""The dashboard's counters in the SQLite store: kept as events are written, equal to what the
-events say (and to migration 2's backfill of a version-1 store), and the dashboard searches."""
+"""The dashboard's counters on both backends: kept as events are written, equal to what the
+events say (and to SQLite migration 2's backfill of a version-1 store), and the searches."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 from relay.figures import link_figures
 from relay.receive.pipeline import display_subject
 from relay.render.tokens import HONEYPOT_LINK
-from relay.store import Event, NewMessage, Outcome, Result
+from relay.store import Event, NewMessage, Outcome, Result, Store
 from relay.store.migrations import migrations
 from relay.store.sqlite import SqliteStore
+from tests.conftest import open_test_store
 
 T0 = 1_700_000_000.0  # an hour boundary + 800 s
 
@@ -43,7 +44,7 @@ def hit(
     return Event(kind, at, d["pk"], d["id"], d["rcpt"], d["campaign"], details)
 
 
-async def fill(store: SqliteStore) -> list[dict[str, Any]]:
+async def fill(store: Store) -> list[dict[str, Any]]:
     """Two campaigns, a deferral then delivery, a bounce, opens of every source, a repeat."""
     out = []
     for qid, rcpts, campaign, at in (
@@ -111,8 +112,8 @@ def sums(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
     return out
 
 
-async def test_counters_follow_the_events(tmp_path: Path) -> None:
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+async def test_counters_follow_the_events(tmp_path: Path, store_backend: str) -> None:
+    async with await open_test_store(tmp_path) as store:
         await fill(store)
         total = sums(await store.event_hours())
         assert total == {
@@ -197,8 +198,8 @@ async def test_migration_backfills_the_counters_of_a_version_1_store(tmp_path: P
             assert await migrated.campaign_facets("news", "client") == []
 
 
-async def test_searches_and_export_pages(tmp_path: Path) -> None:
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+async def test_searches_and_export_pages(tmp_path: Path, store_backend: str) -> None:
+    async with await open_test_store(tmp_path) as store:
         for i in range(5):
             await store.queue_message(
                 message(
@@ -283,8 +284,10 @@ async def test_waiting_deliveries_come_from_their_partial_index(tmp_path: Path) 
     assert "deliveries_waiting" in plan
 
 
-async def test_stats_over_all_time_from_the_counters_equal_the_events(tmp_path: Path) -> None:
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+async def test_stats_over_all_time_from_the_counters_equal_the_events(
+    tmp_path: Path, store_backend: str
+) -> None:
+    async with await open_test_store(tmp_path) as store:
         await fill(store)
         for campaign in (None, "news", "", "nope"):
             counted = await store.tracking_stats(campaign)

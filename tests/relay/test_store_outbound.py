@@ -1,4 +1,4 @@
-"""The store's events-out functions: cursors, leases, attempts, operator actions (SQLite)."""
+"""The store's events-out functions on both backends: cursors, leases, attempts, operators."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from relay.store import Event
+from relay.store.counters import ATTEMPTS_KEPT
 from relay.store.model import OutboundAttempt
-from relay.store.sqlite import ATTEMPTS_KEPT, SqliteStore
+from tests.conftest import open_test_store
 
 
 def attempt(**kw: object) -> OutboundAttempt:
@@ -26,8 +27,8 @@ def attempt(**kw: object) -> OutboundAttempt:
     return OutboundAttempt(**base)  # type: ignore[arg-type]
 
 
-async def test_leases_cursor_moves_and_operator_epochs(tmp_path: Path) -> None:
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+async def test_leases_cursor_moves_and_operator_epochs(tmp_path: Path, store_backend: str) -> None:
+    async with await open_test_store(tmp_path) as store:
         await store.record_events([Event("delivered", 10.0 + i) for i in range(5)])
         await store.outbound_open("app", "webhook", 2, 50.0)
         await store.outbound_open("app", "webhook", 0, 60.0)  # exists: unchanged
@@ -71,9 +72,9 @@ async def test_leases_cursor_moves_and_operator_epochs(tmp_path: Path) -> None:
 
 
 async def test_a_pause_is_kept_through_a_failing_round_and_attempts_are_pruned(
-    tmp_path: Path,
+    tmp_path: Path, store_backend: str
 ) -> None:
-    async with await SqliteStore.open(tmp_path / "s.db", durable=False) as store:
+    async with await open_test_store(tmp_path) as store:
         await store.outbound_open("app", "webhook", 0, 1.0)
         await store.outbound_lease("app", "a", 1.0, 100.0)
         for i in range(ATTEMPTS_KEPT + 150):

@@ -6,9 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.store import Store
 from tests.conftest import RunningRelay, Sink, make_config, smarthost
 from tests.smtpclient import RawClient
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 TRACK_ON = {"opens": True, "clicks": True, "unsubscribe": True}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -13,10 +12,10 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
 from relay.render.tokens import Claims, TokenKind, TokenSigner, load_secrets
-from relay.store import NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
+from relay.store import NewMessage, Outcome, Result, open_store
 from sidecar.app import TRACKER, make_app
 from sidecar.tracking import Tracker
+from tests import storeview
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
 HUMAN_UA = (
@@ -35,6 +34,7 @@ async def seed(
     received_at: float | None = None,
     delivered_at: float | None = None,
     state: str = "delivered",
+    event_details: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Queue a message through the Store API, deliver it (or not), record its links.
 
@@ -43,7 +43,7 @@ async def seed(
     now = time.time()
     received = received_at if received_at is not None else now - 3700
     done_at = delivered_at if delivered_at is not None else now - 3600
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         pk = await store.queue_message(
             NewMessage(
                 queue_id=queue_id,
@@ -63,7 +63,10 @@ async def seed(
             result = Result(2, 250, "2.0.0", "ok", "mx.example.org")
         else:
             result = Result(5, 550, "5.1.1", "no such user", "mx.example.org")
-        await store.record_results([Outcome(lease, result, state, 0.0) for lease in mine], done_at)
+        await store.record_results(
+            [Outcome(lease, result, state, 0.0, dict(event_details or {})) for lease in mine],
+            done_at,
+        )
         if links:
             await store.record_links(pk, list(links))
         return {lease.recipient: lease.delivery_id for lease in mine}
@@ -100,10 +103,10 @@ def tracker_of(client: TestClient) -> Tracker:
 
 def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
     """Events straight from the database file (a separate connection), in time order."""
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute(
-            "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id"
-        ).fetchall()
+    rows = storeview.rows(
+        config,
+        "SELECT at, type, delivery_id, recipient, campaign, details FROM events ORDER BY at, id",
+    )
     out = [
         {
             "at": r[0],
@@ -119,8 +122,7 @@ def db_events(config: Config, *types: str) -> list[dict[str, Any]]:
 
 
 def suppressions(config: Config) -> dict[str, tuple[str, float | None]]:
-    with sqlite3.connect(config.store.path) as db:
-        rows = db.execute("SELECT address, reason, expires_at FROM suppressions").fetchall()
+    rows = storeview.rows(config, "SELECT address, reason, expires_at FROM suppressions")
     return {r[0]: (r[1], r[2]) for r in rows}
 
 
@@ -128,7 +130,7 @@ async def queue_for_app(
     config: Config, queue_id: str, app: str, rcpt: str, campaign: str = ""
 ) -> None:
     """A queued message of ``app`` to ``rcpt`` (its 'processed' event is the app's)."""
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.queue_message(
             NewMessage(
                 queue_id=queue_id,

@@ -16,8 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from relay.config import Config
-from relay.store import Event
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, open_store
 from sidecar.app import make_app
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN
@@ -133,7 +132,7 @@ def outbound_config(
 
 async def record(config: Config, n: int, type_: str = "delivered", campaign: str = "c1") -> None:
     """n events straight into the store (no message: ids and the feed are what matter)."""
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         now = time.time()
         await store.record_events(
             [

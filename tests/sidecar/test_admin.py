@@ -14,13 +14,15 @@ import pytest
 from relay.cli import main as cli_main
 from relay.config import Config
 from relay.output import for_json
-from relay.store import Event, NewMessage
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, NewMessage, open_store
 from sidecar.admin import ApiError, parse_time, stats_figures
 from sidecar.app import STORE
 from sidecar.classify import HONEYPOT_LINK
-from tests.conftest import make_config
+from tests.conftest import make_config, store_toml
 from tests.sidecar.helpers import ADMIN, seed, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 T0 = 1_700_000_000.0  # events of the fixture happen at T0 + n
 
@@ -49,7 +51,7 @@ async def fixture(config: Config) -> dict[str, int]:
     )
     ids |= await seed(config, "Q2", ["e@x.org"], state="bounced", received_at=T0 - 90)
     ids |= await seed(config, "Q4", ["z@x.org"], campaign="autumn", received_at=T0 - 80)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.queue_message(
             NewMessage(
                 "Q3",
@@ -253,8 +255,7 @@ async def test_queue_show_and_the_api_give_one_shape(
     await fixture(config)
     conf = tmp_path / "outpost.toml"
     conf.write_text(
-        f'[store]\npath = "{config.store.path}"\n'
-        f'[tracking]\nsecrets_file = "{config.tracking.secrets_file}"\n'
+        store_toml(config) + f'[tracking]\nsecrets_file = "{config.tracking.secrets_file}"\n'
         f'[sidecar]\nadmin_token_file = "{config.sidecar.admin_token_file}"\n'
     )
     async with sidecar(config) as client:
@@ -302,12 +303,13 @@ async def test_campaigns_and_links(tmp_path: Path) -> None:
         assert body["honeypot"] == {"total": 1, "unique": 1}
 
 
+@pytest.mark.sqlite_only("SQLite's query plans")
 async def test_query_plans_use_the_indexes(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of the statements the admin API actually runs: no table scans."""
     config = make_config(tmp_path)
     await fixture(config)
     sql: list[str] = []
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store._ro.set_trace_callback(sql.append)
         await store.tracking_stats("spring", T0, T0 + 1000)
         stats_sql = list(sql)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sidecar.app import STORE
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def test_healthz_answers_503_when_the_store_does_not(tmp_path: Path) -> None:

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import ClientResponse
 
 from relay.render.tokens import TokenKind
-from relay.store import Event
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, open_store
+from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, HUMAN_UA, seed, sidecar, token, tracker_of
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15"
@@ -143,8 +146,7 @@ async def test_export_streams_csv_with_formulas_neutralised(tmp_path: Path) -> N
         assert [line.split(",")[0] for line in lines[1:]] == ["P0", "P0", "P1", "P1", "P2", "P2"]
         # cells that a spreadsheet would run get an apostrophe
         await seed(config, "F1", ["=cmd@example.org"], campaign="formulas")
-        with sqlite3.connect(config.store.path) as db:
-            db.execute("UPDATE messages SET subject = '+1+1' WHERE queue_id = 'F1'")
+        storeview.execute(config, "UPDATE messages SET subject = '+1+1' WHERE queue_id = 'F1'")
         text = await (await client.get("/api/campaigns/formulas/export.csv", headers=ADMIN)).text()
         assert ",'+1+1,'=cmd@example.org,delivered," in text
 
@@ -152,8 +154,9 @@ async def test_export_streams_csv_with_formulas_neutralised(tmp_path: Path) -> N
 async def test_search_by_queue_id_message_id_recipient_subject(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     await traffic(config)
-    with sqlite3.connect(config.store.path) as db:
-        db.execute("UPDATE messages SET subject = 'Spring 50% off' WHERE queue_id = 'Q2'")
+    storeview.execute(
+        config, "UPDATE messages SET subject = 'Spring 50% off' WHERE queue_id = 'Q2'"
+    )
     async with sidecar(config) as client:
 
         async def found(q: str) -> list[str]:
@@ -203,7 +206,7 @@ async def test_event_stream_pushes_new_events_and_resumes_without_gaps(tmp_path:
         r = await client.get("/api/events/stream", headers=ADMIN)
         assert r.status == 200 and r.headers["Content-Type"] == "text/event-stream"
         assert (await r.content.readline()) == b"retry: 1000\n"
-        async with await SqliteStore.open(config.store.path, durable=False) as other:
+        async with await open_store(config.store, durable=False) as other:
             # another process's writes reach the viewer
             await other.record_events(
                 [

@@ -4,16 +4,20 @@ forms, each against a real SQLite store."""
 from __future__ import annotations
 
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.render.tokens import TokenKind
 from sidecar.dashboard.session import COOKIE, Sessions
+from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, seed, sidecar, suppressions, token, tracker_of
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 XSS = "<script>alert(1)</script>"
 PAGES = (
@@ -186,11 +190,11 @@ async def test_values_from_mail_are_escaped(tmp_path: Path) -> None:
         campaign=XSS,
         links=['https://example.com/"><script>alert(2)</script>'],
     )
-    with sqlite3.connect(config.store.path) as db:
-        db.execute(
-            "UPDATE messages SET subject = ? WHERE queue_id = 'Q1'",
-            ("<img src=x onerror=alert(3)>",),
-        )
+    storeview.execute(
+        config,
+        "UPDATE messages SET subject = ? WHERE queue_id = 'Q1'",
+        "<img src=x onerror=alert(3)>",
+    )
     async with sidecar(config) as client:
         hostile_ua = "Mozilla/5.0 <script>alert(4)</script> (Windows NT 10.0)"
         await client.get(
@@ -229,8 +233,8 @@ async def post_form(client: TestClient, path: str, data: dict[str, Any]) -> Any:
 async def test_queue_actions_need_csrf_and_delete_asks_first(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     await seed(config, "Q1", state="deferred")
-    with sqlite3.connect(config.store.path) as db:  # a deferred delivery, not bounced
-        db.execute("UPDATE deliveries SET state = 'deferred', next_attempt_at = 9e9")
+    # a deferred delivery, not bounced
+    storeview.execute(config, "UPDATE deliveries SET state = 'deferred', next_attempt_at = 9e9")
     async with sidecar(config) as client:
         csrf = await login(client)
         html = await (await client.get("/dashboard/queue")).text()
@@ -257,8 +261,7 @@ async def test_queue_actions_need_csrf_and_delete_asks_first(tmp_path: Path) -> 
 
 
 def _states(config: Any) -> list[str]:
-    with sqlite3.connect(config.store.path) as db:
-        return [r[0] for r in db.execute("SELECT state FROM deliveries ORDER BY id")]
+    return [r[0] for r in storeview.rows(config, "SELECT state FROM deliveries ORDER BY id")]
 
 
 async def test_suppression_forms_add_remove_import_export(tmp_path: Path) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from relay.store.sqlite import SqliteStore
+import pytest
+
+from relay.store import open_store
 from tests.conftest import make_config
 from tests.dnsserver import DnsServer
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def test_shaping_state_published_by_the_relay_is_served(tmp_path: Path) -> None:
@@ -16,7 +21,7 @@ async def test_shaping_state_published_by_the_relay_is_served(tmp_path: Path) ->
         tmp_path, shaping=[{"name": "slow", "domains": ["slow.example"], "per_minute": 30}]
     )
     state = {"bucket": "slow", "rule": "slow", "rate_per_minute": 15.0, "throttles": 1}
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.save_shaping([{**state, "reason": "throttled: 421 4.7.28 slow down"}], 5.0)
     async with sidecar(config) as client:
         resp = await client.get("/api/shaping", headers=ADMIN)
@@ -37,7 +42,7 @@ async def test_warmup_today(tmp_path: Path) -> None:
     today = time.strftime("%Y-%m-%d", time.gmtime())
     warm = [{"domain": "new.example", "start": today, "daily_limits": [50, 100]}]
     config = make_config(tmp_path, warmup=warm)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         assert await store.take_daily("warmup:new.example", today, 50, 7) == 7
     async with sidecar(config) as client:
         resp = await client.get("/api/warmup", headers=ADMIN)

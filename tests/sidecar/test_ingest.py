@@ -6,12 +6,16 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from relay.config import Config
 from sidecar.ingest import MAX_REPORT
 from tests.conftest import make_config
 from tests.sidecar.helpers import db_events, seed, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 TOKEN = "test-admin-token"
 

@@ -20,6 +20,9 @@ from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, seed, sidecar
 from tests.sidecar.test_webhooks import MAILGUN_KEY, self_signed, spki_b64
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 # one bad value per path segment, query, body and header shape; each alone, the rest plausible
 SEGMENTS = ["²", "%FF%FE", "%00", "x" * 3000, "..%2F..%2Fetc", "%0D%0ASet-Cookie:%20x=1", "€", "-1"]
 QUERIES = [

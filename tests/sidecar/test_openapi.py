@@ -18,7 +18,7 @@ from referencing.jsonschema import DRAFT202012
 
 from relay.config import Config
 from relay.render.tokens import TokenKind
-from relay.store.sqlite import SqliteStore
+from relay.store import open_store
 from sidecar import openapi
 from sidecar.app import make_app
 from tests.conftest import make_config
@@ -145,7 +145,7 @@ async def populated(tmp_path: Path) -> AsyncIterator[tuple[TestClient, dict[str,
         ids |= await seed(config, "Q2", ["c@example.org"], state="bounced")
         await seed(config, "Q3", ["d@slow.example"], campaign="autumn", state="deferred")
         now = time.time()
-        async with await SqliteStore.open(config.store.path, durable=False) as store:
+        async with await open_store(config.store, durable=False) as store:
             await store.suppress("a@example.org", "manual", now, None, "asked", "all", "")
             await store.pause_sender("domain", "example.com", "bounce rate", now)
             await store.record_unmatched(now, "bounced", "a@example.org", {"status": "5.1.1"})

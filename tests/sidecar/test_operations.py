@@ -4,20 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.config import Config
-from relay.store import NewMessage
-from relay.store.sqlite import SqliteStore
+from relay.store import NewMessage, open_store
 from tests.conftest import Sink, make_config, smarthost
 from tests.relay.test_bounces import _gmail_dsn
 from tests.sidecar.helpers import ADMIN, sidecar, suppressions
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BAD = {"Authorization": "Bearer wrong"}
 
 
 async def queue_one(config: Config, recipient: str) -> None:
     """A waiting message Q1 to one recipient, straight into the store."""
-    async with await SqliteStore.open(config.store.path) as store:
+    async with await open_store(config.store) as store:
         raw = b"Subject: x\r\n\r\nb\r\n"
         await store.queue_message(
             NewMessage("Q1", 100.0, "app@example.com", "127.0.0.1", raw, (recipient,))

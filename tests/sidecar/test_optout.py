@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from relay.render.tokens import TokenKind
-from relay.store.sqlite import SqliteStore
+from relay.store import open_store
 from sidecar.tracking import GIF
 from tests.conftest import make_config
 from tests.sidecar.helpers import (
@@ -21,6 +23,9 @@ from tests.sidecar.helpers import (
     tracker_of,
 )
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 BAD = {"Authorization": "Bearer wrong"}
 UA = {"User-Agent": HUMAN_UA}
@@ -79,7 +84,7 @@ async def test_hits_of_opted_out_recipients_are_answered_not_recorded(tmp_path: 
     config = make_config(tmp_path, tracking={"unsubscribe": True})
     rcpts = ["out@example.org", "x@quiet.example", "in@example.org"]
     ids = await seed(config, "Q1", rcpts, links=["https://example.com/a"])
-    async with await SqliteStore.open(config.store.path) as store:
+    async with await open_store(config.store) as store:
         await store.add_tracking_optout("out@example.org", 1.0)
         await store.add_tracking_optout("quiet.example", 1.0)
     async with sidecar(config) as client:

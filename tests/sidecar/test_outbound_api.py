@@ -28,6 +28,9 @@ from tests.sidecar.outbound_helpers import (
     running,
 )
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 
 async def ctl(conf: Path, url: str, *args: str) -> tuple[int, list[Any], str]:
     """outpostctl in a thread (the sidecar runs on this loop): exit code, JSON lines, stderr."""

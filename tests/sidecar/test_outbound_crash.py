@@ -8,7 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
-from relay.config import load_config
+from relay.config import load_config, parse_config
+from tests.conftest import store_section, store_toml
 from tests.sidecar.outbound_helpers import Receiver, eventually, record, secret_file
 from tests.test_service import ROOT, Notify, free_ports
 
@@ -21,8 +22,8 @@ def crash_config(tmp_path: Path, url: str) -> Path:
     (tmp_path / "token").write_text("admin-token\n")
     conf = tmp_path / "outpost.toml"
     conf.write_text(
-        f'[store]\npath = "{tmp_path / "o.db"}"\n'
-        f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
+        store_toml(parse_config({"store": store_section(tmp_path)}))
+        + f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
         f'[sidecar]\nlisten = "127.0.0.1:{port}"\nadmin_token_file = "{tmp_path / "token"}"\n'
         '[outbound]\nstart = "earliest"\npoll_interval = "20ms"\nretry_min = "10ms"\n'
         'lease_time = "2s"\n'  # the restarted process takes over once the dead one's lease ends
@@ -46,7 +47,7 @@ async def start_sidecar(conf: Path, notify: Notify, log: Path) -> asyncio.subpro
     return proc
 
 
-async def test_sigkill_while_delivering_loses_no_event(tmp_path: Path) -> None:
+async def test_sigkill_while_delivering_loses_no_event(tmp_path: Path, store_backend: str) -> None:
     rx = await Receiver(delay=0.003).start()
     notify = Notify(tmp_path / "notify")
     proc = None

@@ -12,7 +12,7 @@ import pytest
 from standardwebhooks import Webhook
 
 from relay.config import ConfigError
-from relay.store.sqlite import SqliteStore
+from relay.store import open_store
 from sidecar.outbound import payload, signing
 from sidecar.outbound.dispatcher import Dispatcher, backoff
 from sidecar.outbound.wiring import destinations
@@ -24,6 +24,9 @@ from tests.sidecar.outbound_helpers import (
     outbound_config,
     record,
 )
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 def test_backoff_doubles_to_the_cap_with_jitter_in_the_upper_half() -> None:
@@ -106,8 +109,8 @@ async def test_two_nodes_one_destination_one_server_at_a_time(tmp_path: Path) ->
     config = outbound_config(tmp_path, webhooks=[{"name": "app", "url": rx.url}], start="earliest")
     await record(config, 60)
     async with (
-        await SqliteStore.open(config.store.path) as store_a,
-        await SqliteStore.open(config.store.path) as store_b,
+        await open_store(config.store) as store_a,
+        await open_store(config.store) as store_b,
     ):
         a = Dispatcher(store_a, destinations(config), config.outbound, owner="node-a")
         b = Dispatcher(store_b, destinations(config), config.outbound, owner="node-b")

@@ -8,10 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.sidecar.natsserver import NatsServer
 from tests.sidecar.outbound_helpers import api, eventually, outbound_config, record, running
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def stream_messages(url: str, stream: str) -> list[tuple[str, str, dict[str, Any]]]:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from standardwebhooks import Webhook
 
 from tests.sidecar.outbound_helpers import (
@@ -21,6 +22,9 @@ from tests.sidecar.outbound_helpers import (
     running,
     secret_file,
 )
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 async def test_500_then_timeout_then_200_every_event_arrives_signed(tmp_path: Path) -> None:

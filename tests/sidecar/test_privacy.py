@@ -3,18 +3,21 @@ sidecar writing tracking events under each setting."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from relay.config import ConfigError, PrivacyConfig
+from relay.config import Config, ConfigError, PrivacyConfig
 from relay.render.tokens import TokenKind
 from sidecar.clients import attribute
 from sidecar.privacy import reduce_details, reduce_ip, truncate_ip
+from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import HUMAN_UA, db_events, seed, sidecar, token, tracker_of
 from tests.sidecar.test_webhooks import MAILGUN_KEY, fixture, mailgun_signature
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 
 @pytest.mark.parametrize(
@@ -101,10 +104,9 @@ V6 = "2001:db8:abcd:12::99"
 SCANNER = "Mozilla/5.0 (compatible; Barracuda Sentinel (EE))"
 
 
-def _stored_text(path: str) -> str:
+def _stored_text(config: Config) -> str:
     """Every event's details as written, to look for the full values anywhere in them."""
-    with sqlite3.connect(path) as db:
-        return "\n".join(r[0] for r in db.execute("SELECT details FROM events"))
+    return "\n".join(str(r[0]) for r in storeview.rows(config, "SELECT details FROM events"))
 
 
 @pytest.mark.parametrize(
@@ -148,7 +150,7 @@ async def test_tracking_events_keep_what_privacy_says(
     # classified from the full values whatever is kept
     assert by[("open", a)]["source"] == "human"
     assert (by[("click", b)]["source"], by[("click", b)]["rule"]) == ("scanner", "scanner-ua")
-    text = _stored_text(config.store.path)
+    text = _stored_text(config)
     if ip == "full":
         assert by[("open", a)]["ip"] == V4 and by[("click", a)]["ip"] == V6
         assert by[("open", b)]["ip"] == f"::ffff:{V4}"
@@ -203,7 +205,7 @@ async def test_provider_opens_keep_what_privacy_says(
     assert event["details"].get("ip") == kept_ip
     assert ("ua" in event["details"]) is kept_ua
     if not kept_ua:
-        assert full_ua not in _stored_text(config.store.path)
+        assert full_ua not in _stored_text(config)
     if user_agent == "parsed":
         assert event["details"]["client"] == {
             "client": "Chrome",

@@ -12,11 +12,13 @@ from typing import Any
 import pytest
 
 from relay.config import Config, ConfigError, load_config
-from relay.store import Event, NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, NewMessage, Outcome, Result, open_store
 from sidecar import access
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, queue_for_app, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 APPS = [
     {"name": "billing", "networks": ["10.1.0.0/24"], "sender_domains": ["billing.example.com"]},
@@ -38,7 +40,7 @@ def _config(tmp_path: Path) -> Config:
 
 async def _queue(config: Config, queue_id: str, app: str, rcpt: str) -> None:
     await queue_for_app(config, queue_id, app, rcpt, campaign=f"{app}-news")
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.suppress(f"blocked-{app}@example.org", "manual", time.time(), app=app)
 
 
@@ -138,7 +140,7 @@ async def _seed_app(config: Config, app: str) -> str:
     """A delivered message of ``app`` with a link, an open, and an app suppression."""
     now = time.time()
     queue_id = f"Q{app.upper()}DELIVERED"
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         pk = await store.queue_message(
             NewMessage(
                 queue_id=queue_id,

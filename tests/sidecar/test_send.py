@@ -7,7 +7,6 @@ import base64
 import email
 import email.policy
 import re
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,13 @@ from aiohttp.test_utils import TestClient
 
 from relay.config import Config
 from relay.receive.apikeys import new_key
-from relay.store.sqlite import SqliteStore
+from relay.store import open_store
+from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, sidecar
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 JOBS_APP = {
     "name": "jobs",
@@ -60,16 +63,15 @@ MAIL = {
 
 
 async def stored(config: Config, queue_id: str) -> tuple[dict[str, Any], bytes]:
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         history = await store.message_history(queue_id)
         assert history is not None
         return history, await store.message_raw(history["message"]["message_pk"])
 
 
 def message_count(config: Config) -> int:
-    """Messages in the store file (read on a connection of its own)."""
-    with sqlite3.connect(config.store.path) as db:
-        return int(db.execute("SELECT count(*) FROM messages").fetchone()[0])
+    """Messages in the store (read on a connection of its own)."""
+    return int(storeview.value(config, "SELECT count(*) FROM messages"))
 
 
 async def test_send_queues_the_message_with_roles_and_no_bcc_header(tmp_path: Path) -> None:
@@ -429,7 +431,7 @@ async def _post(client: TestClient, key: dict[str, str], **fields: Any) -> Any:
 
 async def test_a_suppressed_recipient_is_reported_and_not_queued(tmp_path: Path) -> None:
     config, key = app_config(tmp_path)
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         await store.suppress("cc@example.org", "manual", 0.0, app="jobs")
     async with sidecar(config) as client:
         status, body = await _post(client, key)

@@ -5,19 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.config import Config
 from relay.render.tokens import TokenKind
-from relay.store import Event
-from relay.store.sqlite import SqliteStore
+from relay.store import Event, open_store
 from sidecar.webhooks.mapping import suppressions_for
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, seed, sidecar, token
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}
 
 
 async def entries(config: Config) -> list[tuple[str, str, str]]:
-    async with await SqliteStore.open(config.store.path, durable=False) as store:
+    async with await open_store(config.store, durable=False) as store:
         rows = await store.list_suppressions(now=0.0)
     return [(r["address"], r["scope"], r["reason"]) for r in rows]
 

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from urllib.parse import unquote
 
+import pytest
+
 from relay.render.tokens import HONEYPOT_LINK, TokenKind
 from sidecar.tracking import GIF, location
 from tests.conftest import make_config
@@ -21,6 +23,9 @@ from tests.sidecar.helpers import (
     token,
     tracker_of,
 )
+
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
 
 URLS = [
     "https://example.com/a?x=1&y=2",
@@ -156,6 +161,7 @@ async def test_events_are_batched_and_flushed_on_shutdown(tmp_path: Path) -> Non
     assert {e["details"]["source"] for e in db_events(config, "click")} == {"human"}
 
 
+@pytest.mark.sqlite_only("holds SQLite's write lock")
 async def test_a_locked_store_never_delays_a_click_nor_loses_it(tmp_path: Path) -> None:
     config = make_config(tmp_path, store={"busy_timeout": "100ms"})
     ids = await seed(config, "Q1", [f"r{i}@example.org" for i in range(10)], links=URLS)

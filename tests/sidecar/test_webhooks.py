@@ -47,6 +47,9 @@ from sidecar.webhooks import (
     verify_sns,
 )
 
+# every test here runs on each store backend
+pytestmark = pytest.mark.usefixtures("store_backend")
+
 DATA = Path(__file__).resolve().parent.parent / "data" / "webhooks"
 NOW = 1_760_000_000.0
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
