@@ -685,11 +685,11 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def compact(self) -> int:
-        async with self._db.execute("PRAGMA auto_vacuum") as cur:
+        async with self._lock, self._db.execute("PRAGMA auto_vacuum") as cur:
             row = await cur.fetchone()
         if not row or int(row[0]) != 2:  # not INCREMENTAL: free pages are reused, not returned
             return 0
-        async with self._db.execute("PRAGMA freelist_count") as cur:
+        async with self._lock, self._db.execute("PRAGMA freelist_count") as cur:
             row = await cur.fetchone()
         free = int(row[0]) if row else 0
         for _ in range(0, free, 256):  # a few hundred pages at a time: short write locks
@@ -858,12 +858,17 @@ class SqliteStore:
             await db.execute("DELETE FROM suppressions WHERE address = ?", (a,))
             return {k: v for k, v in done.items() if v}
 
-        await self._db.execute("PRAGMA secure_delete = ON")
+        # the writer connection is shared: every statement outside _transaction takes its lock
+        # (a PRAGMA run while another coroutine's transaction is open fails: "table is locked")
+        async with self._lock:
+            await self._db.execute("PRAGMA secure_delete = ON")
         try:
             removed = await self._transaction(work)
         finally:
-            await self._db.execute("PRAGMA secure_delete = OFF")
-        await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
+            async with self._lock:
+                await self._db.execute("PRAGMA secure_delete = OFF")
+        async with self._lock:
+            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
         return removed
 
     async def _naming(self, a: str) -> dict[str, list[Any]]:
