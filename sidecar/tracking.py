@@ -51,6 +51,7 @@ _HTML_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 MAX_UA = 512  # characters of User-Agent kept on an event
+YIELD_EVERY = 200  # hits classified between two turns of the event loop
 MAX_PENDING = 1_000_000  # hits waiting to be classified (only grows if the store can't be read)
 
 
@@ -380,7 +381,9 @@ class Tracker:
             self._pending.extendleft(reversed(ready))
             raise
         events = []
-        for p in ready:
+        for n, p in enumerate(ready, 1):
+            if n % YIELD_EVERY == 0:  # a burst of thousands: let the hits' requests be answered
+                await asyncio.sleep(0)
             target = targets.get(p.delivery_id)
             if target is None:
                 self.unknown += 1
