@@ -216,6 +216,8 @@ class HitProtocol(asyncio.Protocol):
         self._forwarded: str | None = None
         self._body = False
         self._ours = False
+        self._head_only = False
+        self._target = b""  # the request's path, parsed once its head is complete
 
     def on_message_begin(self) -> None:
         self._reset_request()
@@ -240,7 +242,8 @@ class HitProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         method = self._parser.get_method()
-        path = self._path()
+        self._head_only = method == b"HEAD"
+        path = self._target = self._path()
         self._ours = (
             method in (b"GET", b"HEAD")
             and not self._body
@@ -251,15 +254,16 @@ class HitProtocol(asyncio.Protocol):
             raise _HandOver()
 
     def on_message_complete(self) -> None:
-        self._first = False
-        self._received = bytearray()
+        if self._first:
+            self._first = False
+            self._received = bytearray()  # decided: no hand-over from here on
         keep = self._parser.should_keep_alive()
         if not self._ours:  # a later request of another kind: again on a new connection
             url = self._url.decode("latin-1")
-            self._queue_ready(Answer(307, {"Location": url}), head_only=False, close=True)
+            self._queue(Answer(307, {"Location": url}), head_only=False, close=True)
             return
-        head_only = self._parser.get_method() == b"HEAD"
-        path = unquote(self._path().decode("latin-1"))  # as aiohttp's match_info has it
+        head_only = self._head_only
+        path = unquote(self._target.decode("latin-1"))  # as aiohttp's match_info has it
         tracker = self._server.tracker()
         client = tracker.client(self._peer, self._ua, self._forwarded)
         token = path[3:].partition("/")[0]
@@ -268,7 +272,7 @@ class HitProtocol(asyncio.Protocol):
             if keep and not head_only and not self._answers and self._transport is not None:
                 self._transport.write(self._server.pixel())  # the everyday case: at once
             else:
-                self._queue_ready(Answer(200, PIXEL_HEADERS, GIF), head_only, close=not keep)
+                self._queue(Answer(200, PIXEL_HEADERS, GIF), head_only, close=not keep)
         else:
             task = asyncio.ensure_future(tracker.click_answer(token, not head_only, client))
             self._queue(task, head_only, close=not keep)
@@ -282,12 +286,8 @@ class HitProtocol(asyncio.Protocol):
 
     # --- answering, in request order
 
-    def _queue_ready(self, answer: Answer, head_only: bool, close: bool) -> None:
-        done: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        done.set_result(answer)
-        self._queue(done, head_only, close)
-
-    def _queue(self, answer: asyncio.Future[Answer], head_only: bool, close: bool) -> None:
+    def _queue(self, answer: Answer | asyncio.Future[Answer], head_only: bool, close: bool) -> None:
+        """An answer (or one being looked up) in its place in the request order."""
         loop = asyncio.get_running_loop()
         wire: asyncio.Future[tuple[bytes, bool]] = loop.create_future()
 
@@ -306,8 +306,10 @@ class HitProtocol(asyncio.Protocol):
             self._flush()
 
         self._answers.append(wire)
-        if answer.done():
-            ready(answer)
+        if isinstance(answer, Answer):
+            done: asyncio.Future[Answer] = loop.create_future()
+            done.set_result(answer)
+            ready(done)
         else:
             answer.add_done_callback(ready)
         if len(self._answers) > MAX_PENDING and self._transport is not None:
@@ -331,7 +333,7 @@ class HitProtocol(asyncio.Protocol):
         """A request we can't take: its status (after the answers before it), then close."""
         self._closing = True
         body = f"{status} {HTTPStatus(status).phrase}\n".encode()
-        self._queue_ready(Answer(status, {"Content-Type": "text/plain"}, body), False, True)
+        self._queue(Answer(status, {"Content-Type": "text/plain"}, body), False, True)
 
     def _hand_over(self) -> None:
         """aiohttp serves this connection from its first byte on."""

@@ -35,17 +35,14 @@ from tests.bench.common import (
     html_message,
     log,
     sidecar_config,
-    tool,
     workdir,
 )
 from tests.bench.smtp import (
-    ENVELOPE_FROM,
-    ENVELOPE_TO,
-    HELO,
     SESSIONS,
     SIZES,
     SmtpSink,
     relay_config,
+    smtp_source,
     start_relay,
 )
 from tests.pgserver import PgServer, binaries, run_in_thread
@@ -92,23 +89,7 @@ def throughput(
             t0 = time.monotonic()
             sources = [
                 subprocess.Popen(
-                    [
-                        tool("smtp-source"),
-                        "-s",
-                        str(SESSIONS // relays),
-                        "-m",
-                        str(messages // relays),
-                        "-d",
-                        "-F",
-                        str(msgfile),
-                        "-f",
-                        ENVELOPE_FROM,
-                        "-t",
-                        ENVELOPE_TO,
-                        "-M",
-                        HELO,
-                        f"127.0.0.1:{port}",
-                    ],
+                    smtp_source(SESSIONS // relays, messages // relays, msgfile, port),
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.PIPE,
                 )

@@ -72,6 +72,28 @@ SCENARIOS = (
 )
 
 
+def smtp_source(sessions: int, messages: int, msgfile: Path, port: int) -> list[str]:
+    """The load: smtp-source, ``sessions`` connections sending ``msgfile`` message after
+    message (-d) until ``messages`` are sent, to the loopback port."""
+    return [
+        tool("smtp-source"),
+        "-s",
+        str(sessions),
+        "-m",
+        str(messages),
+        "-d",
+        "-F",
+        str(msgfile),
+        "-f",
+        ENVELOPE_FROM,
+        "-t",
+        ENVELOPE_TO,
+        "-M",
+        HELO,
+        f"{LOOPBACK}:{port}",
+    ]
+
+
 def relay_processes(scenario: str) -> int:
     """The relay.processes a scenario runs with: one per core for ``-np``, else one."""
     return os.cpu_count() or 1 if scenario.endswith("-np") else 1
@@ -488,23 +510,7 @@ def run_scenario(
             with TreeSampler(pid_fn) as sampler:
                 t0 = time.monotonic()
                 src = subprocess.run(
-                    [
-                        tool("smtp-source"),
-                        "-s",
-                        str(SESSIONS),
-                        "-m",
-                        str(messages),
-                        "-d",
-                        "-F",
-                        str(msgfile),
-                        "-f",
-                        ENVELOPE_FROM,
-                        "-t",
-                        ENVELOPE_TO,
-                        "-M",
-                        HELO,
-                        f"{LOOPBACK}:{target}",
-                    ],
+                    smtp_source(SESSIONS, messages, msgfile, target),
                     capture_output=True,
                     text=True,
                     timeout=3600,

@@ -412,7 +412,6 @@ async def test_send_needs_an_app_api_key(tmp_path: Path, authorization: str | No
             "error": "unauthorized",
             "message": "a valid 'Authorization: Bearer <key id>.<secret>' app API key is required",
         }
-        # and an app key is no admin token
     assert message_count(config) == 0
 
 
