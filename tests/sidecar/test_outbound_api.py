@@ -66,6 +66,12 @@ async def test_list_show_pause_resume_replay_and_test(tmp_path: Path) -> None:
             url = str(client.make_url("")).rstrip("/")
             await record(config, 3)
             await rx.wait_events(3)
+
+            async def sent() -> bool:  # the cursor is written after the receiver's answer
+                _, body = await api(client, "GET", "/api/outbound/app")
+                return int(body["sent"]) == 3
+
+            await eventually(sent)
             code, rows, _ = await ctl(conf, url, "webhooks", "list")
             assert code == 0 and len(rows) == 1
             row = rows[0]
