@@ -23,6 +23,7 @@ from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import erasure
 from relay.store.batching import GroupCommit
+from relay.store.checkpoint import Checkpointer
 from relay.store.counters import (
     ATTEMPTS_KEPT,
     CURSOR_COLUMNS,
@@ -51,11 +52,16 @@ class SqliteStore:
     """One writer connection (serialised by a lock) and one reader connection, WAL mode."""
 
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, durable: bool = True
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        checkpointer: Checkpointer,
+        durable: bool = True,
     ) -> None:
         self._durable = durable
         self._db = writer
         self._ro = reader
+        self._checkpointer = checkpointer
         self._lock = asyncio.Lock()
         self._privacy_salt: bytes | None = None
         self._accepts: GroupCommit[NewMessage, int] = GroupCommit(self._write_messages)
@@ -77,21 +83,26 @@ class SqliteStore:
         try:
             await _configure(writer, busy_timeout, durable)
             await _migrate(writer)
+            # commits never copy the log into the file: the checkpointer does, off the lock
+            await writer.execute("PRAGMA wal_autocheckpoint = 0")
             reader = await aiosqlite.connect(str(path), isolation_level=None)
             await _configure(reader, busy_timeout, durable)
-        except BaseException:  # close both: a connection's thread left open keeps the process
+            checkpointer = await Checkpointer.open(path, busy_timeout)
+        except BaseException:  # close all: a connection's thread left open keeps the process
             if reader is not None:
                 await reader.close()
             await writer.close()
             raise
-        return cls(writer, reader, durable)
+        checkpointer.start()
+        return cls(writer, reader, checkpointer, durable)
 
     async def close(self) -> None:
         await self._accepts.drain()
         await self._events.drain()
         await self._results.drain()
+        await self._checkpointer.close()
         await self._ro.close()
-        await self._db.close()
+        await self._db.close()  # the last one: SQLite copies what is left, removes the log
 
     async def __aenter__(self) -> SqliteStore:
         return self
@@ -682,7 +693,9 @@ class SqliteStore:
             cur = await db.execute(f"DELETE FROM {kind} WHERE id IN ({marks})", ids)
             return max(cur.rowcount, 0)
 
-        return await self._transaction(work)
+        # no fsync of its own: a purge lost in a power cut is done again by the next pass, and
+        # the next durable commit (an accept) syncs the log with it, in order
+        return await self._light_transaction(work)
 
     async def compact(self) -> int:
         async with self._lock, self._db.execute("PRAGMA auto_vacuum") as cur:
