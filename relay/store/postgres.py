@@ -2128,7 +2128,8 @@ class PostgresStore:
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
             rows = await conn.fetch(
                 "SELECT m.id, m.queue_id, m.received_at, m.campaign, m.subject, m.mail_from,"
-                " m.header_message_id, (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
+                " m.header_message_id,"
+                " (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
                 " FROM messages m WHERE m.id IN ("
                 " SELECT id FROM messages WHERE queue_id = $1"
                 " UNION SELECT id FROM messages WHERE header_message_id IN ($1, $2)"

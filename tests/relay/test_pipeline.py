@@ -64,3 +64,32 @@ def test_control_headers_are_bounded() -> None:
     assert long.value.args[0] == (
         "550 5.6.0 Error: an X-Outpost-Tags tag is longer than 200 characters"
     )
+
+
+def test_queue_ids_of_one_millisecond_never_collide() -> None:
+    """200 000 ids with one timestamp are all different (random low bits alone would repeat
+    about 600 times), and still sort by time."""
+    from relay.receive.pipeline import new_queue_id
+
+    ids = [new_queue_id(1_800_000_000.0) for _ in range(200_000)]
+    assert len(set(ids)) == len(ids)
+    assert new_queue_id(1_800_000_000.001) > max(ids)
+    assert all(len(i) == 14 for i in ids[:10])
+
+
+def test_a_forked_process_draws_its_own_queue_id_sequence() -> None:
+    """Relay workers are forked from one supervisor: each must not repeat the parent's ids."""
+    import os
+
+    from relay.receive.pipeline import new_queue_id
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child writes its next id and leaves at once
+        os.write(write, new_queue_id(1_800_000_000.0).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert child != new_queue_id(1_800_000_000.0)
