@@ -38,6 +38,12 @@ def setup(
         yield
         await feed.close()
 
+    async def end_viewers(app: web.Application) -> None:
+        # aiohttp runs on_shutdown before it waits for the requests in flight, cleanup_ctx
+        # after: a live stream ended only there sat until its next heartbeat (15 s) on each stop
+        await app[FEED].close()
+
     app.cleanup_ctx.append(feed_ctx)
+    app.on_shutdown.append(end_viewers)
     add_api_routes(app, DashboardApi(store), lambda: app[FEED])
     add_page_routes(app, Pages(store, sessions))

@@ -158,6 +158,7 @@ def test_simple_path_agrees_with_the_full_parser(arg: str, taken: bool) -> None:
         assert simple == full._getaddr(arg)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_line_too_long_over_smtp_answers_and_the_session_goes_on(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:
@@ -176,6 +177,7 @@ async def test_line_too_long_over_smtp_answers_and_the_session_goes_on(
     await client.close()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_data_in_single_bytes_arrives_byte_for_byte(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:

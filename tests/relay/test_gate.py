@@ -1,8 +1,10 @@
-"""The gate between leasing and sending, on a real SQLite store: pauses, postponing, keys."""
+"""The gate between leasing and sending, on a real store: pauses, postponing, keys."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import pytest
 
 from relay.deliver.gate import SEP, Gate
 from relay.store import NewMessage, open_store
@@ -11,6 +13,7 @@ from tests.conftest import make_config
 T0 = 1_800_000_000.0
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_paused_campaign_waits_untried_and_others_go(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     store = await open_store(config.store, durable=False)

@@ -11,7 +11,7 @@ import pytest
 
 from relay import logs
 from relay.store import NewMessage
-from relay.store.sqlite import SqliteStore
+from tests.conftest import open_test_store
 
 
 @pytest.fixture(autouse=True)
@@ -44,11 +44,12 @@ def test_a_forged_line_stays_inside_its_value(fmt: str, capsys: pytest.CaptureFi
     assert "x@example.com>\\r\\ntime=2026-01-01T00:00:00Z" in line
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_debug_level_keeps_sql_parameters_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     logs.setup("logfmt", "debug")
-    store = await SqliteStore.open(tmp_path / "o.db")
+    store = await open_test_store(tmp_path)
     body = b"Subject: s\r\n\r\nTHE-SECRET-BODY-TEXT\r\n"
     await store.queue_message(
         NewMessage("QLOG1", 1.0, "app@example.com", "127.0.0.1", body, ("a@example.org",))
@@ -58,4 +59,5 @@ async def test_debug_level_keeps_sql_parameters_out(
     err = capsys.readouterr().err
     assert "debug lines still pass" in err
     assert "THE-SECRET-BODY-TEXT" not in err
-    assert logging.getLogger("aiosqlite").getEffectiveLevel() == logging.WARNING
+    for driver in ("aiosqlite", "asyncpg"):  # whichever backend ran, its driver stays quiet
+        assert logging.getLogger(driver).getEffectiveLevel() == logging.WARNING

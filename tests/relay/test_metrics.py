@@ -34,6 +34,7 @@ async def scrape(relay: RunningRelay) -> tuple[str, dict[tuple[str, frozenset], 
     return content_type, samples
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_metrics_count_what_the_relay_did(tmp_path: Path, start_relay) -> None:
     key = tmp_path / "dkim.pem"
     write_key(key, generate_key("ed25519-sha256"))

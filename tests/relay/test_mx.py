@@ -123,6 +123,7 @@ async def attempts(relay: RunningRelay, queue_id: str) -> list[dict[str, Any]]:
     return await relay.app.store.attempts_for(queue_id)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_preferred_mx_is_tried_first(
     mx_relay: Callable[..., Any], sink: Sink, dns_server: DnsServer
 ) -> None:
@@ -167,6 +168,7 @@ async def test_no_mx_falls_back_to_the_domains_address(
     assert asked[:2] == [("nomx.test", "MX"), ("nomx.test", "A")]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_null_mx_bounces_at_once(
     mx_relay: Callable[..., Any], sink: Sink, dns_server: DnsServer
 ) -> None:
@@ -199,6 +201,7 @@ async def test_nxdomain_bounces(mx_relay: Callable[..., Any], sink: Sink) -> Non
     assert sink.connections == 0
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_servfail_defers(
     mx_relay: Callable[..., Any], sink: Sink, dns_server: DnsServer
 ) -> None:
@@ -218,6 +221,7 @@ async def test_servfail_defers(
     assert sink.connections == 0
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_two_domains_go_to_their_own_mx(mx_relay: Callable[..., Any], sink: Sink) -> None:
     relay = await mx_relay()
     queue_id = await submit(relay, "gina@alpha.test", "hank@beta.test")
@@ -251,6 +255,7 @@ async def test_connections_are_reused_per_destination(
     assert sink.connections == 1
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_one_connection_per_destination_slot(
     mx_relay: Callable[..., Any], sink: Sink
 ) -> None:

@@ -71,6 +71,7 @@ def html_of(raw: bytes) -> str:
     raise AssertionError("no html part")
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_links_pixel_honeypot_and_list_unsubscribe(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:
@@ -154,6 +155,7 @@ async def test_apps_own_list_unsubscribe_is_kept(tmp_path: Path, sink: Sink, sta
     assert not any(n == "list-unsubscribe-post" for n, _ in fields)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_retry_sends_the_same_bytes(tmp_path: Path, sink: Sink, start_relay) -> None:
     seen: list[bytes] = []
 
@@ -168,6 +170,7 @@ async def test_retry_sends_the_same_bytes(tmp_path: Path, sink: Sink, start_rela
     assert len(seen) == 2 and seen[0] == seen[1]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_each_recipient_gets_own_copy_when_tracked(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:
@@ -179,6 +182,7 @@ async def test_each_recipient_gets_own_copy_when_tracked(
     assert got[0].data != got[1].data
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_verp_return_path_names_the_delivery(tmp_path: Path, sink: Sink, start_relay) -> None:
     relay = await start_relay(
         tracked_config(tmp_path, sink, bounces={"domain": "bounce.example.com"})

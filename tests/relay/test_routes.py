@@ -107,6 +107,7 @@ async def second_sink() -> AsyncIterator[Sink]:
     await s.stop()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_mail_takes_its_route_to_its_own_smarthost(
     tmp_path: Path, sink: Sink, second_sink: Sink, start_relay
 ) -> None:
@@ -181,6 +182,7 @@ async def test_outpostctl_route_test_looks_up_mx_when_a_route_needs_it(tmp_path:
         dns.stop()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_each_route_brings_its_own_tls_and_auth(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:

@@ -45,6 +45,7 @@ async def test_ehlo_advertises_the_extensions(tmp_path: Path, start_relay) -> No
     await client.close()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_accepted_reply_names_the_queue_id(tmp_path: Path, start_relay) -> None:
     relay = await start_relay(make_config(tmp_path))
     client = await session(relay)
@@ -114,6 +115,7 @@ async def test_bad_recipient_syntax(tmp_path: Path, start_relay, rcpt: str, expe
     assert (await client.cmd(f"RCPT TO:<{rcpt}>".encode())).startswith(expected)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_null_recipient_is_refused_without_echo(tmp_path: Path, start_relay) -> None:
     relay = await start_relay(make_config(tmp_path))
     client = await session(relay)
@@ -224,6 +226,7 @@ async def test_utf8_address_needs_and_works_with_smtputf8(tmp_path: Path, start_
     assert await client.cmd("RCPT TO:<ünïcode@exämple.org>".encode()) == "250 2.1.5 Ok"
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_too_many_recipients(tmp_path: Path, start_relay) -> None:
     relay = await start_relay(make_config(tmp_path, relay={"max_recipients": 2}))
     client = await session(relay)
@@ -247,6 +250,7 @@ async def test_size_declared_at_mail_too_big(tmp_path: Path, start_relay) -> Non
     assert await client.cmd("MAIL FROM:<app@example.com> SIZE=9000") == "250 2.1.0 Ok"
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_data_too_big_and_nothing_lost(tmp_path: Path, sink: Sink, start_relay) -> None:
     relay = await start_relay(
         make_config(tmp_path, relay={"max_message_size": "10KB"}, delivery=smarthost(sink))
@@ -293,6 +297,7 @@ async def test_smuggling_never_makes_a_second_message(
     assert b"MAIL FROM:<evil@example.net>\r\n" in body
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_bare_newline_rejected_when_configured(tmp_path: Path, start_relay) -> None:
     relay = await start_relay(make_config(tmp_path, relay={"bare_newline": "reject"}))
     client = await session(relay)
@@ -336,6 +341,7 @@ async def test_sequence_errors_carry_enhanced_codes(tmp_path: Path, start_relay)
     assert (await client.cmd("MAIL FROM:<a@example.com> FOO=1")).startswith("555 5.5.4 ")
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_auth_users_file(tmp_path: Path, start_relay) -> None:
     users = tmp_path / "users"
     users.write_text(f"app:{hash_password('s3cret')}\n")
@@ -373,6 +379,7 @@ async def test_plaintext_passwords_refused_in_users_file(tmp_path: Path) -> None
         UserFile.load(str(users))
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_drain_answers_421_and_finishes_open_transaction(
     tmp_path: Path, sink: Sink, start_relay
 ) -> None:

@@ -63,6 +63,7 @@ def _tls_send(port: int, ca_pem: Path, *, implicit: bool) -> tuple[str, list[str
         return client.sock.version() or "", features  # type: ignore[union-attr]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_inbound_starttls(tmp_path: Path, ca: trustme.CA, start_relay) -> None:
     chain, key, ca_pem = server_files(ca, tmp_path)
     users = tmp_path / "users"
@@ -129,6 +130,7 @@ async def test_smarthost_tls_and_auth(
     await sink.stop()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_smarthost_wrong_password_defers(tmp_path: Path, ca: trustme.CA, start_relay) -> None:
     sink = Sink(
         authenticator=_auth({"relayuser": "hunter2"}),
@@ -181,6 +183,7 @@ async def test_smarthost_with_untrusted_certificate_defers(
     await sink.stop()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_concurrency_limits(tmp_path: Path, start_relay) -> None:
     sink = Sink(SinkScript(hang_data=0.15))
     await sink.start()

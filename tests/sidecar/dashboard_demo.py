@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 
-from relay.store import Event, NewMessage, Outcome, Result
-from relay.store.sqlite import SqliteStore
+from relay.config import StoreConfig
+from relay.store import Event, NewMessage, Outcome, Result, open_store
 from sidecar.clients import attribute
 
 XSS = "<script>alert(1)</script>"
@@ -37,12 +36,14 @@ LINKS = (
 )
 
 
-async def build(path: Path, messages: int = 240, seed: int = 7) -> dict[str, list[str]]:
-    """Fill the store; returns campaign -> queue ids."""
+async def build(
+    store_config: StoreConfig, messages: int = 240, seed: int = 7
+) -> dict[str, list[str]]:
+    """Fill the store (either backend); returns campaign -> queue ids."""
     rng = random.Random(seed)
     now = time.time()
     out: dict[str, list[str]] = {c: [] for c in CAMPAIGNS}
-    async with await SqliteStore.open(path, durable=False) as store:
+    async with await open_store(store_config, durable=False) as store:
         for i in range(messages):
             campaign = CAMPAIGNS[0 if i % 5 < 3 else (1 if i % 5 == 3 else 2)]
             sent = now - 3 * 86400 + (i / messages) * 3 * 86400 - rng.random() * 3600

@@ -64,6 +64,7 @@ def test_attribute(ua: str, expected: tuple[str, str, str]) -> None:
     assert got["device"] in DEVICES
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_every_open_and_click_is_stored_with_its_client(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     ids = await seed(config, "Q1", links=["https://example.com/"])

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientResponse
 
@@ -17,6 +18,7 @@ from relay.store import Event, open_store
 from tests import storeview
 from tests.conftest import make_config
 from tests.sidecar.helpers import ADMIN, HUMAN_UA, seed, sidecar, token, tracker_of
+from tests.sidecar.test_hits import served
 
 # every test here runs on each store backend
 pytestmark = pytest.mark.usefixtures("store_backend")
@@ -235,3 +237,17 @@ async def test_event_stream_pushes_new_events_and_resumes_without_gaps(tmp_path:
             ids = [e["id"] for e in got]
             assert ids == sorted(set(ids))  # no repeats, in order
             resumed.close()
+
+
+async def test_stopping_the_sidecar_ends_live_viewers_at_once(tmp_path: Path) -> None:
+    """A stop does not wait for an open stream's next heartbeat (15 s): the stream just ends."""
+    config = make_config(tmp_path)
+    await seed(config, "Q1")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as http:
+        async with served(config) as port:
+            r = await http.get(f"http://127.0.0.1:{port}/api/events/stream", headers=ADMIN)
+            assert r.status == 200 and (await r.content.readline()) == b"retry: 1000\n"
+            stopping = loop.time()
+        assert loop.time() - stopping < 3.0
+        assert await asyncio.wait_for(r.content.read(), 3.0) == b"\n"  # then the end

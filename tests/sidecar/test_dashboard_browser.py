@@ -10,13 +10,11 @@ Without chromium and chromedriver the test skips, or fails under CI (.ci/run ins
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
 import smtplib
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +25,10 @@ from typing import Any
 
 import pytest
 
+from relay.config import Config, parse_config
+from tests import storeview
+from tests.conftest import store_section, store_toml
+from tests.pgserver import run_in_thread
 from tests.sidecar import dashboard_demo
 from tests.test_service import free_ports
 
@@ -61,18 +63,18 @@ def _wait_port(port: int, timeout: float = 20.0) -> None:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
+def service(tmp_path: Path, store_backend: str) -> Iterator[dict[str, Any]]:
     _require_browser()
     relay_port, http_port = free_ports(2)
     (tmp_path / "secrets").write_text("browser-test-secret-0123456789\n")
     (tmp_path / "token").write_text(TOKEN + "\n")
-    db = tmp_path / "o.db"
-    asyncio.run(dashboard_demo.build(db))
+    config = parse_config({"store": store_section(tmp_path)})  # the test's backend
+    run_in_thread(dashboard_demo.build(config.store))
     conf = tmp_path / "outpost.toml"
     conf.write_text(
         f'[relay]\nlisten = ["127.0.0.1:{relay_port}"]\nhostname = "browser.test"\n'
-        f'[store]\npath = "{db}"\n'
-        f'[delivery]\ntransport = "file"\ndirectory = "{tmp_path / "outbox"}"\n'
+        + store_toml(config)
+        + f'[delivery]\ntransport = "file"\ndirectory = "{tmp_path / "outbox"}"\n'
         'poll_interval = "100ms"\nrender_processes = 0\n'
         f'[tracking]\nsecrets_file = "{tmp_path / "secrets"}"\n'
         f'base_url = "http://127.0.0.1:{http_port}"\n'
@@ -96,7 +98,7 @@ def service(tmp_path: Path) -> Iterator[dict[str, Any]]:
         yield {
             "base": f"http://127.0.0.1:{http_port}",
             "relay_port": relay_port,
-            "db": db,
+            "config": config,
             "outbox": tmp_path / "outbox",
             "shots": tmp_path,
         }
@@ -285,7 +287,7 @@ def test_dashboard_in_a_browser(service: dict[str, Any], browser: Any) -> None:
         urllib.request.Request(pixel, headers={"User-Agent": dashboard_demo.PEOPLE[1]})
     ) as r:
         assert r.status == 200
-    recorded_at = _wait(lambda: _event_recorded(service["db"], "open"), timeout=15, step=0.02)
+    recorded_at = _wait(lambda: _event_recorded(service["config"], "open"), timeout=15, step=0.02)
     _wait(lambda: _figure(driver, "opens.total") != before_opens, timeout=5, step=0.02)
     seen_after = time.time() - recorded_at
     assert seen_after < 2.0, f"the open showed {seen_after:.2f} s after it was recorded"
@@ -317,13 +319,13 @@ def test_dashboard_in_a_browser(service: dict[str, Any], browser: Any) -> None:
 
 
 def _domain_of(service: dict[str, Any], queue_id: str) -> str:
-    with sqlite3.connect(service["db"]) as db:
-        row = db.execute(
-            "SELECT d.recipient FROM deliveries d JOIN messages m ON m.id = d.message_id"
-            " WHERE m.queue_id = ? ORDER BY d.id LIMIT 1",
-            (queue_id,),
-        ).fetchone()
-    return str(row[0]).rpartition("@")[2]
+    recipient = storeview.value(
+        service["config"],
+        "SELECT d.recipient FROM deliveries d JOIN messages m ON m.id = d.message_id"
+        " WHERE m.queue_id = ? ORDER BY d.id LIMIT 1",
+        queue_id,
+    )
+    return str(recipient).rpartition("@")[2]
 
 
 def _send_and_find_pixel(service: dict[str, Any]) -> str:
@@ -347,11 +349,11 @@ def _send_and_find_pixel(service: dict[str, Any]) -> str:
     return str(_wait(pixel, timeout=10))
 
 
-def _event_recorded(db: Path, kind: str) -> float | None:
+def _event_recorded(config: Config, kind: str) -> float | None:
     """When the newest event of that kind appeared in the store (polled: the time we saw it)."""
-    with sqlite3.connect(db) as con:
-        row = con.execute(
-            "SELECT count(*) FROM events WHERE type = ? AND recipient = 'live@example.org'",
-            (kind,),
-        ).fetchone()
-    return time.time() if row and row[0] else None
+    count = storeview.value(
+        config,
+        "SELECT count(*) FROM events WHERE type = ? AND recipient = 'live@example.org'",
+        kind,
+    )
+    return time.time() if count else None

@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from relay.config import Config
 from relay.render.tokens import TokenKind
 from sidecar.__main__ import listen
@@ -71,6 +73,7 @@ def get(path: str, method: str = "GET", extra: str = "") -> bytes:
     )
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_pipelined_pixels_and_clicks_answer_in_order_and_count(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     ids = await seed(
@@ -113,6 +116,7 @@ async def test_pipelined_pixels_and_clicks_answer_in_order_and_count(tmp_path: P
     assert {e["details"].get("ua") for e in events} <= {"Mail/1", None}
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_other_requests_are_served_by_the_app_on_the_same_socket(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     await seed(config, "Q1")
@@ -134,6 +138,7 @@ async def test_other_requests_are_served_by_the_app_on_the_same_socket(tmp_path:
         assert form[0][0] == "HTTP/1.1 200 OK" and b"Unsubscribe" in form[0][2]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_another_request_after_hits_is_sent_to_a_new_connection(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     ids = await seed(config, "Q1")
@@ -146,6 +151,7 @@ async def test_another_request_after_hits_is_sent_to_a_new_connection(tmp_path: 
         assert moved[1]["Location"] == "/api/stats?x=1" and moved[1]["Connection"] == "close"
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_bad_requests_get_their_status_and_the_connection_closes(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     ids = await seed(config, "Q1")
@@ -167,6 +173,7 @@ async def test_bad_requests_get_their_status_and_the_connection_closes(tmp_path:
         assert only[0] == "HTTP/1.1 200 OK" and only[2] == GIF
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_a_connection_that_sends_no_request_is_closed(tmp_path: Path) -> None:
     config = make_config(tmp_path, sidecar={"request_header_timeout": "300ms"})
     ids = await seed(config, "Q1")
@@ -185,6 +192,7 @@ async def test_a_connection_that_sends_no_request_is_closed(tmp_path: Path) -> N
         writer.close()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_the_app_alone_when_the_fast_path_is_off(tmp_path: Path) -> None:
     config = make_config(tmp_path, sidecar={"fast_hits": False})
     ids = await seed(config, "Q1")

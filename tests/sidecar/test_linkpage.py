@@ -22,6 +22,7 @@ def test_the_page_escapes_what_it_shows() -> None:
     assert "<a " not in broken_link_html("")
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_broken_links_land_on_a_404_page(tmp_path: Path) -> None:
     config = make_config(tmp_path, tracking={"fallback_url": SITE})
     did = (await seed(config, "Q1", links=["https://example.com/a"]))["a@example.org"]
@@ -47,6 +48,7 @@ async def test_broken_links_land_on_a_404_page(tmp_path: Path) -> None:
         assert db_events(config, "click") == []  # a broken link counts no click
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_without_a_fallback_url_no_link_is_offered(tmp_path: Path) -> None:
     config = make_config(tmp_path)
     did = (await seed(config, "Q1", links=["https://example.com/a"]))["a@example.org"]

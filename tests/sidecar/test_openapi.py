@@ -183,6 +183,7 @@ async def populated(tmp_path: Path) -> AsyncIterator[tuple[TestClient, dict[str,
         dns.stop()
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_the_served_document_is_valid_openapi_31(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         OpenAPIV31SpecValidator(doc).validate()
@@ -234,6 +235,7 @@ def json_admin_gets(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_every_admin_get_answers_as_documented(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         paths = json_admin_gets(doc)
@@ -287,6 +289,7 @@ def test_no_admin_answer_schema_accepts_anything() -> None:
                     assert schema not in ({}, {"type": "object"}), (method, path, status)
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_error_answers_are_as_documented(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         r = await client.get("/api/stats")
@@ -326,6 +329,7 @@ async def test_error_answers_are_as_documented(tmp_path: Path) -> None:
         assert [s["address"] for s in suppressed["suppressions"]] == ["a@example.org"]
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_post_and_delete_answers_are_as_documented(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         calls: list[tuple[str, str, str, dict[str, Any] | None, int]] = [
@@ -385,6 +389,7 @@ async def test_post_and_delete_answers_are_as_documented(tmp_path: Path) -> None
         assert answer["imported"] == 1 and len(answer["rejected"]) == 1
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_reports_in_and_health_answer_as_documented(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         await check_answer(doc, "GET", "/healthz", await client.get("/healthz"), 200)
@@ -415,6 +420,7 @@ async def check_media(
     )
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_tracking_pages_and_metrics_answer_as_documented(tmp_path: Path) -> None:
     async with populated(tmp_path) as (client, doc):
         config = make_config(tmp_path)  # the same secrets and token files
@@ -483,6 +489,7 @@ def test_the_send_bodies_are_described_as_the_send_api_takes_them(
     assert set(answers) == {"202", "400", "401", "408", "409", "413", "422", "429", "503"}
 
 
+@pytest.mark.usefixtures("store_backend")
 async def test_the_send_routes_answer_as_documented(tmp_path: Path) -> None:
     """Real answers of the send door, each validated against the document: 202, a replayed
     202, 400, 401, 413, 422 (each 422 code the accept path gives here), 429."""
