@@ -31,25 +31,16 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: str | Path, busy_timeout: float) -> Checkpointer:
-        db = await aiosqlite.connect(str(path), isolation_level=None)
-        try:
-            await db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db)
+    async def open(cls, path: str | Path) -> Checkpointer:
+        """Connect and start the passes (a PASSIVE pass never waits: no busy timeout)."""
+        checkpointer = cls(await aiosqlite.connect(str(path), isolation_level=None))
+        checkpointer._task = asyncio.create_task(checkpointer._run(), name="wal-checkpoint")
+        return checkpointer
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="wal-checkpoint")
-
-    async def checkpoint(self) -> tuple[int, int]:
-        """One PASSIVE pass: (pages in the log, pages copied); never waits for a lock."""
-        async with self._db.execute("PRAGMA wal_checkpoint(PASSIVE)") as cur:
-            row = await cur.fetchone()
-        if row is None or int(row[0]) != 0:  # another connection is checkpointing
-            return 0, 0
-        return int(row[1]), int(row[2])
+    async def checkpoint(self) -> None:
+        """One PASSIVE pass: copies what the log holds that no reader still needs; when
+        another connection is checkpointing it does nothing (the next pass copies)."""
+        await self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def _run(self) -> None:
         while True:

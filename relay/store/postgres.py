@@ -2122,23 +2122,28 @@ class PostgresStore:
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         p = _Params(q, bracketed, q.lower(), like, limit)
         mine = "" if app is None else f" AND m.app = {p(app)}"
-        async with self._pool.acquire() as conn, conn.transaction():
+
+        async def work(conn: Conn) -> list[Any]:
             # a generic plan can't know the pattern: it would read every message by id for
             # an address no Subject holds; planned with the pattern, the trigram index answers
             await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
-            rows = await conn.fetch(
-                "SELECT m.id, m.queue_id, m.received_at, m.campaign, m.subject, m.mail_from,"
-                " m.header_message_id,"
-                " (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
-                " FROM messages m WHERE m.id IN ("
-                " SELECT id FROM messages WHERE queue_id = $1"
-                " UNION SELECT id FROM messages WHERE header_message_id IN ($1, $2)"
-                " UNION SELECT message_id FROM deliveries WHERE recipient IN ($1, $3)"
-                " UNION (SELECT id FROM messages WHERE subject ILIKE $4 ESCAPE '\\'"
-                " ORDER BY id DESC LIMIT $5))"
-                f"{mine} ORDER BY m.id DESC LIMIT $5",
-                *p.values,
+            return list(
+                await conn.fetch(
+                    "SELECT m.id, m.queue_id, m.received_at, m.campaign, m.subject, m.mail_from,"
+                    " m.header_message_id,"
+                    " (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
+                    " FROM messages m WHERE m.id IN ("
+                    " SELECT id FROM messages WHERE queue_id = $1"
+                    " UNION SELECT id FROM messages WHERE header_message_id IN ($1, $2)"
+                    " UNION SELECT message_id FROM deliveries WHERE recipient IN ($1, $3)"
+                    " UNION (SELECT id FROM messages WHERE subject ILIKE $4 ESCAPE '\\'"
+                    " ORDER BY id DESC LIMIT $5))"
+                    f"{mine} ORDER BY m.id DESC LIMIT $5",
+                    *p.values,
+                )
             )
+
+        rows = await self._transaction(work)
         keys = (
             "message_pk",
             "queue_id",

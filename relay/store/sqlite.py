@@ -87,13 +87,12 @@ class SqliteStore:
             await writer.execute("PRAGMA wal_autocheckpoint = 0")
             reader = await aiosqlite.connect(str(path), isolation_level=None)
             await _configure(reader, busy_timeout, durable)
-            checkpointer = await Checkpointer.open(path, busy_timeout)
+            checkpointer = await Checkpointer.open(path)
         except BaseException:  # close all: a connection's thread left open keeps the process
             if reader is not None:
                 await reader.close()
             await writer.close()
             raise
-        checkpointer.start()
         return cls(writer, reader, checkpointer, durable)
 
     async def close(self) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from relay.store import NewMessage
 from relay.store.sqlite import SqliteStore
+from tests.sidecar.outbound_helpers import eventually
 
 BODY = b"Subject: x\r\n\r\n" + b"y" * 20_000 + b"\r\n"  # 20 KB: five pages and more
 
@@ -23,15 +24,6 @@ async def _write(store: SqliteStore, n: int, start: int) -> None:
     )
 
 
-async def _until(check: object, seconds: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + seconds
-    while asyncio.get_running_loop().time() < deadline:
-        if check():  # type: ignore[operator]
-            return True
-        await asyncio.sleep(0.05)
-    return False
-
-
 async def test_the_writer_never_checkpoints_and_the_log_is_copied_beside_it(
     tmp_path: Path,
 ) -> None:
@@ -44,7 +36,7 @@ async def test_the_writer_never_checkpoints_and_the_log_is_copied_beside_it(
         # 2 MB: under the 1 000 pages at which SQLite's own checkpoint would ever run, so only
         # the checkpointer can bring these pages into the file while the store is open
         await _write(store, 100, 0)
-        assert await _until(lambda: db.stat().st_size > empty + 2_000_000)
+        await eventually(lambda: db.stat().st_size > empty + 2_000_000, timeout=5.0)
     finally:
         await store.close()
 
