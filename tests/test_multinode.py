@@ -29,7 +29,6 @@ from tests.conftest import Sink, SinkScript, send_smtplib
 from tests.pgserver import PgServer
 from tests.relay.test_crash import (
     ROOT,
-    UNFINISHED,
     Key,
     Load,
     RelayProcess,
@@ -37,6 +36,7 @@ from tests.relay.test_crash import (
     key_of,
     sink_keys,
     wait_for_keys,
+    wait_until_settled,
 )
 
 pytestmark = pytest.mark.slow
@@ -155,20 +155,6 @@ def stored(config: Config, owner: str | None = None) -> list[tuple[Key, str]]:
     return [(key_of(bytes(raw)), state) for raw, state in found]
 
 
-async def settled(config: Config, timeout: float) -> list[tuple[Key, str]]:
-    """Poll the store until no delivery is queued, leased or deferred."""
-    rows: list[tuple[Key, str]] = []
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                rows = stored(config)
-                if not any(state in UNFINISHED for _, state in rows):
-                    return rows
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        pytest.fail(f"store not settled: {Counter(state for _, state in rows)}")
-
-
 def recipient_states(config: Config, address: str) -> list[str]:
     sql = "SELECT state FROM deliveries WHERE lower(recipient) = ? ORDER BY id"
     return [state for (state,) in storeview.rows(config, sql, address)]
@@ -240,7 +226,7 @@ async def test_two_nodes_one_dies_nothing_lost(tmp_path: Path, database: dict[st
         assert held, "the kill must land while the dead node holds leases"
 
         await wait_for_keys(sink, accepted, timeout=90)
-        rows = await settled(config, timeout=30)
+        rows = await wait_until_settled(lambda: stored(config), timeout=30, every=0.2)
         elapsed = time.monotonic() - started
         got = sink_keys(sink)
         duplicated = {key for key, n in got.items() if n > 1}

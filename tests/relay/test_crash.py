@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -272,16 +272,19 @@ def read_store(config: Path) -> list[tuple[Key, str]]:
     return [(key_of(bytes(raw)), state) for raw, state in rows]
 
 
-async def wait_until_settled(path: Path, timeout: float = 30.0) -> list[tuple[Key, str]]:
-    """Poll the store until no delivery is queued, leased or deferred."""
+async def wait_until_settled(
+    read: Callable[[], list[tuple[Key, str]]], timeout: float = 30.0, every: float = 0.05
+) -> list[tuple[Key, str]]:
+    """Poll read() (the store's (key, state) rows) until no delivery is queued, leased or
+    deferred."""
     rows: list[tuple[Key, str]] = []
     try:
         async with asyncio.timeout(timeout):
             while True:
-                rows = read_store(path)
+                rows = read()
                 if not any(state in UNFINISHED for _, state in rows):
                     return rows
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(every)
     except TimeoutError:
         pytest.fail(f"store not settled: {Counter(state for _, state in rows)}")
 
@@ -344,7 +347,7 @@ async def test_sigkill_under_load_loses_no_accepted_message(
 
     accepted = {(test_id, try_no) for test_id, try_no in load.accepted.items()}
     await wait_for_keys(slow_sink, accepted, timeout=30)
-    rows = await wait_until_settled(store)
+    rows = await wait_until_settled(lambda: read_store(store))
 
     got = sink_keys(slow_sink)
     duplicates = sum(n - 1 for n in got.values() if n > 1)
@@ -413,7 +416,7 @@ async def test_sigterm_under_load_drains_and_keeps_the_queue(
 
     await relay_process.start()
     await wait_for_keys(slow_sink, accepted, timeout=30)
-    rows = await wait_until_settled(store)
+    rows = await wait_until_settled(lambda: read_store(store))
     assert {state for _, state in rows} == {"delivered"}
     got = sink_keys(slow_sink)
     assert all(n == 1 for n in got.values()), "a drain must not duplicate anything"
