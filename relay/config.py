@@ -554,7 +554,7 @@ class RetentionConfig:
     webhook_replay: float = field(default=7 * 86400.0, metadata=_key(parse_duration))
     attempts: float = field(default=90 * 86400.0, metadata=_key(parse_duration))
     interval: float = field(default=3600.0, metadata=_key(parse_duration))
-    batch: int = field(default=500, metadata=_key(_int))
+    batch: int = field(default=100, metadata=_key(_int))
     pause: float = field(default=0.05, metadata=_key(parse_duration))
 
 

@@ -90,10 +90,14 @@ class PostgresStore:
     def __init__(self, pool: Any) -> None:
         self._pool = pool
         self._privacy_salt: bytes | None = None
-        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(self._write_messages)
-        self._events: GroupCommit[Event, None] = GroupCommit(self._write_events)
+        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(
+            self._write_messages, item_fault=_item_fault
+        )
+        self._events: GroupCommit[Event, None] = GroupCommit(
+            self._write_events, item_fault=_item_fault
+        )
         self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
-            self._write_results
+            self._write_results, item_fault=_item_fault
         )
 
     # --- lifecycle
@@ -2413,6 +2417,14 @@ async def _text_without_nul(conn: Conn) -> None:
     value written keeps every other character."""
     await conn.set_type_codec(
         "text", schema="pg_catalog", encoder=_no_nul, decoder=_same, format="text"
+    )
+
+
+def _item_fault(exc: BaseException) -> bool:
+    """A write failure one row of a group commit can cause (a constraint, a value refused)."""
+    return isinstance(
+        exc,
+        (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, ValueError, TypeError),
     )
 
 

@@ -19,7 +19,6 @@ import aiosqlite
 
 from relay import private
 from relay.learn.optout import targets_of
-from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import erasure
 from relay.store.batching import GroupCommit
@@ -41,6 +40,7 @@ from relay.store.counters import (
 from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
 from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome, pause_event
+from relay.store.sqlite_purge import Purger
 
 log = logging.getLogger("outpost.store")
 
@@ -56,18 +56,24 @@ class SqliteStore:
         writer: aiosqlite.Connection,
         reader: aiosqlite.Connection,
         checkpointer: Checkpointer,
+        purger: Purger,
         durable: bool = True,
     ) -> None:
         self._durable = durable
         self._db = writer
         self._ro = reader
         self._checkpointer = checkpointer
+        self._purger = purger
         self._lock = asyncio.Lock()
         self._privacy_salt: bytes | None = None
-        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(self._write_messages)
-        self._events: GroupCommit[Event, None] = GroupCommit(self._write_events)
+        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(
+            self._write_messages, item_fault=_item_fault
+        )
+        self._events: GroupCommit[Event, None] = GroupCommit(
+            self._write_events, item_fault=_item_fault
+        )
         self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
-            self._write_results
+            self._write_results, item_fault=_item_fault
         )
 
     # --- lifecycle
@@ -80,6 +86,7 @@ class SqliteStore:
         private.touch(path)  # 0600 in a 0700 directory; SQLite gives -wal/-shm the same mode
         writer = await aiosqlite.connect(str(path), isolation_level=None)
         reader: aiosqlite.Connection | None = None
+        purger: Purger | None = None
         try:
             await _configure(writer, busy_timeout, durable)
             await _migrate(writer)
@@ -87,19 +94,23 @@ class SqliteStore:
             await writer.execute("PRAGMA wal_autocheckpoint = 0")
             reader = await aiosqlite.connect(str(path), isolation_level=None)
             await _configure(reader, busy_timeout, durable)
+            purger = Purger.open(path, busy_timeout)
             checkpointer = await Checkpointer.open(path)
         except BaseException:  # close all: a connection's thread left open keeps the process
+            if purger is not None:
+                await purger.close()
             if reader is not None:
                 await reader.close()
             await writer.close()
             raise
-        return cls(writer, reader, checkpointer, durable)
+        return cls(writer, reader, checkpointer, purger, durable)
 
     async def close(self) -> None:
         await self._accepts.drain()
         await self._events.drain()
         await self._results.drain()
         await self._checkpointer.close()
+        await self._purger.close()
         await self._ro.close()
         await self._db.close()  # the last one: SQLite copies what is left, removes the log
 
@@ -644,71 +655,12 @@ class SqliteStore:
     # --- retention
 
     async def purge_batch(self, kind: str, before: float, limit: int) -> int:
-        """The rows are found on the reader connection (WAL: no lock held while it scans);
-        only the delete or update of those ids takes the write lock, conditions checked again."""
-        found_sql = _PURGE_FIND.get(kind)
-        if found_sql is None:
-            raise ValueError(f"unknown purge kind {kind!r}")
-        async with self._ro.execute(found_sql, (before, limit)) as cur:
-            found = [tuple(r) for r in await cur.fetchall()]
-        if not found:
-            return 0
-
-        async def work(db: aiosqlite.Connection) -> int:
-            ids = [r[0] for r in found]
-            marks = ",".join("?" * len(ids))
-            if kind == "webhook_replay":
-                await db.executemany(
-                    "DELETE FROM webhook_seen WHERE provider = ? AND event_id = ? AND seen_at < ?",
-                    [(p, e, before) for p, e in found],
-                )
-                return len(found)
-            if kind == "bodies":
-                async with db.execute(
-                    f"SELECT m.id, m.raw FROM messages m WHERE m.id IN ({marks})"
-                    f" AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
-                    f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?))",
-                    (*ids, before),
-                ) as cur:
-                    rows = list(await cur.fetchall())
-                await db.executemany(
-                    "UPDATE messages SET raw = ? WHERE id = ?",
-                    [(headers.split(bytes(raw))[0], pk) for pk, raw in rows],
-                )
-                return len(rows)
-            if kind == "deliveries":
-                cur = await db.execute(
-                    f"DELETE FROM deliveries WHERE id IN ({marks}) AND state IN {_FINAL}"
-                    " AND updated_at < ?",
-                    (*ids, before),
-                )
-                messages = sorted({r[1] for r in found})
-                await db.execute(  # messages left without a delivery go too
-                    f"DELETE FROM messages WHERE id IN ({','.join('?' * len(messages))})"
-                    " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = messages.id)",
-                    messages,
-                )
-                return max(cur.rowcount, 0)
-            cur = await db.execute(f"DELETE FROM {kind} WHERE id IN ({marks})", ids)
-            return max(cur.rowcount, 0)
-
-        # no fsync of its own: a purge lost in a power cut is done again by the next pass, and
-        # the next durable commit (an accept) syncs the log with it, in order
-        return await self._light_transaction(work)
+        """One statement on the purge connection: the write lock is held for SQLite's own
+        time only, never across a hop through the event loop (relay.store.sqlite_purge)."""
+        return await self._purger.batch(kind, before, limit, self._lock)
 
     async def compact(self) -> int:
-        async with self._lock, self._db.execute("PRAGMA auto_vacuum") as cur:
-            row = await cur.fetchone()
-        if not row or int(row[0]) != 2:  # not INCREMENTAL: free pages are reused, not returned
-            return 0
-        async with self._lock, self._db.execute("PRAGMA freelist_count") as cur:
-            row = await cur.fetchone()
-        free = int(row[0]) if row else 0
-        for _ in range(0, free, 256):  # a few hundred pages at a time: short write locks
-            async with self._lock:
-                await self._db.execute("PRAGMA incremental_vacuum(256)")
-            await asyncio.sleep(0.01)  # the accept path gets the write lock in between
-        return free
+        return await self._purger.free_pages(self._lock)
 
     # --- access and erasure (privacy)
 
@@ -2475,25 +2427,11 @@ async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
     )
 
 
-_FINAL = "('delivered', 'bounced', 'expired', 'dropped')"
 # the rows of one batch of each kind, oldest first: (before, limit) -> ids (and what the
 # write step needs); read without the write lock, so these scans never hold up an accept
-_PURGE_FIND = {
-    "bodies": (
-        "SELECT m.id FROM messages m WHERE"
-        " instr(m.raw, X'0D0A0D0A') + 3 < length(m.raw) AND instr(m.raw, X'0D0A0D0A') > 0"
-        " AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.message_id = m.id"
-        f" AND (d.state NOT IN {_FINAL} OR d.updated_at >= ?1)) ORDER BY m.id LIMIT ?2"
-    ),
-    "events": "SELECT id FROM events WHERE at < ? ORDER BY at LIMIT ?",
-    "deliveries": (
-        "SELECT id, message_id FROM deliveries"
-        f" WHERE state IN {_FINAL} AND updated_at < ? ORDER BY id LIMIT ?"
-    ),
-    "attempts": "SELECT id FROM attempts WHERE at < ? ORDER BY id LIMIT ?",
-    "webhook_replay": "SELECT provider, event_id FROM webhook_seen WHERE seen_at < ? LIMIT ?",
-    "outbound_attempts": "SELECT id FROM outbound_attempts WHERE at < ? ORDER BY id LIMIT ?",
-}
+def _item_fault(exc: BaseException) -> bool:
+    """A write failure one row of a group commit can cause (a constraint, a value refused)."""
+    return isinstance(exc, (sqlite3.IntegrityError, sqlite3.InterfaceError, ValueError, TypeError))
 
 
 def _names_sql(column: str, address: str) -> tuple[str, list[str]]:

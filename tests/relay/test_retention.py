@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 from pathlib import Path
 
@@ -145,3 +146,51 @@ async def test_a_purge_waits_out_a_store_another_process_holds(tmp_path: Path) -
             holder.close()
         assert done["events"] == 3  # processed, delivered, open
         assert time.monotonic() - started >= 1.5  # it waited for the lock, then purged
+
+
+async def test_a_batch_holds_the_write_lock_for_one_statement_on_a_busy_loop(
+    tmp_path: Path,
+) -> None:
+    """The event loop is saturated (each turn takes 50 ms): a batch still holds SQLite's write
+    lock only while its one statement runs in a thread, not across turns of the loop (a
+    transaction over aiosqlite held it for begin, delete, delete and commit: several turns)."""
+    config = make_config(tmp_path)
+    async with await SqliteStore.open(config.store.path, durable=False) as store:
+        for i in range(20):
+            await sent(store, f"OLD{i}", NOW - 500 * DAY, ("a@example.org", "b@example.org"))
+        loop = asyncio.get_running_loop()
+        busy = True
+
+        def turn() -> None:  # a loop whose every turn has 50 ms of other work
+            time.sleep(0.05)
+            if busy:
+                loop.call_soon(turn)
+
+        held = 0.0
+        done = threading.Event()
+
+        def probe() -> None:  # how long SQLite's write lock is taken, polled every 1 ms
+            nonlocal held
+            with sqlite3.connect(config.store.path, timeout=0, isolation_level=None) as db:
+                while not done.is_set():
+                    t = time.monotonic()
+                    try:
+                        db.execute("BEGIN IMMEDIATE")
+                        db.execute("ROLLBACK")
+                    except sqlite3.OperationalError:
+                        held += time.monotonic() - t + 0.001
+                    time.sleep(0.001)
+
+        watcher = threading.Thread(target=probe)
+        watcher.start()
+        loop.call_soon(turn)
+        try:
+            removed = 0
+            for kind in ("events", "deliveries"):  # 120 events; then 40 deliveries, 20 messages
+                removed += await store.purge_batch(kind, NOW - DAY, 500)
+        finally:
+            busy = False
+            done.set()
+            watcher.join()
+        assert removed == 120 + 40
+        assert held < 0.025, f"the write lock was held {held * 1000:.0f} ms"

@@ -15,7 +15,7 @@ from relay.store import NewMessage, Store, open_store
 from relay.store.migrations import latest_version, migrations, statements
 from relay.store.postgres import PostgresStore
 from relay.store.sqlite import SqliteStore
-from tests.conftest import open_test_store
+from tests.conftest import make_config, open_test_store
 from tests.pgserver import PgServer
 
 BACKENDS = {"sqlite": SqliteStore, "postgres": PostgresStore}
@@ -475,3 +475,35 @@ async def test_postgres_hot_queries_have_their_index(
     finally:
         await conn.close()
         await pg_server.drop_database(database)
+
+
+async def test_a_bad_row_fails_alone_in_its_group_commit(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """Ten accepts share one transaction; one of them repeats a stored queue id (a UNIQUE
+    constraint): that one caller gets the error, the nine others their commit, durable."""
+
+    def message(queue_id: str) -> NewMessage:
+        return NewMessage(
+            queue_id=queue_id,
+            received_at=1_800_000_000.0,
+            mail_from="app@example.com",
+            client_addr="127.0.0.1",
+            raw=b"Subject: x\r\n\r\nbody\r\n",
+            recipients=(f"{queue_id.lower()}@example.org",),
+        )
+
+    config = make_config(tmp_path)
+    async with await open_store(config.store) as store:
+        await store.queue_message(message("TAKEN"))
+        names = [f"GOOD{i}" for i in range(9)]
+        names.insert(4, "TAKEN")
+        results = await asyncio.gather(
+            *(store.queue_message(message(n)) for n in names), return_exceptions=True
+        )
+        failed = [n for n, r in zip(names, results, strict=True) if isinstance(r, BaseException)]
+        assert failed == ["TAKEN"]
+        assert len({r for r in results if isinstance(r, int)}) == 9  # nine message ids
+    async with await open_store(config.store) as store:  # what was acknowledged is kept
+        held = {d["recipient"] for d in await store.list_deliveries(state="queued")}
+    assert held == {"taken@example.org"} | {f"good{i}@example.org" for i in range(9)}
