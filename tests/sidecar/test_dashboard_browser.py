@@ -141,13 +141,21 @@ def _console_errors(driver: Any) -> list[str]:
 
 def _wait(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
     """Poll until predicate returns something true; an element not there yet is a no."""
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.common.exceptions import (
+        NoSuchElementException,
+        StaleElementReferenceException,
+        WebDriverException,
+    )
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             value = predicate()
         except (NoSuchElementException, StaleElementReferenceException):
+            value = None
+        except WebDriverException as exc:  # asked mid-navigation (a login's redirect): again
+            if "aborted by navigation" not in str(exc):
+                raise
             value = None
         if value:
             return value
