@@ -305,6 +305,8 @@ class DeliveryConfig:
     destination_concurrency: int = field(default=5, metadata=_key(_int))
     connect_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     command_timeout: float = field(default=300.0, metadata=_key(parse_duration))
+    # MAIL, RCPTs and DATA written at once to a next hop that offers PIPELINING (RFC 2920)
+    pipelining: bool = field(default=True, metadata=_key(_bool))
     lease_time: float = field(default=600.0, metadata=_key(parse_duration))
     node: str = field(default="", metadata=_key(_str))
 

@@ -56,6 +56,7 @@ Reply = str | None  # None: accept with the default 250
 class SinkScript:
     """What the sink answers. Each callable gets (sink, value) and returns a reply or None."""
 
+    mail: Callable[[Sink, str], Reply] = lambda sink, sender: None
     rcpt: Callable[[Sink, str], Reply] = lambda sink, rcpt: None
     data: Callable[[Sink, Received], Reply] = lambda sink, msg: None
     hang_data: float = 0.0  # seconds to sit on the DATA reply (timeouts)
@@ -67,6 +68,7 @@ class _SinkSMTP(SMTP):
     def __init__(self, sink: Sink, **kwargs: Any) -> None:
         super().__init__(sink, **kwargs)
         self._sink = sink
+        self._number = sink.connections
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -78,6 +80,9 @@ class _SinkSMTP(SMTP):
         super().connection_lost(error)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
+        # which connection, and what the client wrote after MAIL before reading its reply
+        ahead = bytes(self._reader._buffer)  # type: ignore[attr-defined]
+        self._sink.mails.append((self._number, arg or "", ahead))
         await super().smtp_MAIL(self._sink.take_dsn("MAIL", arg))
 
     async def smtp_RCPT(self, arg: str | None) -> None:
@@ -98,6 +103,11 @@ class Sink:
         self.smtp_options = smtp_options  # e.g. tls_context, require_starttls, authenticator
         self._server: asyncio.Server | None = None
         self.dsn = False  # True: offer DSN and record its parameters (aiosmtpd has no DSN)
+        # offered as most MTAs do, so the relay pipelines (aiosmtpd reads commands in order,
+        # so it takes pipelined ones); False: the relay waits for each reply
+        self.pipelining = True
+        # per MAIL: (connection number, its argument, the bytes already sent behind it)
+        self.mails: list[tuple[int, str, bytes]] = []
         self.dsn_params: list[tuple[str, str]] = []  # ("MAIL" | "RCPT", the parameter)
 
     def take_dsn(self, command: str, arg: str | None) -> str | None:
@@ -117,7 +127,18 @@ class Sink:
         responses: list[str],
     ) -> list[str]:
         session.host_name = hostname
-        return [*responses[:-1], "250-DSN", responses[-1]] if self.dsn else responses
+        offered = ["250-DSN"] * self.dsn + ["250-PIPELINING"] * self.pipelining
+        return [*responses[:-1], *offered, responses[-1]]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        reply = self.script.mail(self, address)
+        if reply:
+            return reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

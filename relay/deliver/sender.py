@@ -1,4 +1,5 @@
-"""Speak SMTP to the next hop (aiosmtplib) or write files: a Result per recipient."""
+"""Speak SMTP to the next hop (aiosmtplib, pipelined where offered) or write files: a Result
+per recipient."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +20,7 @@ from relay import private
 from relay.config import DeliveryConfig, parse_hostport, read_secret_file
 from relay.deliver import mx
 from relay.deliver.mx import Hop
+from relay.deliver.pipelining import Pipeline, command, data_block
 from relay.store import Result
 
 log = logging.getLogger("outpost.sender")
@@ -90,7 +92,34 @@ class Channel(Protocol):
     async def close(self) -> None: ...
 
 
+def mail_options(
+    offers: Callable[[str], bool],
+    size: int,
+    *,
+    smtputf8: bool,
+    body_8bit: bool,
+    dsn: DsnRequest | None,
+) -> list[str]:
+    """MAIL FROM's parameters for what the next hop offers (its EHLO keywords)."""
+    options = []
+    if smtputf8:
+        options.append("SMTPUTF8")
+    if body_8bit and offers("8bitmime"):
+        options.append("BODY=8BITMIME")
+    if offers("size"):
+        options.append(f"SIZE={size}")
+    if dsn is not None:
+        options += dsn.mail_options()
+    return options
+
+
+NO_SMTPUTF8 = "Remote server does not support SMTPUTF8"
+
+
 class SmtpChannel:
+    """One command at a time, each reply awaited (aiosmtplib): for a next hop that does not
+    offer PIPELINING."""
+
     def __init__(self, client: aiosmtplib.SMTP, hop: Hop) -> None:
         self._client = client
         self.remote = f"{hop.name}[{hop.address}]:{hop.port}"
@@ -117,17 +146,10 @@ class SmtpChannel:
         client = self._client
         dsn = dsn if dsn is not None and self.takes_dsn else None
         if smtputf8 and not client.supports_extension("smtputf8"):
-            r = Result(5, 550, "5.6.7", "Remote server does not support SMTPUTF8", self.remote)
-            return dict.fromkeys(rcpts, r)
-        options = []
-        if smtputf8:
-            options.append("SMTPUTF8")
-        if body_8bit and client.supports_extension("8bitmime"):
-            options.append("BODY=8BITMIME")
-        if client.supports_extension("size"):
-            options.append(f"SIZE={len(data)}")
-        if dsn is not None:
-            options += dsn.mail_options()
+            return dict.fromkeys(rcpts, Result(5, 550, "5.6.7", NO_SMTPUTF8, self.remote))
+        options = mail_options(
+            client.supports_extension, len(data), smtputf8=smtputf8, body_8bit=body_8bit, dsn=dsn
+        )
         encoding = "utf-8" if smtputf8 else "ascii"
         results: dict[str, Result] = {}
         stage = "MAIL FROM"
@@ -178,6 +200,102 @@ class SmtpChannel:
             pass
         finally:
             self._client.close()
+
+
+class PipelinedChannel:
+    """MAIL, every RCPT and DATA written at once, then the message after a 354 (RFC 2920),
+    on a connection aiosmtplib opened (relay.deliver.pipelining). The results are those
+    SmtpChannel gives for the same replies."""
+
+    def __init__(self, client: aiosmtplib.SMTP, hop: Hop) -> None:
+        assert client.transport is not None
+        self._offers = client.supports_extension
+        self._pipe = Pipeline.take_over(client.transport, client.timeout)
+        self.remote = f"{hop.name}[{hop.address}]:{hop.port}"
+        self.sent = 0
+
+    def usable(self) -> bool:
+        return self._pipe.usable()
+
+    @property
+    def takes_dsn(self) -> bool:
+        return self._offers("dsn")
+
+    async def send(
+        self,
+        mail_from: str,
+        rcpts: Sequence[str],
+        data: bytes,
+        *,
+        smtputf8: bool,
+        body_8bit: bool,
+        dsn: DsnRequest | None = None,
+    ) -> dict[str, Result]:
+        dsn = dsn if dsn is not None and self.takes_dsn else None
+        if smtputf8 and not self._offers("smtputf8"):
+            return dict.fromkeys(rcpts, Result(5, 550, "5.6.7", NO_SMTPUTF8, self.remote))
+        options = mail_options(
+            self._offers, len(data), smtputf8=smtputf8, body_8bit=body_8bit, dsn=dsn
+        )
+        encoding = "utf-8" if smtputf8 else "ascii"
+        pipe = self._pipe
+        envelope = [command(b"MAIL FROM:", mail_from, options, encoding)]
+        for rcpt in rcpts:
+            opts = dsn.rcpt_options(rcpt) if dsn is not None else []
+            envelope.append(command(b"RCPT TO:", rcpt, opts, encoding))
+        results: dict[str, Result] = {}
+        stage = "MAIL FROM"
+        try:
+            if not pipe.usable():
+                raise aiosmtplib.SMTPServerDisconnected("a reply came that no command asked for")
+            pipe.write(b"".join(envelope) + b"DATA\r\n")
+            code, text = await pipe.reply()
+            refused = None if code == 250 else reply_result(code, text, self.remote)
+            stage = "RCPT TO"
+            accepted = []
+            for rcpt in rcpts:
+                code, text = await pipe.reply()
+                if refused is not None:
+                    results[rcpt] = refused  # MAIL's reply says why, not RCPT's "503"
+                elif code in (250, 251):
+                    accepted.append(rcpt)
+                else:
+                    results[rcpt] = reply_result(code, text, self.remote)
+            stage = "DATA"
+            code, text = await pipe.reply()
+            started = code == 354
+            if started:  # the message, or an empty one when no recipient is left
+                pipe.write(data_block(data) if accepted else b".\r\n")
+                await pipe.drain()
+                code, text = await pipe.reply()
+            elif code // 100 == 2:  # a 2xx to DATA itself: no message went, it is not delivered
+                code, text = 451, f"4.5.0 DATA answered {code} {text} instead of 354"
+            if accepted:
+                done = reply_result(code, text, self.remote)
+                for rcpt in accepted:
+                    results[rcpt] = done
+                self.sent += 1
+            if refused is None and not started:  # MAIL holds a transaction open: end it
+                stage = "RSET"
+                pipe.write(b"RSET\r\n")
+                await pipe.reply()
+            if not pipe.usable():  # a reply nobody asked for: the order is lost, don't reuse
+                pipe.close()
+            return results
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            pipe.close()
+            r = trouble_result(exc, self.remote, during=f"lost connection with {stage}")
+            return {rcpt: results.get(rcpt, r) for rcpt in rcpts}
+
+    async def close(self) -> None:
+        try:
+            if self._pipe.usable():
+                self._pipe.write(b"QUIT\r\n")
+                await self._pipe.reply()
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
+            pass
+        finally:
+            self._pipe.close()
 
 
 class FileChannel:
@@ -366,4 +484,6 @@ class Transport:
             except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
                 client.close()
                 return trouble_result(exc, remote, during="AUTH")
+        if cfg.pipelining and client.supports_extension("pipelining"):
+            return PipelinedChannel(client, hop)
         return SmtpChannel(client, hop)
