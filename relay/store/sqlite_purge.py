@@ -78,8 +78,6 @@ _REPLAY = (  # webhook_seen has no id: its rows are named by their key
     "DELETE FROM webhook_seen WHERE (provider, event_id) IN ({ids}) AND seen_at < ?",
 )
 
-KINDS = (*_KINDS, "webhook_replay")
-
 
 class Purger:
     """One connection for retention, used by one worker thread at a time.
