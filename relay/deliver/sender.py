@@ -244,6 +244,7 @@ class PipelinedChannel:
             opts = dsn.rcpt_options(rcpt) if dsn is not None else []
             envelope.append(command(b"RCPT TO:", rcpt, opts, encoding))
         results: dict[str, Result] = {}
+        refused: Result | None = None  # MAIL's refusal, for every recipient
         stage = "MAIL FROM"
         try:
             if not pipe.usable():
@@ -284,7 +285,7 @@ class PipelinedChannel:
             return results
         except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
             pipe.close()
-            r = trouble_result(exc, self.remote, during=f"lost connection with {stage}")
+            r = refused or trouble_result(exc, self.remote, during=f"lost connection with {stage}")
             return {rcpt: results.get(rcpt, r) for rcpt in rcpts}
 
     async def close(self) -> None:

@@ -187,3 +187,28 @@ async def test_silence_after_data_is_a_timeout_with_4_4_2() -> None:
         )
         assert not ch.usable()
         await ch.close()
+
+
+async def test_a_hop_that_refuses_mail_and_hangs_up_is_heard() -> None:
+    """421 to MAIL, then the connection closes before the RCPTs are answered: the result is
+    the 421 (what the hop said), not a lost connection."""
+
+    async def session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 hop.test ESMTP\r\n")
+        while line := await reader.readline():
+            if line.upper().startswith(b"EHLO"):
+                writer.write(b"250-hop.test\r\n250 PIPELINING\r\n")
+            elif line.startswith(b"MAIL"):
+                writer.write(b"421 4.3.2 shutting down\r\n")
+                await writer.drain()
+                break
+        writer.close()
+
+    server = await asyncio.start_server(session, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        ch = await channel(port)
+        r = await send(ch, "x@example.org")
+        assert (r.cls, r.code, r.status, r.text) == (4, 421, "4.3.2", "shutting down")
+        assert not ch.usable()
+        await ch.close()
