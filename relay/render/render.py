@@ -28,6 +28,7 @@ from relay.render.rewrite import extract_links, rewrite_html
 from relay.render.textlinks import extract_text_links, rewrite_text
 from relay.render.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
+from relay.store.batching import GroupCommit
 
 log = logging.getLogger("outpost.render")
 
@@ -236,6 +237,7 @@ class Rendering:
 
 
 _worker: Renderer | None = None
+GROUP = 32  # copies per worker task at most
 
 
 def _die_with_parent(parent: int) -> None:
@@ -259,9 +261,17 @@ def _init_worker(config: Config, parent: int) -> None:
     _worker = build_renderer(config)
 
 
-def _render_in_worker(lease: Lease, raw: bytes) -> Rendered:
+def _render_in_worker(jobs: list[tuple[Lease, bytes]]) -> list[Rendered | Exception]:
+    """Several copies in one task: a task's round trip (pickling, the pool's threads, two
+    pipes) is paid once for all the copies that were waiting."""
     assert _worker is not None
-    return _worker.render(lease, raw)
+    out: list[Rendered | Exception] = []
+    for lease, raw in jobs:
+        try:
+            out.append(_worker.render(lease, raw))
+        except Exception as exc:  # this copy's failure, not its neighbours'
+            out.append(exc)
+    return out
 
 
 class PooledRendering(Rendering):
@@ -270,7 +280,8 @@ class PooledRendering(Rendering):
 
     Workers build their own Renderer from the config (keys and secrets never cross a pipe) and
     are started with "spawn" (the parent has threads: forking it is unsafe). They exit when
-    the parent goes away.
+    the parent goes away. Copies asked for while a worker's task runs go to it together in
+    its next task (a group, as the store's group commit): one queue per worker process.
     """
 
     def __init__(self, config: Config, processes: int) -> None:
@@ -279,6 +290,8 @@ class PooledRendering(Rendering):
         self._processes = processes
         self._closed = False
         self._pool = self._start()
+        self._queues = [GroupCommit(self._render_group, max_batch=GROUP) for _ in range(processes)]
+        self._next = 0
 
     def _start(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -289,15 +302,28 @@ class PooledRendering(Rendering):
         )
 
     async def render(self, lease: Lease, raw: bytes) -> Rendered:
+        self._next = (self._next + 1) % len(self._queues)
+        done = await self._queues[self._next].submit((lease, raw))
+        if isinstance(done, Exception):
+            raise done
+        return done
+
+    async def _render_group(self, jobs: list[tuple[Lease, bytes]]) -> list[Rendered | Exception]:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._pool, _render_in_worker, lease, raw)
-        except BrokenProcessPool:  # a worker died: render this one inline, start afresh
+            return await loop.run_in_executor(self._pool, _render_in_worker, jobs)
+        except BrokenProcessPool:  # a worker died: render these inline, start afresh
             if not self._closed:
                 log.error("render worker died; restarting the pool")
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._start()
+            return [self._inline(lease, raw) for lease, raw in jobs]
+
+    def _inline(self, lease: Lease, raw: bytes) -> Rendered | Exception:
+        try:
             return self._renderer.render(lease, raw)
+        except Exception as exc:
+            return exc
 
     def close(self) -> None:
         self._closed = True
