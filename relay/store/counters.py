@@ -41,6 +41,24 @@ def link_key(e: Event, source: str) -> tuple[str, str]:
     return str(e.details.get("url") or ""), "engaged" if source in ENGAGED else source
 
 
+def first_keys(events: Iterable[Event]) -> set[tuple[int, str]]:
+    """(delivery, type) of the events that may be their delivery's counted first."""
+    return {
+        (e.delivery_id, e.type)
+        for e in events
+        if e.delivery_id is not None and firstable(e.type, source_of(e))
+    }
+
+
+def click_keys(events: Iterable[Event]) -> set[tuple[int, str, str]]:
+    """(delivery, url, group) of the clicks among events."""
+    return {
+        (e.delivery_id, *link_key(e, source_of(e)))
+        for e in events
+        if e.type == "click" and e.delivery_id is not None
+    }
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2].lower()
 

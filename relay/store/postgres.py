@@ -38,10 +38,12 @@ from relay.store.counters import (
     STATS_KEYS,
     Rollup,
     by_activity,
+    click_keys,
     counted_links,
     counted_stats,
     cursor,
     domain_of,
+    first_keys,
     firstable,
     link_key,
     source_of,
@@ -2492,45 +2494,47 @@ async def _insert_events(conn: Conn, events: Sequence[Event]) -> None:
     await _write_counts(conn, counts)
 
 
-# a click's link counter key: (url, group), as counters.link_key computes it from an Event
-_LINK_SQL = (
-    f"CASE WHEN details->'link' = '{HONEYPOT_LINK}'::jsonb THEN ''"
-    " ELSE coalesce(details->>'url', '') END,"
-    f" CASE WHEN details->'link' = '{HONEYPOT_LINK}'::jsonb THEN 'honeypot'"
-    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END"
+# a click's link counter key (url, group) computed from a stored event, kept equal to
+# counters.link_key; written as the events_click_links index is (migration 0003), so a lookup by
+# key is one probe of that index (a test checks the plan)
+_LINK_URL = (
+    f"(CASE WHEN details->'link' = '{HONEYPOT_LINK}'::jsonb THEN ''"
+    " ELSE coalesce(details->>'url', '') END)"
+)
+_LINK_GROUP = (
+    f"(CASE WHEN details->'link' = '{HONEYPOT_LINK}'::jsonb THEN 'honeypot'"
+    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END)"
+)
+# the events that count as their delivery's first (counters.firstable); index events_firsts
+_FIRSTABLE = "(type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))"
+SEEN_LINKS = (
+    "SELECT w.d, w.u, w.g FROM unnest($1::bigint[], $2::text[], $3::text[]) AS w(d, u, g)"
+    " WHERE EXISTS (SELECT 1 FROM events WHERE type = 'click' AND delivery_id = w.d"
+    f" AND {_LINK_URL} = w.u AND {_LINK_GROUP} = w.g)"
+)
+SEEN_FIRSTS = (
+    "SELECT w.d, w.t FROM unnest($1::bigint[], $2::text[]) AS w(d, t) WHERE EXISTS"
+    f" (SELECT 1 FROM events WHERE delivery_id = w.d AND type = w.t AND {_FIRSTABLE})"
 )
 
 
+async def _seen_keys(conn: Conn, sql: str, keys: set[tuple[Any, ...]]) -> set[tuple[Any, ...]]:
+    """The keys for which ``sql`` finds an event: one EXISTS probe per key (its columns as
+    arrays), so the cost follows the batch, not the deliveries' history."""
+    if not keys:
+        return set()
+    rows = await conn.fetch(sql, *(list(c) for c in zip(*sorted(keys), strict=True)))
+    return {tuple(r) for r in rows}
+
+
 async def _seen_links(conn: Conn, events: Sequence[Event]) -> set[tuple[Any, ...]]:
-    """(delivery, url, group) of earlier clicks of these events' deliveries."""
-    ids = sorted({e.delivery_id for e in events if e.type == "click" and e.delivery_id})
-    if not ids:
-        return set()
-    rows = await conn.fetch(
-        f"SELECT DISTINCT delivery_id, {_LINK_SQL} FROM events"
-        " WHERE delivery_id = ANY($1::bigint[]) AND type = 'click'",
-        ids,
-    )
-    return {(int(r[0]), str(r[1]), str(r[2])) for r in rows}
+    """(delivery, url, group) of these events' clicks that were clicked before."""
+    return await _seen_keys(conn, SEEN_LINKS, click_keys(events))
 
 
-async def _seen_firsts(conn: Conn, events: Sequence[Event]) -> set[tuple[int, str]]:
+async def _seen_firsts(conn: Conn, events: Sequence[Event]) -> set[tuple[Any, ...]]:
     """(delivery, type) pairs among these events' that already have a counted first event."""
-    ids = sorted(
-        {
-            e.delivery_id
-            for e in events
-            if e.delivery_id is not None and firstable(e.type, source_of(e))
-        }
-    )
-    if not ids:
-        return set()
-    rows = await conn.fetch(
-        "SELECT DISTINCT delivery_id, type FROM events WHERE delivery_id = ANY($1::bigint[])"
-        " AND (type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))",
-        ids,
-    )
-    return {(int(r[0]), str(r[1])) for r in rows}
+    return await _seen_keys(conn, SEEN_FIRSTS, first_keys(events))
 
 
 async def _write_counts(conn: Conn, counts: Rollup) -> None:

@@ -28,10 +28,12 @@ from relay.store.counters import (
     CURSOR_COLUMNS,
     Rollup,
     by_activity,
+    click_keys,
     counted_links,
     counted_stats,
     cursor,
     domain_of,
+    first_keys,
     firstable,
     link_key,
     source_of,
@@ -2330,51 +2332,63 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
     await _write_counts(db, counts)
 
 
-# a click's link counter key: (url, group); the honeypot link has its own group and no URL.
-# _LINK_SQL is the same key computed from a stored event (kept equal to _link_key).
-_LINK_SQL = (
-    f"CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN ''"
-    " ELSE coalesce(json_extract(details, '$.url'), '') END,"
-    f" CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
-    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END"
+# a click's link counter key (url, group) computed from a stored event, kept equal to
+# counters.link_key; written as the events_click_links index is (migration 0016), so a lookup by
+# key is one probe of that index (a test checks the plan)
+_LINK_URL = (
+    f"(CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN ''"
+    " ELSE coalesce(json_extract(details, '$.url'), '') END)"
 )
+_LINK_GROUP = (
+    f"(CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
+    " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END)"
+)
+# the events that count as their delivery's first (counters.firstable); index events_firsts
+_FIRSTABLE = "(type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))"
+_PROBES = 300  # keys looked up per statement
+
+
+# (columns of a key, what an event matching key ``want`` is): the lookups _seen_keys makes
+SEEN_LINKS = (
+    "d, u, g",
+    f"type = 'click' AND delivery_id = want.d AND {_LINK_URL} = want.u AND {_LINK_GROUP} = want.g",
+)
+SEEN_FIRSTS = ("d, t", f"delivery_id = want.d AND type = want.t AND {_FIRSTABLE}")
+
+
+def probe_sql(columns: str, match: str, keys: int) -> str:
+    """Which of ``keys`` keys (rows of ``columns``, bound in order) an event matches."""
+    width = len(columns.split(","))
+    values = ",".join(["(" + ",".join("?" * width) + ")"] * keys)
+    return (
+        f"WITH want({columns}) AS (VALUES {values})"
+        f" SELECT {columns} FROM want WHERE EXISTS (SELECT 1 FROM events WHERE {match})"
+    )
+
+
+async def _seen_keys(
+    db: aiosqlite.Connection, keys: set[tuple[Any, ...]], lookup: tuple[str, str]
+) -> set[tuple[Any, ...]]:
+    """The keys for which an event matches: one EXISTS probe of an index per key, so the cost
+    follows the batch, not the deliveries' history."""
+    wanted = sorted(keys)
+    seen: set[tuple[Any, ...]] = set()
+    for start in range(0, len(wanted), _PROBES):
+        chunk = wanted[start : start + _PROBES]
+        sql = probe_sql(*lookup, len(chunk))
+        async with db.execute(sql, [v for key in chunk for v in key]) as cur:
+            seen.update(tuple(r) for r in await cur.fetchall())
+    return seen
 
 
 async def _seen_links(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
-    """(delivery, url, group) of earlier clicks of these events' deliveries."""
-    ids = sorted({e.delivery_id for e in events if e.type == "click" and e.delivery_id})
-    seen: set[tuple[Any, ...]] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        async with db.execute(
-            f"SELECT DISTINCT delivery_id, {_LINK_SQL} FROM events"
-            f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) AND type = 'click'",
-            chunk,
-        ) as cur:
-            seen.update((int(r[0]), str(r[1]), str(r[2])) for r in await cur.fetchall())
-    return seen
+    """(delivery, url, group) of these events' clicks that were clicked before."""
+    return await _seen_keys(db, click_keys(events), SEEN_LINKS)
 
 
-async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[int, str]]:
+async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
     """(delivery, type) pairs among these events' that already have a counted first event."""
-    ids = sorted(
-        {
-            e.delivery_id
-            for e in events
-            if e.delivery_id is not None and firstable(e.type, source_of(e))
-        }
-    )
-    seen: set[tuple[int, str]] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        async with db.execute(
-            "SELECT DISTINCT delivery_id, type FROM events"
-            f" WHERE delivery_id IN ({','.join('?' * len(chunk))}) AND (type = 'deferred'"
-            " OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))",
-            chunk,
-        ) as cur:
-            seen.update((int(r[0]), str(r[1])) for r in await cur.fetchall())
-    return seen
+    return await _seen_keys(db, first_keys(events), SEEN_FIRSTS)
 
 
 async def _write_counts(db: aiosqlite.Connection, counts: Rollup) -> None:

@@ -7,12 +7,16 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from relay.figures import link_figures
 from relay.receive.pipeline import display_subject
 from relay.render.tokens import HONEYPOT_LINK
 from relay.store import Event, NewMessage, Outcome, Result, Store
+from relay.store import postgres as pg
 from relay.store.migrations import migrations
-from relay.store.sqlite import SqliteStore
+from relay.store.postgres import PostgresStore
+from relay.store.sqlite import SEEN_FIRSTS, SEEN_LINKS, SqliteStore, probe_sql
 from tests.conftest import open_test_store
 
 T0 = 1_700_000_000.0  # an hour boundary + 800 s
@@ -307,3 +311,74 @@ async def test_stats_over_all_time_from_the_counters_equal_the_events(
             "total": 1,
             "unique": 1,
         }
+
+
+async def test_a_long_history_of_clicks_still_counts_first_and_new_links_right(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """Whether an open or click is its delivery's first, and a link new, is looked up per key
+    (index probes, see the plan test below); after 400 repeats of one link the counters still
+    equal the events, the repeat is not unique again and a new link is."""
+    async with await open_test_store(tmp_path) as store:
+        a = (await fill(store))[0]
+        for n in range(4):
+            await store.record_tracking(
+                [hit("click", T0 + 900 + n * 100 + i, a, "human", link=0) for i in range(100)]
+            )
+        await store.record_tracking(
+            [
+                hit("click", T0 + 1400, a, "human", link=0),
+                hit("click", T0 + 1401, a, "human", link=2),
+                hit("click", T0 + 1402, a, "scanner", link=2),
+                hit("open", T0 + 1403, a, "human"),
+            ]
+        )
+        counted = await store.tracking_stats("news")
+        assert counted == await store._event_stats("news", None, None)
+        links = link_figures(await store.campaign_link_clicks("news"))
+        assert links == link_figures(await store.campaign_link_clicks("news", since=0.0))
+        clicks = {x["url"]: x["clicks"] for x in links["links"]}
+        assert clicks["https://example.com/0"] == {"total": 401, "unique": 1}
+        assert clicks["https://example.com/2"] == {"total": 1, "unique": 1}
+        scanned = {x["url"]: x["scanner"] for x in links["links"]}
+        assert scanned["https://example.com/2"] == {"total": 1, "unique": 1}
+        assert counted["click_unique"] == 1 and counted["open_unique"] == 1
+
+
+async def test_first_and_link_lookups_are_index_probes(tmp_path: Path) -> None:
+    """The lookups' expressions are the indexes' (migration 0016), so the planner probes them:
+    one search per key, however many events the delivery has."""
+    async with await SqliteStore.open(tmp_path / "s.db", durable=False):
+        pass
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        for lookup, index in ((SEEN_LINKS, "events_click_links"), (SEEN_FIRSTS, "events_firsts")):
+            sql = probe_sql(*lookup, 2)
+            plan = [r[3] for r in db.execute("EXPLAIN QUERY PLAN " + sql, [1] * sql.count("?"))]
+            assert f"SEARCH events USING INDEX {index} (delivery_id=?" in " ".join(plan), plan
+
+
+async def test_first_and_link_lookups_are_index_probes_on_postgresql(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """The same on PostgreSQL (migration 0003), its planner given statistics of a delivery
+    with 4 000 events."""
+    if store_backend != "postgres":
+        pytest.skip("PostgreSQL's plan (SQLite's is the test above)")
+    async with await open_test_store(tmp_path) as store:
+        a = (await fill(store))[0]
+        for n in range(20):
+            at = T0 + 900 + n * 100
+            await store.record_tracking(
+                [hit("click", at + i, a, "human", link=i % 3) for i in range(100)]
+            )
+            await store.record_tracking([hit("open", at + i, a, "human") for i in range(100)])
+        assert isinstance(store, PostgresStore)
+        async with store._pool.acquire() as conn:
+            await conn.execute("ANALYZE events")
+            url = "https://example.com/0"
+            for sql, args, index in (
+                (pg.SEEN_LINKS, ([a["id"]], [url], ["engaged"]), "events_click_links"),
+                (pg.SEEN_FIRSTS, ([a["id"]], ["open"]), "events_firsts"),
+            ):
+                plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + sql, *args))
+                assert f"Scan using {index} on events" in plan, plan
