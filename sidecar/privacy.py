@@ -9,6 +9,7 @@ OS and device type (``client``), ``none`` keeps nothing of it.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +21,7 @@ from sidecar.clients import attribute
 PERSONAL_TYPES = frozenset({"open", "click", "unsubscribe", "complaint"})
 
 
+@functools.lru_cache(maxsize=4096)  # a reader's hits come from one address: parse it once
 def truncate_ip(ip: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network address of ``ip``; '' when it is not an address
     (what can't be parsed can't be safely shortened)."""

@@ -110,6 +110,18 @@ class _LRU(Generic[K, V]):
 _UNSAFE = re.compile(r"[^\x21-\x7e]")
 
 
+def _links_near(clicks: deque[tuple[float, int]] | tuple[()], at: float) -> int:
+    """How many distinct links were clicked within BURST_WINDOW of ``at``; ``clicks`` are in
+    time order, so the walk from the newest stops at the first one too old."""
+    links = set()
+    for t, link in reversed(clicks):
+        if t < at - BURST_WINDOW:
+            break
+        if t <= at + BURST_WINDOW:
+            links.add(link)
+    return len(links)
+
+
 def location(url: str) -> str:
     """The stored URL as a Location header value: the same URL, non-ASCII made ASCII.
 
@@ -351,8 +363,7 @@ class Tracker:
         since = None
         if target.delivered_at is not None:
             since = round(p.at - target.delivered_at, 3)
-        clicks = self._clicks.get(p.delivery_id) or ()
-        burst = len({link for t, link in clicks if abs(t - p.at) <= BURST_WINDOW})
+        burst = _links_near(self._clicks.get(p.delivery_id) or (), p.at)
         traps = self._traps.get(p.delivery_id) or ()
         near = p.link != HONEYPOT_LINK and any(abs(t - p.at) <= FLAG_WINDOW for t in traps)
         return Hit(p.kind, p.ua, p.ip, since, p.link, burst, near)
