@@ -34,14 +34,15 @@ def children(pid: int) -> set[int]:
     return out
 
 
-def connections_by_pid(port: int, pids: set[int]) -> dict[int, int]:
-    """How many established connections to local ``port`` each process holds."""
-    inodes = set()
+def owner_by_peer(port: int, pids: set[int]) -> dict[int, int]:
+    """Which of ``pids`` serves each established connection to local ``port``, by the
+    client's port."""
+    peers = {}
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         parts = line.split()
         if int(parts[1].split(":")[1], 16) == port and parts[3] == "01":
-            inodes.add(parts[9])
-    counts = dict.fromkeys(pids, 0)
+            peers[parts[9]] = int(parts[2].split(":")[1], 16)
+    owners = {}
     for pid in pids:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
@@ -49,29 +50,39 @@ def connections_by_pid(port: int, pids: set[int]) -> dict[int, int]:
             except OSError:
                 continue
             found = re.fullmatch(r"socket:\[(\d+)\]", link)
-            if found and found.group(1) in inodes:
-                counts[pid] += 1
-    return counts
+            if found and found.group(1) in peers:
+                owners[peers[found.group(1)]] = pid
+    return owners
+
+
+def send_on(
+    client: smtplib.SMTP, start_at: int, n: int, accepted: list[int] | None = None
+) -> list[int]:
+    """n messages on an open connection; the numbers of those answered 250, appended to
+    ``accepted`` as they come so that another thread can watch the progress."""
+    accepted = [] if accepted is None else accepted
+    try:
+        for i in range(start_at, start_at + n):
+            client.sendmail(
+                "app@example.com",
+                ["r@example.org"],
+                f"Subject: m{i}\r\nX-Test: {i}\r\n\r\nbody {i}\r\n".encode(),
+            )
+            accepted.append(i)
+        client.quit()
+    except (OSError, smtplib.SMTPException):
+        pass  # the worker serving this connection was killed: what got a 250 counts
+    finally:
+        client.close()
+    return accepted
 
 
 def send_batch(port: int, start_at: int, n: int) -> list[int]:
-    """n messages on one connection; the numbers of those answered 250."""
-    accepted = []
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            for i in range(start_at, start_at + n):
-                try:
-                    client.sendmail(
-                        "app@example.com",
-                        ["r@example.org"],
-                        f"Subject: m{i}\r\nX-Test: {i}\r\n\r\nbody {i}\r\n".encode(),
-                    )
-                    accepted.append(i)
-                except smtplib.SMTPException:
-                    break
-    except (OSError, smtplib.SMTPException):
-        pass  # the worker serving this connection was killed: what got a 250 counts
-    return accepted
+    """n messages on a new connection; the numbers of those answered 250."""
+    return send_on(smtplib.SMTP("127.0.0.1", port, timeout=10), start_at, n)
+
+
+PER_CONNECTION = 50
 
 
 def with_processes(conf: Path, n: int) -> None:
@@ -95,25 +106,36 @@ async def test_two_workers_share_the_port_and_a_killed_one_is_replaced(
         assert len(workers) == 2
 
         # 16 connections held open at once: the kernel gives both workers some
-        held = [smtplib.SMTP("127.0.0.1", relay_port, timeout=10) for _ in range(16)]
-        for client in held:
+        clients = [smtplib.SMTP("127.0.0.1", relay_port, timeout=10) for _ in range(16)]
+        for client in clients:
             client.ehlo()
-        counts = connections_by_pid(relay_port, workers)
-        for client in held:
-            client.quit()
-        assert sum(counts.values()) == 16 and all(n > 0 for n in counts.values()), counts
+        owners = owner_by_peer(relay_port, workers)
+        served_by = [owners[client.sock.getsockname()[1]] for client in clients]
+        assert set(served_by) == workers, owners
 
-        # load over 8 connections; one worker is SIGKILLed in the middle of it
+        # load on all 16; one worker is SIGKILLed once it has taken some of it
+        victim = min(workers)
+        progress: list[list[int]] = [[] for _ in clients]
+        on_victim = [p for p, pid in zip(progress, served_by, strict=True) if pid == victim]
         loop = asyncio.get_running_loop()
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(len(clients)) as pool:
             batches = [
-                loop.run_in_executor(pool, send_batch, relay_port, i * 50, 50) for i in range(8)
+                loop.run_in_executor(
+                    pool, send_on, client, i * PER_CONNECTION, PER_CONNECTION, progress[i]
+                )
+                for i, client in enumerate(clients)
             ]
-            await asyncio.sleep(0.3)
-            victim = min(workers)
+            async with asyncio.timeout(10):
+                while sum(len(p) for p in on_victim) < 20:
+                    await asyncio.sleep(0.005)
             os.kill(victim, signal.SIGKILL)
-            accepted = sorted(i for batch in await asyncio.gather(*batches) for i in batch)
-        assert len(accepted) > 100, len(accepted)
+            results = await asyncio.gather(*batches)
+        # the survivor's connections never noticed; the victim's were cut mid-load
+        survived = [len(r) for r, pid in zip(results, served_by, strict=True) if pid != victim]
+        cut = [len(r) for r, pid in zip(results, served_by, strict=True) if pid == victim]
+        assert survived == [PER_CONNECTION] * len(survived), survived
+        assert sum(cut) < PER_CONNECTION * len(cut), cut
+        accepted = sorted(i for batch in results for i in batch)
         # the supervisor put a new worker in its place
         async with asyncio.timeout(10):
             while len(children(proc.pid)) != 2 or victim in children(proc.pid):
