@@ -379,10 +379,10 @@ def run(
             wait_recorded(db, event, before, w.get("requests", 0))
             before = event_counts(db).get(event, 0)
             spy = None
-            if profile_dir is not None and kind == "o":
+            if profile_dir is not None:
                 from tests.bench.smtp import _start_profile
 
-                spy = _start_profile(procs, sidecar.pid, profile_dir, "sidecar-o")
+                spy = _start_profile(procs, sidecar.pid, profile_dir, f"sidecar-{kind}")
             r = wrk(base + "/", scripts[kind], seconds)
             if spy is not None:
                 from tests.bench.smtp import _stop_profile
