@@ -34,6 +34,12 @@ def firstable(type_: str, source: str) -> bool:
     return type_ == "deferred" or (type_ in ("open", "click") and source in ENGAGED)
 
 
+# firstable as a condition on a stored event (both backends; the events_firsts index's WHERE)
+FIRSTABLE_SQL = (
+    "(type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))"
+)
+
+
 def link_key(e: Event, source: str) -> tuple[str, str]:
     """A click's link counter key: (url, group); the honeypot link has its own group, no URL."""
     if e.details.get("link") == HONEYPOT_LINK:

@@ -35,6 +35,7 @@ from relay.store.batching import GroupCommit
 from relay.store.counters import (
     ATTEMPTS_KEPT,
     CURSOR_COLUMNS,
+    FIRSTABLE_SQL,
     STATS_KEYS,
     Rollup,
     by_activity,
@@ -2505,8 +2506,6 @@ _LINK_GROUP = (
     f"(CASE WHEN details->'link' = '{HONEYPOT_LINK}'::jsonb THEN 'honeypot'"
     " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END)"
 )
-# the events that count as their delivery's first (counters.firstable); index events_firsts
-_FIRSTABLE = "(type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))"
 SEEN_LINKS = (
     "SELECT w.d, w.u, w.g FROM unnest($1::bigint[], $2::text[], $3::text[]) AS w(d, u, g)"
     " WHERE EXISTS (SELECT 1 FROM events WHERE type = 'click' AND delivery_id = w.d"
@@ -2514,7 +2513,7 @@ SEEN_LINKS = (
 )
 SEEN_FIRSTS = (
     "SELECT w.d, w.t FROM unnest($1::bigint[], $2::text[]) AS w(d, t) WHERE EXISTS"
-    f" (SELECT 1 FROM events WHERE delivery_id = w.d AND type = w.t AND {_FIRSTABLE})"
+    f" (SELECT 1 FROM events WHERE delivery_id = w.d AND type = w.t AND {FIRSTABLE_SQL})"
 )
 
 

@@ -26,6 +26,7 @@ from relay.store.checkpoint import Checkpointer
 from relay.store.counters import (
     ATTEMPTS_KEPT,
     CURSOR_COLUMNS,
+    FIRSTABLE_SQL,
     Rollup,
     by_activity,
     click_keys,
@@ -2343,8 +2344,6 @@ _LINK_GROUP = (
     f"(CASE WHEN json_extract(details, '$.link') = {HONEYPOT_LINK} THEN 'honeypot'"
     " WHEN source IN ('human', 'proxy') THEN 'engaged' ELSE source END)"
 )
-# the events that count as their delivery's first (counters.firstable); index events_firsts
-_FIRSTABLE = "(type = 'deferred' OR (type IN ('open', 'click') AND source IN ('human', 'proxy')))"
 _PROBES = 300  # keys looked up per statement
 
 
@@ -2353,7 +2352,7 @@ SEEN_LINKS = (
     "d, u, g",
     f"type = 'click' AND delivery_id = want.d AND {_LINK_URL} = want.u AND {_LINK_GROUP} = want.g",
 )
-SEEN_FIRSTS = ("d, t", f"delivery_id = want.d AND type = want.t AND {_FIRSTABLE}")
+SEEN_FIRSTS = ("d, t", f"delivery_id = want.d AND type = want.t AND {FIRSTABLE_SQL}")
 
 
 def probe_sql(columns: str, match: str, keys: int) -> str:
