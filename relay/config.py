@@ -392,6 +392,7 @@ class SidecarConfig:
     request_header_timeout: float = field(default=10.0, metadata=_key(parse_duration))
     request_body_timeout: float = field(default=30.0, metadata=_key(parse_duration))
     fast_hits: bool = field(default=True, metadata=_key(_bool))  # sidecar/hits.py
+    hit_processes: int = field(default=0, metadata=_key(_int))  # sidecar/hitworkers.py
 
 
 @dataclass(frozen=True)
@@ -763,6 +764,20 @@ def _check_processes(config: Config) -> list[str]:
     return errors
 
 
+def _check_hit_processes(config: Config) -> list[str]:
+    """Hit processes share sidecar.listen (SO_REUSEPORT) and are the fast path."""
+    src, s = config.source, config.sidecar
+    if not 0 <= s.hit_processes <= 64:
+        return [f"{src}: sidecar.hit_processes: must be from 0 to 64"]
+    if s.hit_processes == 0:
+        return []
+    if s.listen[1] == 0:
+        return [f"{src}: sidecar.listen: port 0 can't be shared by sidecar.hit_processes > 0"]
+    if not s.fast_hits:
+        return [f"{src}: sidecar.hit_processes: needs sidecar.fast_hits = true"]
+    return []
+
+
 def _check(config: Config) -> list[str]:
     """Cross-key rules that a single value can't express: one entry per rule broken."""
     src = config.source
@@ -795,6 +810,7 @@ def _check(config: Config) -> list[str]:
     if d.concurrency < 1 or d.destination_concurrency < 1:
         errors.append(f"{src}: delivery.concurrency: must be at least 1")
     errors += _check_processes(config)
+    errors += _check_hit_processes(config)
     errors += _check_store(config.store, src)
     base = config.tracking.base_url
     if not re.match(r"^https?://[^/\s]+(/[^\s]*)?$", base):

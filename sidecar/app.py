@@ -187,12 +187,7 @@ def make_app(
         await store.close()
 
     async def tracker_ctx(app: web.Application) -> AsyncIterator[None]:
-        options = {
-            "fallback_url": config.tracking.fallback_url,
-            "unsubscribe_scope": config.streams.unsubscribe_scope,
-            "privacy": config.privacy,
-            **dict(tracker_options or {}),
-        }
+        options = {**tracking.config_options(config), **dict(tracker_options or {})}
         tracker = tracking.Tracker(app[STORE], signer, **options)
         app[TRACKER] = tracker
         tracker.start()

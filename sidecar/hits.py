@@ -77,18 +77,35 @@ class Dates:
         return self._value
 
 
+HandOver = Callable[[asyncio.Transport, bytes], None]  # a connection and the bytes it sent
+
+
+def serve_with(factory: Callable[[], asyncio.Protocol]) -> HandOver:
+    """Hand a connection to a protocol of this process (aiohttp's), as if it had been its own
+    from the first byte."""
+
+    def hand_over(transport: asyncio.Transport, received: bytes) -> None:
+        protocol = factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(received)
+
+    return hand_over
+
+
 class HitServer:
-    """What every connection of the listener shares: the Tracker, aiohttp's protocol factory
-    for the connections it serves, the idle timeout, and the open fast connections."""
+    """What every connection of the listener shares: the Tracker, where the connections that
+    are not ours go (aiohttp's protocol here, or the main process from a hit process), the idle
+    timeout, and the open fast connections."""
 
     def __init__(
         self,
         tracker: Callable[[], Tracker],
-        fallback: Callable[[], asyncio.Protocol],
+        hand_over: HandOver,
         idle_timeout: float,
     ) -> None:
         self.tracker = tracker
-        self.fallback = fallback
+        self.hand_over = hand_over
         self.idle_timeout = idle_timeout
         self.dates = Dates()
         self.connections: set[HitProtocol] = set()
@@ -343,9 +360,6 @@ class HitProtocol(asyncio.Protocol):
             self._timer.cancel()
         self._server.connections.discard(self)
         self._closing = True
-        protocol = self._server.fallback()
-        transport.set_protocol(protocol)
-        protocol.connection_made(transport)
-        protocol.data_received(bytes(self._received))
-        self._received = bytearray()
+        received, self._received = bytes(self._received), bytearray()
         self._transport = None
+        self._server.hand_over(transport, received)

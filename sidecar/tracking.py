@@ -18,13 +18,13 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import idna
 from aiohttp import web
 
-from relay.config import PrivacyConfig
+from relay.config import Config, PrivacyConfig
 from relay.learn.scopes import unsubscribe_scope
 from relay.render.tokens import Claims, TokenKind, TokenSigner
 from relay.store import FINAL_STATES, Event, Store
@@ -69,7 +69,9 @@ class Target:
 
 
 @dataclass(frozen=True)
-class _Pending:
+class Pending:
+    """A hit as answered, waiting to be classified (``target`` when the click looked it up)."""
+
     kind: Literal["open", "click"]
     delivery_id: int
     at: float
@@ -197,6 +199,15 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
     return web.Response(status=status, text=html, headers=_HTML_HEADERS)
 
 
+def config_options(config: Config) -> dict[str, Any]:
+    """The Tracker's keyword arguments that the config decides (main and hit processes alike)."""
+    return {
+        "fallback_url": config.tracking.fallback_url,
+        "unsubscribe_scope": config.streams.unsubscribe_scope,
+        "privacy": config.privacy,
+    }
+
+
 class Tracker:
     """The tracking endpoints, their caches and the per-delivery memory the rules need."""
 
@@ -217,7 +228,11 @@ class Tracker:
         fallback_url: str = "",
         unsubscribe_scope: str = "broadcast",
         privacy: PrivacyConfig | None = None,
+        forward: Callable[[Pending], None] | None = None,
     ) -> None:
+        # forward: a hit process's Tracker answers and hands each hit over (sidecar.hitworkers);
+        # None: this one classifies and records them
+        self._forward = forward
         # [privacy]: what of the IP and user agent is written (classification sees them whole)
         self._privacy = privacy or PrivacyConfig()
         self._fallback_url = fallback_url  # offered on a broken link's page ([tracking])
@@ -235,7 +250,7 @@ class Tracker:
         # per delivery: recent clicks (time, link) and honeypot hits (time)
         self._clicks: _LRU[int, deque[tuple[float, int]]] = _LRU(memory)
         self._traps: _LRU[int, deque[float]] = _LRU(memory)
-        self._pending: deque[_Pending] = deque()
+        self._pending: deque[Pending] = deque()
         self._task: asyncio.Task[None] | None = None
         self.unknown = 0  # hits whose delivery no longer exists (not recorded)
         self.overflow = 0  # hits dropped because MAX_PENDING were waiting
@@ -244,6 +259,8 @@ class Tracker:
     # --- lifecycle
 
     def start(self) -> None:
+        if self._forward is not None:
+            return  # nothing is classified or written here
         self.recorder.start()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="outpost-tracker")
@@ -336,30 +353,38 @@ class Tracker:
         url: str = "",
         target: Target | None = None,
     ) -> None:
-        at = self._clock()
         ua, ip = client
         link = claims.link if kind == "click" else None
-        did = claims.delivery_id
+        p = Pending(kind, claims.delivery_id, self._clock(), ua, ip, link, url, target)
+        if self._forward is not None:
+            self._forward(p)
+        else:
+            self.take(p)
+
+    def take(self, p: Pending) -> None:
+        """A hit into the classifier: queued, and noted in its delivery's memory (the hits of
+        this process's requests, and those the hit processes hand over)."""
+        did = p.delivery_id
         if len(self._pending) >= MAX_PENDING:
             self._pending.popleft()
             self.overflow += 1
             if self.overflow == 1 or self.overflow % 10_000 == 0:
                 log.error("tracking hits dropped, store unreadable dropped=%d", self.overflow)
-        self._pending.append(_Pending(kind, did, at, ua, ip, link, url, target))
-        if link == HONEYPOT_LINK:
+        self._pending.append(p)
+        if p.link == HONEYPOT_LINK:
             traps = self._traps.get(did)
             if traps is None:
                 traps = deque(maxlen=16)
                 self._traps.put(did, traps)
-            traps.append(at)
-        elif link is not None:
+            traps.append(p.at)
+        elif p.link is not None:
             clicks = self._clicks.get(did)
             if clicks is None:
                 clicks = deque(maxlen=64)
                 self._clicks.put(did, clicks)
-            clicks.append((at, link))
+            clicks.append((p.at, p.link))
 
-    def _facts(self, p: _Pending, target: Target) -> Hit:
+    def _facts(self, p: Pending, target: Target) -> Hit:
         since = None
         if target.delivered_at is not None:
             since = round(p.at - target.delivered_at, 3)
@@ -370,7 +395,7 @@ class Tracker:
 
     async def _process(self, cutoff: float) -> None:
         """Classify the hits that arrived before cutoff and queue their events."""
-        ready: list[_Pending] = []
+        ready: list[Pending] = []
         while self._pending and self._pending[0].at <= cutoff:
             ready.append(self._pending.popleft())
         if not ready:

@@ -525,9 +525,12 @@ class Section:
     error: str | None = None
 
 
-def sidecar_config(d: Path, port: int, store: Path | None = None, store_keys: str = "") -> Path:
+def sidecar_config(
+    d: Path, port: int, store: Path | None = None, store_keys: str = "", sidecar_keys: str = ""
+) -> Path:
     """A sidecar config in d (fresh secrets, the store in d unless given; store_keys: the
-    [store] lines instead, e.g. a PostgreSQL url); the admin token is in d/admin.token."""
+    [store] lines instead, e.g. a PostgreSQL url; sidecar_keys: more [sidecar] lines); the
+    admin token is in d/admin.token."""
     (d / "tracking.secrets").write_text(secrets.token_urlsafe(32) + "\n")
     (d / "admin.token").write_text(secrets.token_urlsafe(24) + "\n")
     path = d / "outpost.toml"
@@ -544,7 +547,7 @@ secrets_file = "{d / "tracking.secrets"}"
 [sidecar]
 listen = "{LOOPBACK}:{port}"
 admin_token_file = "{d / "admin.token"}"
-
+{sidecar_keys}
 [log]
 level = "warning"
 """

@@ -130,7 +130,7 @@ end
 
 NGINX_CONF = """\
 # outpost bench: the ceiling for the tracking endpoints
-worker_processes 1;
+worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -196,7 +196,7 @@ def start_bare_aiohttp(procs: Processes, d: Path, gif: bytes) -> int:
     return port
 
 
-def start_nginx(procs: Processes, d: Path, gif: bytes) -> int:
+def start_nginx(procs: Processes, d: Path, gif: bytes, workers: int = 1) -> int:
     prefix = d / "nginx"
     (prefix / "www").mkdir(parents=True)
     (prefix / "tmp").mkdir()
@@ -207,7 +207,7 @@ def start_nginx(procs: Processes, d: Path, gif: bytes) -> int:
     make_traversable(prefix)
     port = free_port()
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(prefix=prefix, host=LOOPBACK, port=port))
+    conf.write_text(NGINX_CONF.format(prefix=prefix, host=LOOPBACK, port=port, workers=workers))
     err = open(prefix / "stderr.log", "wb")  # noqa: SIM115
     proc = procs.start(
         "nginx",
@@ -326,7 +326,11 @@ def _get(url: str) -> tuple[int, dict[str, str], bytes]:
 
 
 def run(
-    seconds: int = 10, warmup: int = 2, keep: bool = False, profile_dir: Path | None = None
+    seconds: int = 10,
+    warmup: int = 2,
+    keep: bool = False,
+    profile_dir: Path | None = None,
+    hit_processes: int = 0,
 ) -> dict[str, Any]:
     from sidecar.tracking import GIF
 
@@ -341,7 +345,7 @@ def run(
     }
     with workdir("http", keep=keep) as d, Processes() as procs:
         port = free_port()
-        cfg = sidecar_config(d, port)
+        cfg = sidecar_config(d, port, sidecar_keys=f"hit_processes = {hit_processes}\n")
         db = d / "outpost.db"
         ids = seed_store(db)
         paths = tokens(d / "tracking.secrets", ids)
@@ -361,7 +365,7 @@ def run(
         status, headers, _ = _get(base + paths["c"][0])
         if status != 302:
             raise RuntimeError(f"sidecar /c/ answered {status}, not a 302")
-        nginx_port = start_nginx(procs, d, GIF)
+        nginx_port = start_nginx(procs, d, GIF, workers=max(1, hit_processes))
         nbase = f"http://{LOOPBACK}:{nginx_port}"
         status, _, body = _get(nbase + paths["o"][0])
         if status != 200 or body != GIF:

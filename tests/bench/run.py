@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="sink,postfix,outpost-plain,outpost-full,outpost-plain-np,outpost-full-np",
     )
     p.add_argument("--http-seconds", type=int, help="wrk duration (10; quick 3)")
+    p.add_argument(
+        "--hit-processes",
+        type=int,
+        default=0,
+        help="sidecar.hit_processes for the http section (0); nginx gets as many workers (min 1)",
+    )
     p.add_argument("--scale-deliveries", type=int, help="store size (1000000; quick 50000)")
     p.add_argument("--scale-requests", type=int, help="requests per query (1000; quick 200)")
     p.add_argument("--rebuild-store", action="store_true", help="build the scale store anew")
@@ -158,7 +164,14 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "http":
                 from tests.bench import http
 
-                data.update(http.run(args.http_seconds, keep=args.keep, profile_dir=profile_dir))
+                data.update(
+                    http.run(
+                        args.http_seconds,
+                        keep=args.keep,
+                        profile_dir=profile_dir,
+                        hit_processes=args.hit_processes,
+                    )
+                )
             elif name == "outbound":
                 from tests.bench import outbound
 
