@@ -24,7 +24,10 @@ log = logging.getLogger("outpost.sidecar")
 
 
 async def listen(
-    config: Config, runner: web.AppRunner, config_path: str | None, failed: Callable[[], None]
+    config: Config,
+    runner: web.AppRunner,
+    config_path: str | None = None,
+    failed: Callable[[], None] | None = None,
 ) -> tuple[Callable[[], Awaitable[None]], int]:
     """Listen on sidecar.listen: tracking hits on the fast path (sidecar.hits) in front of the
     app, or the app alone (sidecar.fast_hits = false), or the hit processes in front of this
@@ -34,7 +37,11 @@ async def listen(
     if config.sidecar.hit_processes > 0:
         assert runner.server is not None
         workers = HitProcesses(
-            config, config_path, lambda: runner.app[TRACKER], runner.server, failed
+            config,
+            config_path,
+            lambda: runner.app[TRACKER],
+            runner.server,
+            failed or (lambda: None),
         )
         await workers.start()
         return workers.stop, port

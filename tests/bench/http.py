@@ -4,8 +4,8 @@ The sidecar serves a store seeded with delivered messages (10 recorded links eac
 through valid tokens of distinct deliveries (a Lua script), and after each run the harness waits
 until every counted hit is an event committed in the store (the sidecar records off the request
 path, in batches, durably). nginx serves the same 43-byte GIF for any /o/ path and a 302 for /c/,
-with one worker process (the sidecar is one process too), access log off, keep-alive unlimited:
-the ceiling. Both get the same wrk command: ``wrk -t1 -c64 -d10s --latency -s paths.lua``.
+with as many worker processes as the sidecar has hit processes (at least one), access log off,
+keep-alive unlimited: the ceiling. Both get the same wrk command: ``wrk -t1 -c64 -d10s --latency -s paths.lua``.
 """
 
 from __future__ import annotations
@@ -339,7 +339,8 @@ def run(
         "deliveries": DELIVERIES,
         "method": (
             "valid tokens of distinct delivered deliveries, cycled by a wrk Lua script; events "
-            "counted in the store after each run; nginx: 1 worker, same GIF / a 302; "
+            "counted in the store after each run; nginx: as many workers as the sidecar has hit "
+            "processes (at least 1), same GIF / a 302; "
             "'aiohttp bare': a minimal aiohttp + uvloop app with the same answers (reference)"
         ),
     }
@@ -409,7 +410,10 @@ def run(
             log(f"http: {name}: {r['rps']} req/s p50 {r.get('p50_ms')} ms p99 {r.get('p99_ms')} ms")
         with contextlib.suppress(Exception):
             out["sidecar_rss_peak_mb"] = _hwm(sidecar.pid)
+            kids = Path(f"/proc/{sidecar.pid}/task/{sidecar.pid}/children").read_text().split()
+            out["hit_processes_rss_peak_mb"] = [_hwm(int(k)) for k in kids]
     out["results"] = results
+    out["hit_processes"], out["nginx_workers"] = hit_processes, max(1, hit_processes)
     out["ratios"] = {
         "/o/ sidecar/nginx": ratio(results["sidecar /o/"]["rps"], results["nginx /o/"]["rps"]),
         "/c/ sidecar/nginx": ratio(results["sidecar /c/"]["rps"], results["nginx /c/"]["rps"]),

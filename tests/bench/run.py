@@ -69,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--hit-processes",
         type=int,
-        default=0,
-        help="sidecar.hit_processes for the http section (0); nginx gets as many workers (min 1)",
+        default=1,
+        help="sidecar.hit_processes for the http section (1); nginx gets as many workers (min 1)",
     )
     p.add_argument("--scale-deliveries", type=int, help="store size (1000000; quick 50000)")
     p.add_argument("--scale-requests", type=int, help="requests per query (1000; quick 200)")
@@ -284,15 +284,32 @@ def targets(res: dict[str, Any]) -> list[dict[str, Any]]:
                 None if peak is None else peak < 200,
             )
         )
-    http = res.get("http", {}).get("results", {})
-    s, n = http.get("sidecar /o/", {}).get("rps"), http.get("nginx /o/", {}).get("rps")
-    out.append(
-        _target(
-            "sidecar pixel req/s >= 1/2 nginx",
-            f"{_n(s)} vs {_n(n)} req/s ({_x(s, n)})",
-            None if s is None or n is None else s >= n / 2,
-        )
+    section = res.get("http", {})
+    http = section.get("results", {})
+    layout = (
+        f"sidecar.hit_processes = {section.get('hit_processes', 0)}, "
+        f"nginx {section.get('nginx_workers', 1)} worker(s)"
     )
+    for path in ("o", "c"):
+        s, n = (
+            http.get(f"sidecar /{path}/", {}).get("rps"),
+            http.get(f"nginx /{path}/", {}).get("rps"),
+        )
+        p99 = http.get(f"sidecar /{path}/", {}).get("p99_ms")
+        out.append(
+            _target(
+                f"sidecar /{path}/ req/s >= 1/2 nginx ({layout})",
+                f"{_n(s)} vs {_n(n)} req/s ({_x(s, n)})",
+                None if s is None or n is None else s >= n / 2,
+            )
+        )
+        out.append(
+            _target(
+                f"sidecar /{path}/ p99 < 10 ms",
+                f"{p99} ms",
+                None if p99 is None else p99 < 10,
+            )
+        )
     scale = res.get("scale", {})
     q = scale.get("queries", {})
     small = _small(scale)
