@@ -291,8 +291,12 @@ class HitProtocol(asyncio.Protocol):
             else:
                 self._queue(Answer(200, PIXEL_HEADERS, GIF), head_only, close=not keep)
         else:
-            task = asyncio.ensure_future(tracker.click_answer(token, not head_only, client))
-            self._queue(task, head_only, close=not keep)
+            now = tracker.click_now(token, not head_only, client)
+            if isinstance(now, Answer):
+                self._queue(now, head_only, close=not keep)
+            else:
+                lookup = tracker.click_lookup(now, not head_only, client)
+                self._queue(asyncio.ensure_future(lookup), head_only, close=not keep)
         self._arm()
 
     def _path(self) -> bytes:
@@ -303,8 +307,18 @@ class HitProtocol(asyncio.Protocol):
 
     # --- answering, in request order
 
+    def _wire(self, a: Answer, head_only: bool, close: bool) -> bytes:
+        data = head(a.status, a.headers, len(a.body), self._server.dates.now(), close)
+        return data if head_only else data + a.body
+
     def _queue(self, answer: Answer | asyncio.Future[Answer], head_only: bool, close: bool) -> None:
         """An answer (or one being looked up) in its place in the request order."""
+        if isinstance(answer, Answer) and not self._answers and self._transport is not None:
+            self._transport.write(self._wire(answer, head_only, close))  # nothing before it
+            if close:
+                self._closing = True
+                self._transport.close()
+            return
         loop = asyncio.get_running_loop()
         wire: asyncio.Future[tuple[bytes, bool]] = loop.create_future()
 
@@ -316,8 +330,7 @@ class HitProtocol(asyncio.Protocol):
                 close_now = True
             else:
                 a, close_now = f.result(), close
-            data = head(a.status, a.headers, len(a.body), self._server.dates.now(), close_now)
-            wire.set_result((data if head_only else data + a.body, close_now))
+            wire.set_result((self._wire(a, head_only, close_now), close_now))
             if close_now:
                 self._closing = True
             self._flush()

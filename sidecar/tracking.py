@@ -466,6 +466,12 @@ class Tracker:
 
     async def click_answer(self, token: str, counted: bool, client: Client) -> Answer:
         """/c/{token}: 302 to the URL the relay saw, or 404; ``counted`` (GET) queues a click."""
+        now = self.click_now(token, counted, client)
+        return now if isinstance(now, Answer) else await self.click_lookup(now, counted, client)
+
+    def click_now(self, token: str, counted: bool, client: Client) -> Answer | Claims:
+        """The click's answer when the caches have what it needs (the everyday case: no task,
+        no await), else its claims for click_lookup."""
         claims = self.signer.read(token, TokenKind.CLICK)
         if claims is None:
             return _broken()
@@ -473,12 +479,25 @@ class Tracker:
             if counted:
                 self._hit("click", client, claims)
             return Answer(200, _HTML_HEADERS)
+        target = self._targets.get(claims.delivery_id)
+        links = None if target is None else self._links.get(target.message_pk)
+        if target is None or links is None:
+            return claims
+        return self._clicked(claims, counted, client, target, links.get(claims.link))
+
+    async def click_lookup(self, claims: Claims, counted: bool, client: Client) -> Answer:
+        """click_now's answer after reading the delivery and its links from the store."""
         try:
             target = await self.target(claims.delivery_id)
             url = None if target is None else await self.url(target.message_pk, claims.link)
         except Exception:
             log.exception("click lookup failed delivery=%d", claims.delivery_id)
             return Answer(503, {"Retry-After": "1", **_TEXT}, b"try again\n")
+        return self._clicked(claims, counted, client, target, url)
+
+    def _clicked(
+        self, claims: Claims, counted: bool, client: Client, target: Target | None, url: str | None
+    ) -> Answer:
         if url is None:  # a message of ours still named: offer the sender's site
             return _broken(self._fallback_url if target is not None else "")
         if counted:
