@@ -5,7 +5,8 @@ through valid tokens of distinct deliveries (a Lua script), and after each run t
 until every counted hit is an event committed in the store (the sidecar records off the request
 path, in batches, durably). nginx serves the same 43-byte GIF for any /o/ path and a 302 for /c/,
 with as many worker processes as the sidecar has hit processes (at least one), access log off,
-keep-alive unlimited: the ceiling. Both get the same wrk command: ``wrk -t1 -c64 -d10s --latency -s paths.lua``.
+keep-alive unlimited: the ceiling. Both get the same wrk command:
+``wrk -t1 -c64 -d10s --latency -s paths.lua``.
 """
 
 from __future__ import annotations

@@ -528,7 +528,9 @@ def render(res: dict[str, Any]) -> str:
             "",
             f"**HTTP** ({http.get('date', '')[:16]}): `{http.get('wrk')}`, valid "
             f"tokens of {http.get('deliveries')} delivered deliveries; every counted hit "
-            "checked as an event committed in the store.",
+            "checked as an event committed in the store; "
+            f"sidecar.hit_processes = {http.get('hit_processes', 0)} (one more process, the "
+            f"main one, classifies and writes), nginx {http.get('nginx_workers', 1)} worker(s).",
         ]
         if http.get("error"):
             parts.append(f"\nHTTP section failed: {http['error']}")
