@@ -9,7 +9,8 @@ the same Tracker logic as the aiohttp handlers (sidecar.tracking), prebuilt answ
 
 Which server answers is decided per connection by its first request. A connection whose first
 request is anything but a tracking GET/HEAD without a body is handed, with every byte received,
-to aiohttp's protocol and stays there. On a connection that began with tracking hits, a later
+to aiohttp's protocol and stays there (from a hit process: to the main process's, see
+sidecar.hitworkers). On a connection that began with tracking hits, a later
 request of another kind is answered ``307`` to the same URL with ``Connection: close``: the
 client repeats it (307 keeps the method and body) on a new connection, which aiohttp serves.
 Answers leave in request order (pipelining); a request head larger than ``MAX_HEAD`` is a 431,
