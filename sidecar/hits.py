@@ -287,9 +287,7 @@ class HitProtocol(asyncio.Protocol):
         token = path[3:].partition("/")[0]
         if path.startswith("/o/"):
             tracker.open_hit(token, not head_only, client)
-            if keep and not head_only and not self._answers and self._transport is not None:
-                self._transport.write(self._server.pixel())  # the everyday case: at once
-            else:
+            if not (keep and not head_only and self._send_now(self._server.pixel(), False)):
                 self._queue(Answer(200, PIXEL_HEADERS, GIF), head_only, close=not keep)
         else:
             now = tracker.click_now(token, not head_only, client)
@@ -312,13 +310,21 @@ class HitProtocol(asyncio.Protocol):
         data = head(a.status, a.headers, len(a.body), self._server.dates.now(), close)
         return data if head_only else data + a.body
 
+    def _send_now(self, data: bytes, close: bool) -> bool:
+        """Write an answer at once when no answer is waiting before it (the everyday case)."""
+        if self._answers or self._transport is None:
+            return False
+        self._transport.write(data)
+        if close:
+            self._closing = True
+            self._transport.close()
+        return True
+
     def _queue(self, answer: Answer | asyncio.Future[Answer], head_only: bool, close: bool) -> None:
         """An answer (or one being looked up) in its place in the request order."""
-        if isinstance(answer, Answer) and not self._answers and self._transport is not None:
-            self._transport.write(self._wire(answer, head_only, close))  # nothing before it
-            if close:
-                self._closing = True
-                self._transport.close()
+        if isinstance(answer, Answer) and self._send_now(
+            self._wire(answer, head_only, close), close
+        ):
             return
         loop = asyncio.get_running_loop()
         wire: asyncio.Future[tuple[bytes, bool]] = loop.create_future()

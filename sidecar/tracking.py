@@ -232,7 +232,8 @@ class Tracker:
     ) -> None:
         # forward: a hit process's Tracker answers and hands each hit over (sidecar.hitworkers);
         # None: this one classifies and records them
-        self._forward = forward
+        self._classifies = forward is None
+        self._take = forward or self.take
         # [privacy]: what of the IP and user agent is written (classification sees them whole)
         self._privacy = privacy or PrivacyConfig()
         self._fallback_url = fallback_url  # offered on a broken link's page ([tracking])
@@ -259,7 +260,7 @@ class Tracker:
     # --- lifecycle
 
     def start(self) -> None:
-        if self._forward is not None:
+        if not self._classifies:
             return  # nothing is classified or written here
         self.recorder.start()
         if self._task is None:
@@ -355,11 +356,7 @@ class Tracker:
     ) -> None:
         ua, ip = client
         link = claims.link if kind == "click" else None
-        p = Pending(kind, claims.delivery_id, self._clock(), ua, ip, link, url, target)
-        if self._forward is not None:
-            self._forward(p)
-        else:
-            self.take(p)
+        self._take(Pending(kind, claims.delivery_id, self._clock(), ua, ip, link, url, target))
 
     def take(self, p: Pending) -> None:
         """A hit into the classifier: queued, and noted in its delivery's memory (the hits of
