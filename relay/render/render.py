@@ -24,7 +24,7 @@ from relay.config import BouncesConfig, Config, ConfigError, FeedbackConfig, Tra
 from relay.render import headers, mime
 from relay.render.dkim import Algorithm, DkimError, DkimSigner, load_key
 from relay.render.feedback import feedback_id
-from relay.render.rewrite import extract_links, rewrite_html
+from relay.render.rewrite import rewrite_html
 from relay.render.textlinks import extract_text_links, rewrite_text
 from relay.render.tokens import HONEYPOT_LINK, Claims, TokenKind, TokenSigner, load_secrets
 from relay.store import Lease
@@ -141,16 +141,12 @@ class Renderer:
         def transform(html: str) -> str:
             if not track.clicks:
                 return rewrite_html(html, click_url=None, pixel_url=pixel).html
-            part_links = extract_links(html)
-            for url in part_links:
-                index.setdefault(url, len(index))
             return rewrite_html(
                 html,
-                click_url=lambda i: self._url(
-                    "c", TokenKind.CLICK, delivery_id, index[part_links[i]]
-                ),
+                click_url=lambda i: self._url("c", TokenKind.CLICK, delivery_id, i),
                 pixel_url=pixel,
                 trap_url=trap,
+                links=index,
             ).html
 
         def transform_text(text: str) -> str:

@@ -142,13 +142,36 @@ def _is_tracked_scheme(url: str) -> bool:
     return head.startswith("http://") or head == "https://"
 
 
+# A run of what the scanner passes over without a decision, matched in C: text, a '<' that
+# starts no tag, and whole start or end tags without quotes (for those the tag ends at the first
+# '>', as _TAG would find) whose name is none the scanner acts on. The names are matched without
+# regard to case in the Unicode sense, a superset of the ASCII lowercasing the scanner applies:
+# at worst a tag is handed to the slow path that needn't be, never the other way round.
+_ACTED_ON = "|".join((*sorted(_LINK_TAGS), *_RAW_TEXT, "plaintext", r"v:[^\t\n\f\r />]*"))
+_PLAIN = re.compile(
+    rf"""(?:
+        [^<]++
+      | <(?![A-Za-z/!?])
+      | <(?!(?i:{_ACTED_ON}|/body)[\t\n\f\r />])/?[A-Za-z][^>"']*+>
+    )*+""",
+    re.VERBOSE,
+)
+
+
 class _Scanner:
     """One pass over a document: collects link targets and, when asked, the edits to make."""
 
-    def __init__(self, text: str, click_url: Callable[[int], str] | None) -> None:
+    def __init__(
+        self,
+        text: str,
+        click_url: Callable[[int], str] | None,
+        links: dict[str, int] | None = None,
+        skip: re.Pattern[str] | None = _PLAIN,
+    ) -> None:
         self.text = text
         self.click_url = click_url
-        self.links: dict[str, int] = {}
+        self.links: dict[str, int] = {} if links is None else links
+        self.skip = skip
         self.urls: dict[int, str] = {}  # link index -> click URL (asked once per link)
         self.replacements: dict[tuple[int, str], str] = {}  # (index, quoting) -> value to write
         self.edits: list[tuple[int, int, str]] = []
@@ -157,7 +180,10 @@ class _Scanner:
     def scan(self, pos: int, end: int, conditional: bool) -> None:
         text = self.text
         find = text.find
+        skip = self.skip
         while True:
+            if skip is not None:
+                pos = skip.match(text, pos, end).end()  # type: ignore[union-attr]
             lt = find("<", pos, end)
             if lt < 0 or lt + 1 >= end:
                 return
@@ -272,8 +298,14 @@ class _Scanner:
         self.edits.append((start, stop, ""))
 
 
-def _scan(html: str, click_url: Callable[[int], str] | None) -> _Scanner:
-    scanner = _Scanner(html, click_url)
+def _scan(
+    html: str,
+    click_url: Callable[[int], str] | None,
+    links: dict[str, int] | None = None,
+    fast: bool = True,
+) -> _Scanner:
+    """``fast=False`` visits every tag in Python: the reference the fast path is tested against."""
+    scanner = _Scanner(html, click_url, links, _PLAIN if fast else None)
     scanner.scan(0, len(html), False)
     return scanner
 
@@ -284,13 +316,16 @@ def rewrite_html(
     click_url: Callable[[int], str] | None,
     pixel_url: str | None,
     trap_url: str | None = None,
+    links: dict[str, int] | None = None,
 ) -> Rewritten:
     """Point every tracked link at ``click_url(index)`` and add the pixel before ``</body>``.
 
     With ``click_url=None`` links are listed but not changed; with ``pixel_url=None`` no pixel.
     ``trap_url`` adds a hidden honeypot link beside the pixel (scanner detection).
+    ``links`` carries a numbering on from earlier parts of the same message (URL -> index, new
+    URLs appended): indices, and the returned links, are then the message's.
     """
-    scanner = _scan(html, click_url)
+    scanner = _scan(html, click_url, links)
     links = tuple(scanner.links)
     edits = scanner.edits
     if pixel_url is not None or trap_url is not None:

@@ -12,6 +12,7 @@ import pytest
 from relay.render.rewrite import (
     PIXEL_TEMPLATE,
     Rewritten,
+    _scan,
     extract_links,
     rewrite_html,
     unescape_attribute,
@@ -604,6 +605,23 @@ FUZZ_FRAGMENTS = [
     "href=",
     "<a ",
     "</a>",
+    # what the fast path passes over, and what it must not
+    "<p>",
+    "</p>",
+    "<P class=x>",
+    "<p title='a>b'>",
+    '<p data-x="<a href=http://q.example>">',
+    "<p x=<a href=http://r.example>",
+    "<a<b href=http://s.example>",
+    "<\u017fcript>",
+    "<\u212aBD>",
+    "<SCRIPT >",
+    "<Plaintext>",
+    "<v:oval href=http://w.example/>",
+    "<div/>",
+    "<br/ >",
+    "< p>",
+    "<3",
 ]
 
 
@@ -627,6 +645,37 @@ def _fuzz_inputs(count: int) -> list[str]:
                 parts.append(rng.choice(FUZZ_FRAGMENTS))
         inputs.append("".join(parts))
     return inputs
+
+
+def test_fast_path_finds_what_visiting_every_tag_finds() -> None:
+    """The C-matched skip over plain tags changes nothing the tokenizer decides: the same links,
+    edits and </body> as when every tag is visited in Python."""
+    for source in _fuzz_inputs(3000):
+        fast = _scan(source, click, fast=True)
+        slow = _scan(source, click, fast=False)
+        assert (fast.links, fast.edits, fast.body_close) == (
+            slow.links,
+            slow.edits,
+            slow.body_close,
+        ), source
+
+
+def test_links_numbered_across_parts() -> None:
+    """A numbering handed in goes on from earlier parts: a URL seen before keeps its index."""
+    numbering: dict[str, int] = {}
+    first = rewrite_html(
+        '<a href="http://a.example">', click_url=click, pixel_url=None, links=numbering
+    )
+    second = rewrite_html(
+        '<a href="http://b.example"><a href="http://a.example">',
+        click_url=click,
+        pixel_url=None,
+        links=numbering,
+    )
+    assert first.html == '<a href="https://t.test/c/0">'
+    assert second.html == '<a href="https://t.test/c/1"><a href="https://t.test/c/0">'
+    assert second.links == ("http://a.example", "http://b.example")
+    assert numbering == {"http://a.example": 0, "http://b.example": 1}
 
 
 def test_fuzz() -> None:
