@@ -31,6 +31,8 @@ from aiosmtplib.protocol import (
     normalize_message_line_endings,
 )
 
+from relay.receive.policy import has_bare_newline
+
 Reply = tuple[int, str]
 
 
@@ -45,8 +47,20 @@ def command(verb: bytes, address: str, options: list[str], encoding: str) -> byt
 
 
 def data_block(message: bytes) -> bytes:
-    """The message as sent after 354: CRLF line ends, leading dots doubled, the final dot."""
-    return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+    """The message as sent after 354: CRLF line ends, leading dots doubled, the final dot.
+
+    The bytes are aiosmtplib's (a test holds them to its functions). What we send was normalised
+    when it was accepted, so a count finds every line end already CRLF and dots are doubled
+    with one replace; only a message that isn't goes through aiosmtplib's regular expressions.
+    """
+    if has_bare_newline(message):
+        return PERIOD_REGEX.sub(b"..", normalize_message_line_endings(message)) + b".\r\n"
+    if not message.endswith(b"\r\n"):
+        message += b"\r\n"
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return stuffed + b".\r\n"
 
 
 class Pipeline(asyncio.Protocol):
