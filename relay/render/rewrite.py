@@ -326,7 +326,7 @@ def rewrite_html(
     URLs appended): indices, and the returned links, are then the message's.
     """
     scanner = _scan(html, click_url, links)
-    links = tuple(scanner.links)
+    found = tuple(scanner.links)
     edits = scanner.edits
     if pixel_url is not None or trap_url is not None:
         # before the last </body>; without one, at the end but before the trailing line breaks
@@ -340,7 +340,7 @@ def rewrite_html(
         # Edits sit inside tags, the pixel at a '<' or the end: sorting keeps them apart.
         edits = sorted([*edits, (at, at, pixel)], key=lambda edit: edit[0])
     if not edits:
-        return Rewritten(html, links)
+        return Rewritten(html, found)
     pieces: list[str] = []
     last = 0
     for start, stop, replacement in edits:
@@ -348,7 +348,7 @@ def rewrite_html(
         pieces.append(replacement)
         last = stop
     pieces.append(html[last:])
-    return Rewritten("".join(pieces), links)
+    return Rewritten("".join(pieces), found)
 
 
 def extract_links(html: str) -> tuple[str, ...]:
