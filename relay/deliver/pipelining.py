@@ -7,8 +7,10 @@ offers PIPELINING the transport is handed to this protocol, which writes MAIL, e
 DATA at once and queues every reply it parses. A message then costs two round trips instead of
 two plus one per recipient plus one, in the next hop and in our event loop.
 
-Bytes on the wire are aiosmtplib's: the same address quoting, line-ending normalisation and dot
-stuffing (its own functions), so a pipelined copy is byte for byte the copy it would send.
+Bytes on the wire are aiosmtplib's: the same address quoting (its own function), line-ending
+normalisation and dot stuffing (its functions where a bare CR or LF needs them, a cheaper way
+held to the same bytes by a test otherwise), so a pipelined copy is byte for byte the copy it
+would send.
 """
 
 from __future__ import annotations

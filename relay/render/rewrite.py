@@ -165,8 +165,8 @@ class _Scanner:
         self,
         text: str,
         click_url: Callable[[int], str] | None,
-        links: dict[str, int] | None = None,
-        skip: re.Pattern[str] | None = _PLAIN,
+        links: dict[str, int] | None,
+        skip: re.Pattern[str] | None,
     ) -> None:
         self.text = text
         self.click_url = click_url
@@ -183,6 +183,7 @@ class _Scanner:
         skip = self.skip
         while True:
             if skip is not None:
+                # the pattern matches the empty string too, so there is always a match
                 pos = skip.match(text, pos, end).end()  # type: ignore[union-attr]
             lt = find("<", pos, end)
             if lt < 0 or lt + 1 >= end:
