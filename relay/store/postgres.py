@@ -102,6 +102,9 @@ class PostgresStore:
         self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
             self._write_results, item_fault=_item_fault
         )
+        self._links: GroupCommit[tuple[int, Sequence[str]], None] = GroupCommit(
+            self._write_links, item_fault=_item_fault
+        )
 
     # --- lifecycle
 
@@ -140,6 +143,7 @@ class PostgresStore:
         await self._accepts.drain()
         await self._events.drain()
         await self._results.drain()
+        await self._links.drain()
         await self._pool.close()
 
     async def __aenter__(self) -> PostgresStore:
@@ -612,19 +616,27 @@ class PostgresStore:
         return {r[0]: int(r[1]) for r in rows}
 
     async def record_links(self, message_pk: int, urls: Sequence[str]) -> None:
-        """Remember the link targets of a message (the only URLs a click may redirect to)."""
-        if not urls:
-            return
+        """Remember the link targets of a message (the only URLs a click may redirect to);
+        durable on return. Group-committed, as in the SQLite store: one commit for the links
+        of every delivery worker about to send."""
+        if urls:
+            await self._links.submit((message_pk, urls))
+
+    async def _write_links(self, batch: list[tuple[int, Sequence[str]]]) -> list[None]:
+        rows = [(pk, i, u) for pk, urls in batch for i, u in enumerate(urls)]
 
         async def work(conn: Conn) -> None:
             await conn.execute(
-                "INSERT INTO links (message_id, idx, url) SELECT $1, i - 1, u"
-                " FROM unnest($2::text[]) WITH ORDINALITY AS t (u, i) ON CONFLICT DO NOTHING",
-                message_pk,
-                _texts(urls),
+                "INSERT INTO links (message_id, idx, url)"
+                " SELECT * FROM unnest($1::bigint[], $2::int[], $3::text[])"
+                " ON CONFLICT DO NOTHING",
+                [r[0] for r in rows],
+                [r[1] for r in rows],
+                _texts([r[2] for r in rows]),
             )
 
         await self._transaction(work)
+        return [None] * len(batch)
 
     # --- events and suppression
 

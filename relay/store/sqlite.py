@@ -78,6 +78,9 @@ class SqliteStore:
         self._results: GroupCommit[tuple[Sequence[Outcome], float], None] = GroupCommit(
             self._write_results, item_fault=_item_fault
         )
+        self._links: GroupCommit[tuple[int, Sequence[str]], None] = GroupCommit(
+            self._write_links, item_fault=_item_fault
+        )
 
     # --- lifecycle
 
@@ -112,6 +115,7 @@ class SqliteStore:
         await self._accepts.drain()
         await self._events.drain()
         await self._results.drain()
+        await self._links.drain()
         await self._checkpointer.close()
         await self._purger.close()
         await self._ro.close()
@@ -594,15 +598,21 @@ class SqliteStore:
             return {row[0]: int(row[1]) for row in await cur.fetchall()}
 
     async def record_links(self, message_pk: int, urls: Sequence[str]) -> None:
-        """Remember the link targets of a message (the only URLs a click may redirect to)."""
+        """Remember the link targets of a message (the only URLs a click may redirect to);
+        durable on return. Group-committed: every delivery worker records its message's
+        links just before sending, and one fsync each would queue them all behind the lock."""
+        if urls:
+            await self._links.submit((message_pk, urls))
 
+    async def _write_links(self, batch: list[tuple[int, Sequence[str]]]) -> list[None]:
         async def work(db: aiosqlite.Connection) -> None:
             await db.executemany(
                 "INSERT OR IGNORE INTO links (message_id, idx, url) VALUES (?, ?, ?)",
-                [(message_pk, i, u) for i, u in enumerate(urls)],
+                [(pk, i, u) for pk, urls in batch for i, u in enumerate(urls)],
             )
 
         await self._transaction(work)
+        return [None] * len(batch)
 
     # --- events and suppression
 

@@ -507,3 +507,39 @@ async def test_a_bad_row_fails_alone_in_its_group_commit(
     async with await open_store(config.store) as store:  # what was acknowledged is kept
         held = {d["recipient"] for d in await store.list_deliveries(state="queued")}
     assert held == {"taken@example.org"} | {f"good{i}@example.org" for i in range(9)}
+
+
+async def test_links_of_concurrent_deliveries_commit_together_and_a_bad_one_alone(
+    tmp_path: Path, store_backend: str
+) -> None:
+    """Delivery workers record their message's links just before sending, all at once: the
+    links are group-committed. One of them names a message that isn't stored (a foreign key):
+    that caller alone gets the error; the others' links are durable, each with its own
+    numbering, as the click handler reads them back."""
+    config = make_config(tmp_path)
+    async with await open_store(config.store) as store:
+        pks = []
+        for i in range(6):
+            pks.append(
+                await store.queue_message(
+                    NewMessage(
+                        queue_id=f"LINKS{i}",
+                        received_at=1_800_000_000.0,
+                        mail_from="app@example.com",
+                        client_addr="127.0.0.1",
+                        raw=b"Subject: x\r\n\r\nbody\r\n",
+                        recipients=(f"r{i}@example.org",),
+                    )
+                )
+            )
+        wanted = {pk: [f"https://example.com/{pk}/{n}" for n in range(3)] for pk in pks}
+        missing = max(pks) + 1000
+        calls = [store.record_links(pk, urls) for pk, urls in wanted.items()]
+        calls.insert(3, store.record_links(missing, ["https://example.com/nowhere"]))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [i for i, r in enumerate(results) if isinstance(r, BaseException)] == [3]
+        await store.record_links(pks[0], [])  # no links: nothing to write, no error
+    async with await open_store(config.store) as store:
+        for pk, urls in wanted.items():
+            assert await store.message_links(pk) == dict(enumerate(urls))
+        assert await store.message_links(missing) == {}
