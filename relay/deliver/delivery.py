@@ -103,6 +103,7 @@ class DeliveryService:
         self._idle: dict[str, list[Channel]] = {}
         self._inflight: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recording = 0  # results being written, their leases still in flight
         self._stopping = False
         self._leasing = False  # between a lease and its dispatch: neither due nor in flight
         self._raw: OrderedDict[int, bytes] = OrderedDict()
@@ -358,7 +359,8 @@ class DeliveryService:
             task.add_done_callback(self._worker_done)
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
-        """A worker that dies is a bug: say so at once (not when the task is collected)."""
+        """A worker (or a result's recording) that dies is a bug: say so at once (not when
+        the task is collected)."""
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("delivery worker crashed task=%s", task.get_name(), exc_info=task.exception())
@@ -460,9 +462,27 @@ class DeliveryService:
             r = Result(4, 451, "4.3.0", f"local error: {type(exc).__name__}", "")
             results = dict.fromkeys((g.delivery_id for g in group), r)
             passed_on = False
-        await self._record(group, results, dsn_passed_on=passed_on)
-        for g in group:
-            self._inflight.discard(g.delivery_id)
+        if all(r.cls == 2 for r in results.values()) and self._recording < self._config.batch_size:
+            # Delivered: nothing in the result changes what this connection does next, so the
+            # next message need not wait for the commit. The leases stay in flight (renewed,
+            # and waited for at stop) until it is written; past a batch of such writes
+            # pending, the workers wait for theirs again (the store is the slow part then).
+            task = asyncio.create_task(self._settle(group, results, passed_on), name="record")
+            self._tasks.add(task)
+            task.add_done_callback(self._worker_done)
+        else:  # a deferral or bounce may hold this destination back (shaping): learn it first
+            await self._settle(group, results, passed_on)
+
+    async def _settle(
+        self, group: list[Lease], results: dict[int, Result], dsn_passed_on: bool
+    ) -> None:
+        self._recording += 1
+        try:
+            await self._record(group, results, dsn_passed_on=dsn_passed_on)
+        finally:
+            self._recording -= 1
+            for g in group:
+                self._inflight.discard(g.delivery_id)
 
     async def _record(
         self, leases: list[Lease], results: dict[int, Result], *, dsn_passed_on: bool = False
