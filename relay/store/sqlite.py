@@ -11,7 +11,8 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
 from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome, pause_event
 from relay.store.sqlite_purge import Purger
+from relay.store.sqlite_thread import atomically, in_thread, run_to_end
 
 log = logging.getLogger("outpost.store")
 
@@ -127,7 +129,7 @@ class SqliteStore:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def _transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+    async def _transaction(self, work: Callable[[sqlite3.Connection], R]) -> R:
         """Run work in one write transaction that, once begun, always commits or rolls back.
 
         Shielded: a caller cancelled mid-way (shutdown) must not leave the connection inside
@@ -136,26 +138,19 @@ class SqliteStore:
         return await asyncio.shield(self._run_transaction(work))
 
     async def _run_transaction(
-        self, work: Callable[[aiosqlite.Connection], Awaitable[R]], fsync: bool = True
+        self, work: Callable[[sqlite3.Connection], R], fsync: bool = True
     ) -> R:
-        async with self._lock:
-            relaxed = self._durable and not fsync
-            if relaxed:  # WAL + NORMAL: survives a crash of the process, not of the machine
-                await self._db.execute("PRAGMA synchronous = NORMAL")
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = await work(self._db)
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-                await self._db.execute("COMMIT")
-                return result
-            finally:
-                if relaxed:
-                    await self._db.execute("PRAGMA synchronous = FULL")
+        """The whole transaction, BEGIN to COMMIT, is one job of the writer's thread.
 
-    async def _light_transaction(self, work: Callable[[aiosqlite.Connection], Awaitable[R]]) -> R:
+        Why: run statement by statement, each one a hop to aiosqlite's thread and back, a
+        transaction held the write lock across a dozen turns of a busy event loop, and an
+        accept waiting for its group commit waited for all of them (sqlite_purge.py measured
+        the same for its deletes). In the thread the lock is held for SQLite's own work.
+        """
+        async with self._lock:
+            return await in_thread(self._db, atomically, work, self._durable and not fsync)
+
+    async def _light_transaction(self, work: Callable[[sqlite3.Connection], R]) -> R:
         """A transaction without the fsync: for writes whose loss in a power cut only repeats
         work (an outbound cursor falling back re-sends, at least once). Shielded too."""
         return await asyncio.shield(self._run_transaction(work, fsync=False))
@@ -167,8 +162,8 @@ class SqliteStore:
         return await self._accepts.submit(msg)
 
     async def _write_messages(self, batch: list[NewMessage]) -> list[int]:
-        async def work(db: aiosqlite.Connection) -> list[int]:
-            await db.executemany(
+        def work(db: sqlite3.Connection) -> list[int]:
+            db.executemany(
                 "INSERT INTO messages (queue_id, received_at, mail_from, client_addr, helo,"
                 " auth_user, size, header_message_id, campaign, tags, track, smtputf8,"
                 " body_8bit, kind, raw, dsn_ret, dsn_envid, stream, list_id, subject, app)"
@@ -231,14 +226,14 @@ class SqliteStore:
                             m.roles.get(rcpt.lower(), ""),
                         )
                     )
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO deliveries (message_id, recipient, domain, state, next_attempt_at,"
                 " updated_at, last_text, dsn_notify, dsn_orcpt, role) VALUES"
                 " ((SELECT id FROM messages WHERE queue_id = ?), ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # processed for every recipient; dropped, with its reason, for the dropped ones
-            await db.executemany(
+            db.executemany(
                 "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign,"
                 " details) SELECT m.received_at, 'processed', m.id, d.id, d.recipient, m.campaign,"
                 " '{}' FROM deliveries d JOIN messages m ON m.id = d.message_id"
@@ -247,18 +242,20 @@ class SqliteStore:
             )
             for m in batch:
                 if m.dropped:
-                    await _insert_dropped(db, m)  # counted by _insert_events
+                    _insert_dropped(db, m)  # counted by _insert_events
             counts = Rollup()
             for m in batch:
                 counts.add(m.campaign, m.received_at, "processed", "", len(m.recipients))
                 counts.add(m.campaign, m.received_at, "processed", "", len(m.dropped))
-            await _write_counts(db, counts)
+            _write_counts(db, counts)
             marks = ",".join("?" * len(batch))
-            async with db.execute(
-                f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
-                [m.queue_id for m in batch],
+            with closing(
+                db.execute(
+                    f"SELECT queue_id, id FROM messages WHERE queue_id IN ({marks})",
+                    [m.queue_id for m in batch],
+                )
             ) as cur:
-                ids = {row[0]: int(row[1]) for row in await cur.fetchall()}
+                ids = {row[0]: int(row[1]) for row in cur.fetchall()}
             return [ids[m.queue_id] for m in batch]
 
         return await self._transaction(work)
@@ -269,8 +266,8 @@ class SqliteStore:
         """At start, return to the queue the leases ``owner`` (this node) still holds, and those
         taken before leases named their holder: the process that took them is gone."""
 
-        async def work(db: aiosqlite.Connection) -> int:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
                 " WHERE state = 'leased' AND (lease_owner = ? OR lease_owner IS NULL)",
                 (owner,),
@@ -290,30 +287,30 @@ class SqliteStore:
         """Atomically move up to `limit` due deliveries to 'leased' by `owner` and return them;
         expired leases of another holder (dead or stalled) are due again first."""
 
-        async def work(db: aiosqlite.Connection) -> list[Lease]:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> list[Lease]:
+            cur = db.execute(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
                 " WHERE state = 'leased' AND lease_until <= ? AND lease_owner IS NOT ?",
                 (now, owner),
             )
             if cur.rowcount > 0:
                 log.warning("took over expired leases count=%d", cur.rowcount)
-            paused = {row[0] async for row in await db.execute("SELECT domain FROM paused_domains")}
+            paused = {row[0] for row in db.execute("SELECT domain FROM paused_domains")}
             if "*" in paused:
                 return []
             skip = sorted(paused | set(exclude_domains))
             marks = ",".join("?" * len(skip))
-            cur = await db.execute(
+            cur = db.execute(
                 "UPDATE deliveries SET state = 'leased', lease_until = ?, lease_owner = ?"
                 " WHERE id IN (SELECT id FROM deliveries WHERE state IN ('queued', 'deferred')"
                 f" AND next_attempt_at <= ? AND domain NOT IN ({marks})"
                 " ORDER BY next_attempt_at, id LIMIT ?) RETURNING id",
                 (lease_until, owner, now, *skip, limit),
             )
-            ids = [row[0] for row in await cur.fetchall()]
+            ids = [row[0] for row in cur.fetchall()]
             if not ids:
                 return []
-            cur = await db.execute(
+            cur = db.execute(
                 "SELECT d.id, m.id, m.queue_id, d.recipient, d.domain, d.attempts,"
                 " m.received_at, m.mail_from, m.campaign, m.track, m.smtputf8, m.body_8bit,"
                 " m.kind, m.dsn_ret, m.dsn_envid, d.dsn_notify, d.dsn_orcpt, m.stream, m.list_id,"
@@ -347,7 +344,7 @@ class SqliteStore:
                     float(r[20]),
                     app=r[21],
                 )
-                for r in await cur.fetchall()
+                for r in cur.fetchall()
             ]
 
         return await self._transaction(work)
@@ -367,13 +364,13 @@ class SqliteStore:
         if not ids:
             return []
 
-        async def work(db: aiosqlite.Connection) -> list[int]:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> list[int]:
+            cur = db.execute(
                 "UPDATE deliveries SET lease_until = ? WHERE state = 'leased' AND lease_owner = ?"
                 f" AND id IN ({','.join('?' * len(ids))}) RETURNING id",
                 (lease_until, owner, *ids),
             )
-            return sorted(int(r[0]) for r in await cur.fetchall())
+            return sorted(int(r[0]) for r in cur.fetchall())
 
         return await self._transaction(work)
 
@@ -393,9 +390,9 @@ class SqliteStore:
         await self._results.submit((outcomes, now))
 
     async def _write_results(self, batch: list[tuple[Sequence[Outcome], float]]) -> list[None]:
-        async def work(db: aiosqlite.Connection) -> None:
+        def work(db: sqlite3.Connection) -> None:
             for outcomes, now in batch:
-                await _write_outcomes(db, outcomes, now)
+                _write_outcomes(db, outcomes, now)
 
         await self._transaction(work)
         return [None] * len(batch)
@@ -407,8 +404,8 @@ class SqliteStore:
         if not ids:
             return
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL"
                 " WHERE id = ? AND state = 'leased' AND (? IS NULL OR lease_owner = ?)",
                 ids,
@@ -422,8 +419,8 @@ class SqliteStore:
         if not items:
             return
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "UPDATE deliveries SET state = 'queued', lease_until = NULL, lease_owner = NULL,"
                 " next_attempt_at = ?,"
                 " shaping_wait = shaping_wait + max(? - ?, 0), waiting_for = ?"
@@ -436,8 +433,8 @@ class SqliteStore:
     async def release_waiting(self, why_prefix: str, now: float) -> int:
         """Make deliveries we hold back for a reason starting so due now (a bucket sped up)."""
 
-        async def work(db: aiosqlite.Connection) -> int:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "UPDATE deliveries SET next_attempt_at = ? WHERE state = 'queued'"
                 " AND next_attempt_at > ? AND substr(waiting_for, 1, ?) = ?",
                 (now, now, len(why_prefix), why_prefix),
@@ -449,15 +446,15 @@ class SqliteStore:
     async def take_daily(self, key: str, day: str, limit: int, n: int) -> int:
         """Take up to n from a day's allowance of `limit` for `key`, atomically: how many."""
 
-        async def work(db: aiosqlite.Connection) -> int:
-            async with db.execute(
-                "SELECT count FROM daily_counts WHERE key = ? AND day = ?", (key, day)
+        def work(db: sqlite3.Connection) -> int:
+            with closing(
+                db.execute("SELECT count FROM daily_counts WHERE key = ? AND day = ?", (key, day))
             ) as cur:
-                row = await cur.fetchone()
+                row = cur.fetchone()
             used = int(row[0]) if row else 0
             granted = max(0, min(n, limit - used))
             if granted:
-                await db.execute(
+                db.execute(
                     "INSERT INTO daily_counts (key, day, count) VALUES (?, ?, ?) ON CONFLICT"
                     " (key, day) DO UPDATE SET count = count + excluded.count",
                     (key, day, granted),
@@ -479,8 +476,8 @@ class SqliteStore:
         if not states:
             return
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "INSERT INTO shaping_state (bucket, state, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (bucket) DO UPDATE SET state = excluded.state,"
                 " updated_at = excluded.updated_at",
@@ -500,8 +497,8 @@ class SqliteStore:
         """Stop sending mail of a domain or campaign, with a 'paused' event in the same
         transaction; False (and no event) when it was paused already."""
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "INSERT INTO sender_pauses (scope, value, reason, paused_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (scope, value) DO UPDATE SET reason = excluded.reason,"
                 " paused_at = excluded.paused_at, resumed_at = NULL"
@@ -510,7 +507,7 @@ class SqliteStore:
             )
             if cur.rowcount != 1:
                 return False
-            await _insert_events(db, [pause_event("paused", scope, value, reason, now)])
+            _insert_events(db, [pause_event("paused", scope, value, reason, now)])
             return True
 
         return await self._transaction(work)
@@ -519,16 +516,18 @@ class SqliteStore:
         """An operator's resume: True (and a 'resumed' event naming the pause's reason) when a
         pause in force was lifted."""
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            async with db.execute(
-                "UPDATE sender_pauses SET resumed_at = ? WHERE scope = ? AND value = ?"
-                " AND resumed_at IS NULL RETURNING reason",
-                (now, scope, value),
+        def work(db: sqlite3.Connection) -> bool:
+            with closing(
+                db.execute(
+                    "UPDATE sender_pauses SET resumed_at = ? WHERE scope = ? AND value = ?"
+                    " AND resumed_at IS NULL RETURNING reason",
+                    (now, scope, value),
+                )
             ) as cur:
-                row = await cur.fetchone()
+                row = cur.fetchone()
             if row is None:
                 return False
-            await _insert_events(db, [pause_event("resumed", scope, value, str(row[0]), now)])
+            _insert_events(db, [pause_event("resumed", scope, value, str(row[0]), now)])
             return True
 
         return await self._transaction(work)
@@ -605,8 +604,8 @@ class SqliteStore:
             await self._links.submit((message_pk, urls))
 
     async def _write_links(self, batch: list[tuple[int, Sequence[str]]]) -> list[None]:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.executemany(
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(
                 "INSERT OR IGNORE INTO links (message_id, idx, url) VALUES (?, ?, ?)",
                 [(pk, i, u) for pk, urls in batch for i, u in enumerate(urls)],
             )
@@ -621,8 +620,8 @@ class SqliteStore:
         await asyncio.gather(*(self._events.submit(e) for e in events))
 
     async def _write_events(self, batch: list[Event]) -> list[None]:
-        async def work(db: aiosqlite.Connection) -> None:
-            await _insert_events(db, batch)
+        def work(db: sqlite3.Connection) -> None:
+            _insert_events(db, batch)
 
         await self._transaction(work)
         return [None] * len(batch)
@@ -770,44 +769,46 @@ class SqliteStore:
         found = await self._naming(a)
         only, mine = found["messages"], found["deliveries"]
 
-        async def work(db: aiosqlite.Connection) -> dict[str, int]:
+        def work(db: sqlite3.Connection) -> dict[str, int]:
             done: dict[str, int] = {}
 
-            async def run(name: str, sql: str, keys: Sequence[Any], *extra: Any) -> None:
+            def run(name: str, sql: str, keys: Sequence[Any], *extra: Any) -> None:
                 """sql with one '({ids})' list, run per chunk of keys."""
                 for start in range(0, len(keys), 500):
                     chunk = list(keys[start : start + 500])
                     marks = ",".join("?" * len(chunk))
-                    cur = await db.execute(sql.format(ids=marks), [*chunk, *extra])
+                    cur = db.execute(sql.format(ids=marks), [*chunk, *extra])
                     done[name] = done.get(name, 0) + max(cur.rowcount, 0)
 
-            await run("events", "DELETE FROM events WHERE message_id IN ({ids})", only)
-            await run("events", "DELETE FROM events WHERE delivery_id IN ({ids})", mine)
-            await run("events", "DELETE FROM events WHERE id IN ({ids})", found["events"])
-            await run("messages", "DELETE FROM messages WHERE id IN ({ids})", only)  # + links
-            await run("deliveries", "DELETE FROM deliveries WHERE id IN ({ids})", mine)
+            run("events", "DELETE FROM events WHERE message_id IN ({ids})", only)
+            run("events", "DELETE FROM events WHERE delivery_id IN ({ids})", mine)
+            run("events", "DELETE FROM events WHERE id IN ({ids})", found["events"])
+            run("messages", "DELETE FROM messages WHERE id IN ({ids})", only)  # + links
+            run("deliveries", "DELETE FROM deliveries WHERE id IN ({ids})", mine)
             for table in ("unmatched_reports", "attempts"):
-                await run(table, f"DELETE FROM {table} WHERE id IN ({{ids}})", found[table])
+                run(table, f"DELETE FROM {table} WHERE id IN ({{ids}})", found[table])
             for table, where in (
                 ("links", "message_id = ? AND idx = ?"),
                 ("campaign_facets", "campaign = ? AND facet = ? AND value = ? AND kind = ?"),
             ):  # keyed tables (no rowid): one delete per key
                 if found[table]:
-                    await db.executemany(f"DELETE FROM {table} WHERE {where}", found[table])
+                    db.executemany(f"DELETE FROM {table} WHERE {where}", found[table])
                     done[table] = len(found[table])
-            await run("tracking_optouts", "DELETE FROM tracking_optouts WHERE target = ?", [a])
+            run("tracking_optouts", "DELETE FROM tracking_optouts WHERE target = ?", [a])
             # what other recipients' messages say of it (To:, Cc:, the body): a placeholder
             gone = set(only)
             redacted = [pk for pk in found["redact"] if pk not in gone]
             for start in range(0, len(redacted), 100):
                 chunk = redacted[start : start + 100]
-                async with db.execute(
-                    "SELECT id, raw, mail_from, subject, header_message_id FROM messages"
-                    f" WHERE id IN ({','.join('?' * len(chunk))})",
-                    chunk,
+                with closing(
+                    db.execute(
+                        "SELECT id, raw, mail_from, subject, header_message_id FROM messages"
+                        f" WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
                 ) as cur:
-                    rows = list(await cur.fetchall())
-                await db.executemany(
+                    rows = list(cur.fetchall())
+                db.executemany(
                     "UPDATE messages SET raw = ?, mail_from = ?, subject = ?,"
                     " header_message_id = ? WHERE id = ?",
                     [
@@ -823,7 +824,7 @@ class SqliteStore:
                 )
                 done["messages_redacted"] = done.get("messages_redacted", 0) + len(rows)
             # suppressions: kept, under the salted hash, without their detail
-            await run(
+            run(
                 "suppressions",
                 "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
                 " expires_at) SELECT ?, scope, app, reason, '', created_at, expires_at"
@@ -832,20 +833,20 @@ class SqliteStore:
                 [hashed],
                 a,
             )
-            await db.execute("DELETE FROM suppressions WHERE address = ?", (a,))
+            db.execute("DELETE FROM suppressions WHERE address = ?", (a,))
             return {k: v for k, v in done.items() if v}
 
         # the writer connection is shared: every statement outside _transaction takes its lock
         # (a PRAGMA run while another coroutine's transaction is open fails: "table is locked")
         async with self._lock:
-            await self._db.execute("PRAGMA secure_delete = ON")
+            await in_thread(self._db, run_to_end, "PRAGMA secure_delete = ON")
         try:
             removed = await self._transaction(work)
         finally:
             async with self._lock:
-                await self._db.execute("PRAGMA secure_delete = OFF")
+                await in_thread(self._db, run_to_end, "PRAGMA secure_delete = OFF")
         async with self._lock:
-            await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
+            await in_thread(self._db, run_to_end, "PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
         return removed
 
     async def _naming(self, a: str) -> dict[str, list[Any]]:
@@ -903,8 +904,8 @@ class SqliteStore:
         scope: str = "all",
         app: str = "",
     ) -> None:
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 # a temporary entry never replaces a permanent one
                 "INSERT INTO suppressions (address, scope, app, reason, detail, created_at,"
                 " expires_at) VALUES (?,?,?,?,?,?,?) ON CONFLICT (address, scope, app)"
@@ -919,8 +920,8 @@ class SqliteStore:
     # --- tracking opt-outs
 
     async def add_tracking_optout(self, target: str, now: float, detail: str = "") -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "INSERT INTO tracking_optouts (target, created_at, detail) VALUES (?,?,?)"
                 " ON CONFLICT (target) DO NOTHING",
                 (target.lower(), now, detail),
@@ -930,10 +931,8 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def remove_tracking_optout(self, target: str) -> bool:
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
-                "DELETE FROM tracking_optouts WHERE target = ?", (target.lower(),)
-            )
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute("DELETE FROM tracking_optouts WHERE target = ?", (target.lower(),))
             return cur.rowcount > 0
 
         return await self._transaction(work)
@@ -998,8 +997,8 @@ class SqliteStore:
             sql += " AND app = ?"
             params.append(app)
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(sql, params)
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(sql, params)
             return cur.rowcount > 0
 
         return await self._transaction(work)
@@ -1133,8 +1132,8 @@ class SqliteStore:
     ) -> None:
         """Keep a report that names no delivery of ours (kind: bounced | complaint)."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT INTO unmatched_reports (at, kind, recipient, details) VALUES (?,?,?,?)",
                 (at, kind, recipient.lower(), json.dumps(details, separators=(",", ":"))),
             )
@@ -1157,8 +1156,8 @@ class SqliteStore:
     async def forget_webhook(self, provider: str, event_id: str) -> None:
         """Undo remember_webhook when the events couldn't be stored (the provider retries)."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "DELETE FROM webhook_seen WHERE provider = ? AND event_id = ?", (provider, event_id)
             )
 
@@ -1167,8 +1166,8 @@ class SqliteStore:
     async def remember_webhook(self, provider: str, event_id: str, now: float) -> bool:
         """Record a provider event id; False when it was seen before (a replay)."""
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "INSERT OR IGNORE INTO webhook_seen (provider, event_id, seen_at) VALUES (?,?,?)",
                 (provider, event_id, now),
             )
@@ -1198,8 +1197,8 @@ class SqliteStore:
             args.append(domain.lower())
         clause = "".join(f" AND {w}" for w in where)
 
-        async def work(db: aiosqlite.Connection) -> int:
-            cur = await db.execute(sql + clause, args)
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(sql + clause, args)
             return cur.rowcount
 
         return await self._transaction(work)
@@ -1242,20 +1241,22 @@ class SqliteStore:
         """Stop delivering a message (postsuper -d): waiting deliveries become 'dropped' with an
         event, so history and stats stay whole. Deliveries in flight finish."""
 
-        async def work(db: aiosqlite.Connection) -> int:
-            async with db.execute(
-                "SELECT d.id, m.id, d.recipient, m.campaign FROM deliveries d"
-                " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ?"
-                " AND d.state IN ('queued', 'deferred', 'held')",
-                (queue_id,),
+        def work(db: sqlite3.Connection) -> int:
+            with closing(
+                db.execute(
+                    "SELECT d.id, m.id, d.recipient, m.campaign FROM deliveries d"
+                    " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ?"
+                    " AND d.state IN ('queued', 'deferred', 'held')",
+                    (queue_id,),
+                )
             ) as cur:
-                rows = list(await cur.fetchall())
-            await db.executemany(
+                rows = list(cur.fetchall())
+            db.executemany(
                 "UPDATE deliveries SET state = 'dropped', last_text = 'deleted by operator',"
                 " updated_at = ? WHERE id = ?",
                 [(now, r[0]) for r in rows],
             )
-            await _insert_events(
+            _insert_events(
                 db,
                 [
                     Event("dropped", now, r[1], r[0], r[2], r[3], {"reason": "deleted by operator"})
@@ -1269,8 +1270,8 @@ class SqliteStore:
     async def pause(self, now: float, domain: str | None = None) -> None:
         """Stop leasing deliveries for a domain, or for everything (domain None)."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT OR IGNORE INTO paused_domains (domain, paused_at) VALUES (?, ?)",
                 ((domain or "*").lower(), now),
             )
@@ -1278,8 +1279,8 @@ class SqliteStore:
         await self._transaction(work)
 
     async def resume(self, domain: str | None = None) -> int:
-        async def work(db: aiosqlite.Connection) -> int:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> int:
+            cur = db.execute(
                 "DELETE FROM paused_domains WHERE domain = ?", ((domain or "*").lower(),)
             )
             return cur.rowcount
@@ -1364,15 +1365,15 @@ class SqliteStore:
 
         Without the fsync: a power cut can only forget part of one window's count."""
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            async with db.execute(
-                "SELECT window_start, count FROM rate_windows WHERE key = ?", (key,)
+        def work(db: sqlite3.Connection) -> bool:
+            with closing(
+                db.execute("SELECT window_start, count FROM rate_windows WHERE key = ?", (key,))
             ) as cur:
-                row = await cur.fetchone()
+                row = cur.fetchone()
             used = int(row[1]) if row is not None and float(row[0]) == window_start else 0
             if used >= limit:
                 return False
-            await db.execute(
+            db.execute(
                 "INSERT INTO rate_windows (key, window_start, count) VALUES (?, ?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET window_start = excluded.window_start,"
                 " count = excluded.count",
@@ -1391,15 +1392,18 @@ class SqliteStore:
         body), status 0 while the first request is still being answered. An answer older than
         ``since`` is forgotten (the key may be used again)."""
 
-        async def work(db: aiosqlite.Connection) -> tuple[int, str] | None:
-            await db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (since,))
-            async with db.execute(
-                "SELECT status, body FROM idempotency_keys WHERE app = ? AND key = ?", (app, key)
+        def work(db: sqlite3.Connection) -> tuple[int, str] | None:
+            db.execute("DELETE FROM idempotency_keys WHERE created_at < ?", (since,))
+            with closing(
+                db.execute(
+                    "SELECT status, body FROM idempotency_keys WHERE app = ? AND key = ?",
+                    (app, key),
+                )
             ) as cur:
-                row = await cur.fetchone()
+                row = cur.fetchone()
             if row is not None:
                 return int(row[0]), str(row[1])
-            await db.execute(
+            db.execute(
                 "INSERT INTO idempotency_keys (app, key, created_at) VALUES (?, ?, ?)",
                 (app, key, now),
             )
@@ -1410,13 +1414,11 @@ class SqliteStore:
     async def idempotency_answer(self, app: str, key: str, status: int, body: str) -> None:
         """Keep the answer of a claimed key; status 0 forgets the claim (a retry runs again)."""
 
-        async def work(db: aiosqlite.Connection) -> None:
+        def work(db: sqlite3.Connection) -> None:
             if status == 0:
-                await db.execute(
-                    "DELETE FROM idempotency_keys WHERE app = ? AND key = ?", (app, key)
-                )
+                db.execute("DELETE FROM idempotency_keys WHERE app = ? AND key = ?", (app, key))
             else:
-                await db.execute(
+                db.execute(
                     "UPDATE idempotency_keys SET status = ?, body = ? WHERE app = ? AND key = ?",
                     (status, body, app, key),
                 )
@@ -1477,36 +1479,40 @@ class SqliteStore:
         of that scope at the event's time.
         """
 
-        async def work(db: aiosqlite.Connection) -> int:
+        def work(db: sqlite3.Connection) -> int:
             plain = [e for e in events if e.type != "unsubscribe"]
-            await _insert_events(db, plain)
+            _insert_events(db, plain)
             written = len(plain)
             for e in events:
                 if e.type != "unsubscribe":
                     continue
                 seen = False
                 if e.delivery_id is not None:
-                    async with db.execute(
-                        "SELECT 1 FROM events WHERE delivery_id = ? AND type = 'unsubscribe'"
-                        " LIMIT 1",
-                        (e.delivery_id,),
+                    with closing(
+                        db.execute(
+                            "SELECT 1 FROM events WHERE delivery_id = ? AND type = 'unsubscribe'"
+                            " LIMIT 1",
+                            (e.delivery_id,),
+                        )
                     ) as cur:
-                        seen = await cur.fetchone() is not None
+                        seen = cur.fetchone() is not None
                 if not seen:
-                    await _insert_events(db, [e])
+                    _insert_events(db, [e])
                     written += 1
                 if not e.recipient:
                     continue
                 scope = str(e.details.get("scope") or "broadcast")
                 if seen:
-                    async with db.execute(
-                        "SELECT 1 FROM suppressions WHERE address = ? AND scope = ?"
-                        " AND app = '' AND (expires_at IS NULL OR expires_at > ?)",
-                        (e.recipient.lower(), scope, e.at),
+                    with closing(
+                        db.execute(
+                            "SELECT 1 FROM suppressions WHERE address = ? AND scope = ?"
+                            " AND app = '' AND (expires_at IS NULL OR expires_at > ?)",
+                            (e.recipient.lower(), scope, e.at),
+                        )
                     ) as cur:
-                        if await cur.fetchone() is not None:
+                        if cur.fetchone() is not None:
                             continue
-                await db.execute(
+                db.execute(
                     "INSERT INTO suppressions (address, scope, reason, detail, created_at,"
                     " expires_at) VALUES (?, ?, 'unsubscribe', ?, ?, NULL)"
                     " ON CONFLICT (address, scope, app) DO UPDATE SET"
@@ -1769,8 +1775,8 @@ class SqliteStore:
     async def outbound_open(self, name: str, kind: str, start_id: int, now: float) -> None:
         """Create a destination's cursor at ``start_id`` unless it exists (then unchanged)."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "INSERT OR IGNORE INTO outbound_cursors (name, kind, last_id, created_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?)",
                 (name, kind, start_id, now, now),
@@ -1784,14 +1790,14 @@ class SqliteStore:
         """Take or renew the lease of a destination for ``owner`` until ``until`` and return its
         cursor; None when another owner's lease is still running (or no such cursor)."""
 
-        async def work(db: aiosqlite.Connection) -> dict[str, Any] | None:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> dict[str, Any] | None:
+            cur = db.execute(
                 "UPDATE outbound_cursors SET lease_owner = ?, lease_until = ?"
                 " WHERE name = ? AND (lease_owner = ? OR lease_until <= ?)"
                 f" RETURNING {CURSOR_COLUMNS}",
                 (owner, until, name, owner, now),
             )
-            row = await cur.fetchone()
+            row = cur.fetchone()
             return None if row is None else cursor(row)
 
         return await self._light_transaction(work)
@@ -1799,8 +1805,8 @@ class SqliteStore:
     async def outbound_release(self, name: str, owner: str) -> None:
         """Give up a lease (clean shutdown): another node may take the destination at once."""
 
-        async def work(db: aiosqlite.Connection) -> None:
-            await db.execute(
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
                 "UPDATE outbound_cursors SET lease_owner = '', lease_until = 0"
                 " WHERE name = ? AND lease_owner = ?",
                 (name, owner),
@@ -1814,9 +1820,9 @@ class SqliteStore:
         the attempt's (a replay meanwhile). A pause stays a pause."""
         a = attempt
 
-        async def work(db: aiosqlite.Connection) -> dict[str, Any] | None:
+        def work(db: sqlite3.Connection) -> dict[str, Any] | None:
             if a.events:
-                cur = await db.execute(
+                cur = db.execute(
                     "INSERT INTO outbound_attempts (name, at, first_id, last_id, events, acked,"
                     " status, error, duration_ms) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
@@ -1832,13 +1838,13 @@ class SqliteStore:
                     ),
                 )
                 if cur.lastrowid is not None and cur.lastrowid % 100 == 0:
-                    await db.execute(  # keep the newest attempts of this destination
+                    db.execute(  # keep the newest attempts of this destination
                         "DELETE FROM outbound_attempts WHERE name = ? AND id <= (SELECT id FROM"
                         " outbound_attempts WHERE name = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
                         (a.name, a.name, ATTEMPTS_KEPT),
                     )
             failed = a.events > 0 and a.acked < a.events
-            cur = await db.execute(
+            cur = db.execute(
                 "UPDATE outbound_cursors SET last_id = max(last_id, coalesce(?, last_id)),"
                 " state = CASE WHEN state = 'active' THEN ? ELSE state END,"
                 " retry_since = ?, sent = sent + ?, failures = failures + ?,"
@@ -1866,7 +1872,7 @@ class SqliteStore:
                     a.epoch,
                 ),
             )
-            row = await cur.fetchone()
+            row = cur.fetchone()
             return None if row is None else cursor(row)
 
         return await self._light_transaction(work)
@@ -1905,8 +1911,8 @@ class SqliteStore:
         if state not in ("paused", "active"):
             raise ValueError(f"an operator sets 'paused' or 'active', not {state!r}")
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE outbound_cursors SET state = ?, updated_at = ?,"
                 " retry_since = CASE WHEN ? = 'active' THEN NULL ELSE retry_since END"
                 " WHERE name = ?",
@@ -1919,8 +1925,8 @@ class SqliteStore:
     async def outbound_rewind(self, name: str, after_id: int, now: float) -> bool:
         """Operator replay: set the cursor to ``after_id`` (a new epoch). False: no cursor."""
 
-        async def work(db: aiosqlite.Connection) -> bool:
-            cur = await db.execute(
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
                 "UPDATE outbound_cursors SET last_id = ?, epoch = epoch + 1, updated_at = ?"
                 " WHERE name = ?",
                 (max(0, after_id), now, name),
@@ -2236,16 +2242,14 @@ class SqliteStore:
             return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
 
 
-async def _write_outcomes(
-    db: aiosqlite.Connection, outcomes: Sequence[Outcome], now: float
-) -> None:
+def _write_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) -> None:
     """Attempts, new delivery states and their events.
 
     'queued' = returned untried (no event); 'dropped' = not sent, suppressed meanwhile (an
     event, no attempt).
     """
     tried = [o for o in outcomes if o.state not in ("queued", "dropped")]
-    await db.executemany(
+    db.executemany(
         "INSERT INTO attempts (delivery_id, at, class, code, status, text, remote)"
         " VALUES (?,?,?,?,?,?,?)",
         [
@@ -2261,7 +2265,7 @@ async def _write_outcomes(
             for o in tried
         ],
     )
-    await db.executemany(
+    db.executemany(
         "UPDATE deliveries SET state = ?, attempts = attempts + ?, next_attempt_at = ?,"
         " lease_until = NULL, lease_owner = NULL, waiting_for = '', last_class = ?,"
         " last_code = ?, last_status = ?,"
@@ -2282,7 +2286,7 @@ async def _write_outcomes(
             for o in outcomes
         ],
     )
-    await _insert_events(
+    _insert_events(
         db,
         [
             Event(
@@ -2307,11 +2311,11 @@ async def _write_outcomes(
     )
 
 
-async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> None:
+def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> None:
     """Insert events and count them into the dashboard's counters (hours, facets)."""
     counts = Rollup()
-    seen = await _seen_firsts(db, events)
-    links = await _seen_links(db, events)
+    seen = _seen_firsts(db, events)
+    links = _seen_links(db, events)
     for e in events:
         source = source_of(e)
         first = new_link = False
@@ -2323,7 +2327,7 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
             new_link = key not in links
             links.add(key)
         counts.event(e, source, first, new_link)
-    await db.executemany(
+    db.executemany(
         "INSERT INTO events (at, type, message_id, delivery_id, recipient, campaign, details,"
         " source) VALUES (?,?,?,?,?,?,?,?)",
         [
@@ -2340,7 +2344,7 @@ async def _insert_events(db: aiosqlite.Connection, events: Sequence[Event]) -> N
             for e in events
         ],
     )
-    await _write_counts(db, counts)
+    _write_counts(db, counts)
 
 
 # a click's link counter key (url, group) computed from a stored event, kept equal to
@@ -2375,8 +2379,8 @@ def probe_sql(columns: str, match: str, keys: int) -> str:
     )
 
 
-async def _seen_keys(
-    db: aiosqlite.Connection, keys: set[tuple[Any, ...]], lookup: tuple[str, str]
+def _seen_keys(
+    db: sqlite3.Connection, keys: set[tuple[Any, ...]], lookup: tuple[str, str]
 ) -> set[tuple[Any, ...]]:
     """The keys for which an event matches: one EXISTS probe of an index per key, so the cost
     follows the batch, not the deliveries' history."""
@@ -2385,53 +2389,55 @@ async def _seen_keys(
     for start in range(0, len(wanted), _PROBES):
         chunk = wanted[start : start + _PROBES]
         sql = probe_sql(*lookup, len(chunk))
-        async with db.execute(sql, [v for key in chunk for v in key]) as cur:
-            seen.update(tuple(r) for r in await cur.fetchall())
+        with closing(db.execute(sql, [v for key in chunk for v in key])) as cur:
+            seen.update(tuple(r) for r in cur.fetchall())
     return seen
 
 
-async def _seen_links(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
+def _seen_links(db: sqlite3.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
     """(delivery, url, group) of these events' clicks that were clicked before."""
-    return await _seen_keys(db, click_keys(events), SEEN_LINKS)
+    return _seen_keys(db, click_keys(events), SEEN_LINKS)
 
 
-async def _seen_firsts(db: aiosqlite.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
+def _seen_firsts(db: sqlite3.Connection, events: Sequence[Event]) -> set[tuple[Any, ...]]:
     """(delivery, type) pairs among these events' that already have a counted first event."""
-    return await _seen_keys(db, first_keys(events), SEEN_FIRSTS)
+    return _seen_keys(db, first_keys(events), SEEN_FIRSTS)
 
 
-async def _write_counts(db: aiosqlite.Connection, counts: Rollup) -> None:
+def _write_counts(db: sqlite3.Connection, counts: Rollup) -> None:
     """Add one transaction's counts to the dashboard's counter tables."""
     if counts.hours:
-        await db.executemany(
+        db.executemany(
             "INSERT INTO campaign_hourly_events (campaign, hour, type, source, n, first)"
             " VALUES (?,?,?,?,?,?) ON CONFLICT DO UPDATE SET n = n + excluded.n,"
             " first = first + excluded.first",
             counts.campaign_hour_rows(),
         )
-        await db.executemany(
+        db.executemany(
             "INSERT INTO hourly_events (hour, type, source, n, first) VALUES (?,?,?,?,?)"
             " ON CONFLICT DO UPDATE SET n = n + excluded.n, first = first + excluded.first",
             counts.hour_rows(),
         )
     if counts.facets:
-        await db.executemany(
+        db.executemany(
             "INSERT INTO campaign_facets (campaign, facet, value, kind, n) VALUES (?,?,?,?,?)"
             " ON CONFLICT DO UPDATE SET n = n + excluded.n",
             counts.facet_rows(),
         )
 
 
-async def _insert_dropped(db: aiosqlite.Connection, m: NewMessage) -> None:
+def _insert_dropped(db: sqlite3.Connection, m: NewMessage) -> None:
     """The 'dropped' events of a message's recipients dropped at accept, naming the reason,
     the suppression scope and the stream (their deliveries were inserted last, in order)."""
-    async with db.execute(
-        "SELECT d.id, m.id FROM deliveries d JOIN messages m ON m.id = d.message_id"
-        " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
-        (m.queue_id,),
+    with closing(
+        db.execute(
+            "SELECT d.id, m.id FROM deliveries d JOIN messages m ON m.id = d.message_id"
+            " WHERE m.queue_id = ? AND d.state = 'dropped' ORDER BY d.id",
+            (m.queue_id,),
+        )
     ) as cur:
-        rows = list(await cur.fetchall())
-    await _insert_events(
+        rows = list(cur.fetchall())
+    _insert_events(
         db,
         [
             Event(
