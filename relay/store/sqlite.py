@@ -45,7 +45,7 @@ from relay.store.interface import Store
 from relay.store.migrations import latest_version, migrations
 from relay.store.model import Event, Lease, NewMessage, OutboundAttempt, Outcome, pause_event
 from relay.store.sqlite_purge import Purger
-from relay.store.sqlite_thread import atomically, in_thread, run_to_end
+from relay.store.sqlite_thread import atomically, first_row, in_thread, run_to_end
 
 log = logging.getLogger("outpost.store")
 
@@ -122,6 +122,15 @@ class SqliteStore:
         await self._purger.close()
         await self._ro.close()
         await self._db.close()  # the last one: SQLite copies what is left, removes the log
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read on the reader connection in one hop (execute, fetch and close were three,
+        each waiting for a turn of the event loop)."""
+        return list(await self._ro.execute_fetchall(sql, params))
+
+    async def _row(self, sql: str, params: Sequence[Any] = ()) -> Any | None:
+        """The first row of a read (None: none), in one hop."""
+        return await in_thread(self._ro, first_row, sql, params)
 
     async def __aenter__(self) -> SqliteStore:
         return self
@@ -350,8 +359,7 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def message_raw(self, message_pk: int) -> bytes:
-        async with self._ro.execute("SELECT raw FROM messages WHERE id = ?", (message_pk,)) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT raw FROM messages WHERE id = ?", (message_pk,))
         if row is None:
             raise KeyError(message_pk)
         return bytes(row[0])
@@ -377,12 +385,11 @@ class SqliteStore:
     async def next_due_at(self) -> float | None:
         """When the earliest queued or deferred delivery becomes due, or the earliest lease
         expires (None: nothing waits)."""
-        async with self._ro.execute(
+        row = await self._row(
             "SELECT min(t) FROM (SELECT min(next_attempt_at) AS t FROM deliveries"
             " WHERE state IN ('queued', 'deferred')"
             " UNION ALL SELECT min(lease_until) FROM deliveries WHERE state = 'leased')"
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None or row[0] is None else float(row[0])
 
     async def record_results(self, outcomes: Sequence[Outcome], now: float) -> None:
@@ -465,11 +472,11 @@ class SqliteStore:
 
     async def daily_counts(self, key: str, since_day: str = "") -> dict[str, int]:
         """day -> count of one key's allowance used, from since_day on."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT day, count FROM daily_counts WHERE key = ? AND day >= ? ORDER BY day",
             (key, since_day),
-        ) as cur:
-            return {row[0]: int(row[1]) for row in await cur.fetchall()}
+        )
+        return {row[0]: int(row[1]) for row in fetched}
 
     async def save_shaping(self, states: Sequence[dict[str, Any]], now: float) -> None:
         """Publish shaping buckets' state (each with a 'bucket' key) for other processes."""
@@ -488,10 +495,8 @@ class SqliteStore:
 
     async def shaping_states(self) -> list[dict[str, Any]]:
         """The shaping buckets the relay published, by name, with when it last wrote each."""
-        async with self._ro.execute(
-            "SELECT state, updated_at FROM shaping_state ORDER BY bucket"
-        ) as cur:
-            return [{**json.loads(row[0]), "updated_at": row[1]} for row in await cur.fetchall()]
+        fetched = await self._rows("SELECT state, updated_at FROM shaping_state ORDER BY bucket")
+        return [{**json.loads(row[0]), "updated_at": row[1]} for row in fetched]
 
     async def pause_sender(self, scope: str, value: str, reason: str, now: float) -> bool:
         """Stop sending mail of a domain or campaign, with a 'paused' event in the same
@@ -535,17 +540,17 @@ class SqliteStore:
     async def sender_pauses(self, include_resumed: bool = False) -> list[dict[str, Any]]:
         """Pauses in force (and, asked, lifted ones with resumed_at), oldest first."""
         where = "" if include_resumed else " WHERE resumed_at IS NULL"
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT scope, value, reason, paused_at, resumed_at FROM sender_pauses"
             f"{where} ORDER BY paused_at"
-        ) as cur:
-            keys = ("scope", "value", "reason", "paused_at", "resumed_at")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = ("scope", "value", "reason", "paused_at", "resumed_at")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:
         """Outcome counts in [since, until) per sending domain, campaign and recipient domain:
         delivered, deferred, hard, soft (bounces and expiries), complaint, open_human."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT lower(substr(m.mail_from, instr(m.mail_from, '@') + 1)), m.campaign,"
             " lower(substr(e.recipient, instr(e.recipient, '@') + 1)),"
             " sum(e.type = 'delivered'), sum(e.type = 'deferred'),"
@@ -558,22 +563,22 @@ class SqliteStore:
             " ('delivered', 'deferred', 'bounced', 'expired', 'complaint', 'open')"
             " GROUP BY 1, 2, 3",
             (since, until),
-        ) as cur:
-            keys = (
-                "sender_domain",
-                "campaign",
-                "recipient_domain",
-                "delivered",
-                "deferred",
-                "hard",
-                "soft",
-                "complaint",
-                "open_human",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "sender_domain",
+            "campaign",
+            "recipient_domain",
+            "delivered",
+            "deferred",
+            "hard",
+            "soft",
+            "complaint",
+            "open_human",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def egress_counts(self, since: float, until: float) -> dict[str, dict[str, int]]:
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT coalesce(json_extract(e.details, '$.egress'),"
             " json_extract(d.details, '$.egress')) AS egress,"
             " sum(e.type IN ('bounced', 'expired')), sum(e.type = 'complaint')"
@@ -582,19 +587,16 @@ class SqliteStore:
             " WHERE e.at >= ? AND e.at < ? AND e.type IN ('bounced', 'expired', 'complaint')"
             " GROUP BY egress HAVING egress IS NOT NULL",
             (since, until),
-        ) as cur:
-            return {
-                str(r[0]): {"bounced": int(r[1]), "complaint": int(r[2])}
-                for r in await cur.fetchall()
-            }
+        )
+        return {str(r[0]): {"bounced": int(r[1]), "complaint": int(r[2])} for r in fetched}
 
     async def count_waiting(self) -> dict[str, int]:
         """Queued deliveries held back by us, per reason (warm-up, shaping, pause)."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT waiting_for, count(*) FROM deliveries WHERE state = 'queued'"
             " AND waiting_for != '' GROUP BY waiting_for"
-        ) as cur:
-            return {row[0]: int(row[1]) for row in await cur.fetchall()}
+        )
+        return {row[0]: int(row[1]) for row in fetched}
 
     async def record_links(self, message_pk: int, urls: Sequence[str]) -> None:
         """Remember the link targets of a message (the only URLs a click may redirect to);
@@ -643,24 +645,22 @@ class SqliteStore:
         salt = await self._salt()
         keys = {a: a for a in wanted} | {erasure.erased_key(salt, a): a for a in wanted}
         out: dict[str, tuple[str, str]] = {}
-        async with self._ro.execute(
+        for key, reason, scope in await self._rows(
             f"SELECT address, reason, scope FROM suppressions WHERE address IN"
             f" ({','.join('?' * len(keys))}) AND scope IN ({','.join('?' * len(rank))})"
             " AND app IN ('', ?) AND (expires_at IS NULL OR expires_at > ?)"
             " ORDER BY app",
             (*keys, *rank, app, now),
-        ) as cur:
-            for key, reason, scope in await cur.fetchall():
-                address = keys[key]  # an erased address is still suppressed, under its hash
-                held = out.get(address)
-                if held is None or rank[scope] < rank[held[1]]:
-                    out[address] = (reason, scope)
+        ):
+            address = keys[key]  # an erased address is still suppressed, under its hash
+            held = out.get(address)
+            if held is None or rank[scope] < rank[held[1]]:
+                out[address] = (reason, scope)
         return out
 
     async def _salt(self) -> bytes:
         if self._privacy_salt is None:
-            async with self._ro.execute("SELECT salt FROM privacy_salt WHERE id = 1") as cur:
-                row = await cur.fetchone()
+            row = await self._row("SELECT salt FROM privacy_salt WHERE id = 1")
             self._privacy_salt = bytes(row[0]) if row else b""
         return self._privacy_salt
 
@@ -846,7 +846,9 @@ class SqliteStore:
             async with self._lock:
                 await in_thread(self._db, run_to_end, "PRAGMA secure_delete = OFF")
         async with self._lock:
-            await in_thread(self._db, run_to_end, "PRAGMA wal_checkpoint(TRUNCATE)")  # old page images too
+            await in_thread(
+                self._db, run_to_end, "PRAGMA wal_checkpoint(TRUNCATE)"
+            )  # old page images too
         return removed
 
     async def _naming(self, a: str) -> dict[str, list[Any]]:
@@ -854,8 +856,8 @@ class SqliteStore:
         messages it alone received, its deliveries, and every row whose text holds it."""
 
         async def rows(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            async with self._ro.execute(sql, params) as cur:
-                return [tuple(r) for r in await cur.fetchall()]
+            fetched = await self._rows(sql, params)
+            return [tuple(r) for r in fetched]
 
         async def keys(sql: str, params: Sequence[Any]) -> list[Any]:
             return [r[0] for r in await rows(sql, params)]
@@ -940,12 +942,11 @@ class SqliteStore:
     async def list_tracking_optouts(
         self, limit: int = 100, offset: int = 0
     ) -> list[dict[str, Any]]:
-        async with self._ro.execute(
+        rows = await self._rows(
             "SELECT target, created_at, detail FROM tracking_optouts ORDER BY target"
             " LIMIT ? OFFSET ?",
             (limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [{"target": r[0], "created_at": r[1], "detail": r[2]} for r in rows]
 
     async def tracking_opted_out(self, recipients: Iterable[str]) -> set[str]:
@@ -956,25 +957,24 @@ class SqliteStore:
         found: set[str] = set()
         for i in range(0, len(wanted), 500):  # within every backend's parameter limit
             chunk = wanted[i : i + 500]
-            async with self._ro.execute(
+            rows = await self._rows(
                 "SELECT target FROM tracking_optouts WHERE target IN"
                 f" ({','.join('?' * len(chunk))})",
                 chunk,
-            ) as cur:
-                found.update(r[0] for r in await cur.fetchall())
+            )
+            found.update(r[0] for r in rows)
         return {r for r, pair in covers.items() if found.intersection(pair)}
 
     # --- bounces and suppression (relay)
 
     async def soft_bounces_since(self, address: str, since: float) -> int:
         """Soft bounces (and expiries) of an address since a time: the soft-bounce rule's input."""
-        async with self._ro.execute(
+        row = await self._row(
             "SELECT count(*) FROM events WHERE recipient = ? COLLATE NOCASE AND at >= ? AND"
             " (type = 'expired' OR (type = 'bounced'"
             " AND json_extract(details, '$.bounce_type') = 'soft'))",
             (address, since),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return int(row[0]) if row else 0
 
     async def unsuppress(
@@ -1032,24 +1032,23 @@ class SqliteStore:
         if search:
             where.append("address LIKE ? ESCAPE '\\'")
             params.append("%" + search.lower().replace("%", "\\%").replace("_", "\\_") + "%")
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT address, scope, app, reason, detail, created_at, expires_at FROM suppressions"
             f" WHERE {' AND '.join(where)} ORDER BY address, scope, app LIMIT ? OFFSET ?",
             (*params, limit, offset),
-        ) as cur:
-            keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
         """A delivery with its message's ids: what a VERP or tracking token resolves to."""
-        async with self._ro.execute(
+        row = await self._row(
             "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
             " m.mail_from, m.received_at, m.stream, d.dsn_notify, d.dsn_orcpt, m.dsn_ret,"
             " m.dsn_envid FROM deliveries d"
             " JOIN messages m ON m.id = d.message_id WHERE d.id = ?",
             (delivery_id,),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         if row is None:
             return None
         keys = (
@@ -1074,57 +1073,54 @@ class SqliteStore:
         """How many events of these types a delivery has (e.g. reports already taken in)."""
         if not types:
             return 0
-        async with self._ro.execute(
+        row = await self._row(
             f"SELECT count(*) FROM events WHERE delivery_id = ? AND type IN"
             f" ({','.join('?' * len(types))})",
             (delivery_id, *types),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return int(row[0]) if row else 0
 
     async def delivery_by_message_id(
         self, header_message_id: str, recipient: str
     ) -> dict[str, Any] | None:
         """Find a delivery from a returned message's Message-ID and the failed recipient."""
-        async with self._ro.execute(
+        row = await self._row(
             "SELECT d.id FROM deliveries d JOIN messages m ON m.id = d.message_id"
             " WHERE m.header_message_id = ? AND d.recipient = ? COLLATE NOCASE"
             " ORDER BY d.id DESC LIMIT 1",
             (header_message_id, recipient),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else await self.delivery_by_id(int(row[0]))
 
     async def deliveries_to(self, recipient: str, limit: int = 50) -> list[dict[str, Any]]:
         """A recipient's latest deliveries, newest first, shaped like delivery_by_id."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT d.id, d.message_id, m.queue_id, d.recipient, d.state, m.campaign, m.kind,"
             " m.mail_from FROM deliveries d JOIN messages m ON m.id = d.message_id"
             " WHERE d.recipient = ? COLLATE NOCASE ORDER BY d.id DESC LIMIT ?",
             (recipient, limit),
-        ) as cur:
-            keys = (
-                "delivery_id",
-                "message_pk",
-                "queue_id",
-                "recipient",
-                "state",
-                "campaign",
-                "kind",
-                "mail_from",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "delivery_id",
+            "message_pk",
+            "queue_id",
+            "recipient",
+            "state",
+            "campaign",
+            "kind",
+            "mail_from",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def recent_delivery_to(self, recipient: str, since: float) -> dict[str, Any] | None:
         """The newest delivery to this address that was tried since then (as delivery_by_id)."""
         # the address as given and lowercased: both use the recipient index (NOCASE wouldn't)
-        async with self._ro.execute(
+        row = await self._row(
             "SELECT id FROM deliveries WHERE recipient IN (?, ?) AND updated_at >= ?"
             " AND state IN ('delivered', 'deferred', 'bounced', 'expired')"
             " ORDER BY id DESC LIMIT 1",
             (recipient, recipient.lower(), since),
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else await self.delivery_by_id(int(row[0]))
 
     async def record_unmatched(
@@ -1142,12 +1138,11 @@ class SqliteStore:
 
     async def list_unmatched(self, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
         """Unmatched reports, newest first: id, at, kind, recipient, details."""
-        async with self._ro.execute(
+        rows = await self._rows(
             "SELECT id, at, kind, recipient, details FROM unmatched_reports"
             " ORDER BY id DESC LIMIT ? OFFSET ?",
             (limit, offset),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             {"id": r[0], "at": r[1], "kind": r[2], "recipient": r[3], "details": json.loads(r[4])}
             for r in rows
@@ -1288,33 +1283,33 @@ class SqliteStore:
         return await self._transaction(work)
 
     async def paused(self) -> list[str]:
-        async with self._ro.execute("SELECT domain FROM paused_domains ORDER BY domain") as cur:
-            return [r[0] for r in await cur.fetchall()]
+        fetched = await self._rows("SELECT domain FROM paused_domains ORDER BY domain")
+        return [r[0] for r in fetched]
 
     # --- queries for operators and tests
 
     async def delivery_states(self, queue_id: str) -> dict[str, str]:
         """recipient -> state for one message."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT d.recipient, d.state FROM deliveries d JOIN messages m"
             " ON m.id = d.message_id WHERE m.queue_id = ? ORDER BY d.id",
             (queue_id,),
-        ) as cur:
-            return {row[0]: row[1] for row in await cur.fetchall()}
+        )
+        return {row[0]: row[1] for row in fetched}
 
     async def count_deliveries(self) -> dict[str, int]:
-        async with self._ro.execute("SELECT state, count(*) FROM deliveries GROUP BY state") as cur:
-            return {row[0]: int(row[1]) for row in await cur.fetchall()}
+        fetched = await self._rows("SELECT state, count(*) FROM deliveries GROUP BY state")
+        return {row[0]: int(row[1]) for row in fetched}
 
     async def attempts_for(self, queue_id: str) -> list[dict[str, Any]]:
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT a.delivery_id, d.recipient, a.at, a.class, a.code, a.status, a.text, a.remote"
             " FROM attempts a JOIN deliveries d ON d.id = a.delivery_id"
             " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ? ORDER BY a.id",
             (queue_id,),
-        ) as cur:
-            keys = ("delivery_id", "recipient", "at", "class", "code", "status", "text", "remote")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = ("delivery_id", "recipient", "at", "class", "code", "status", "text", "remote")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def list_deliveries(
         self,
@@ -1335,26 +1330,26 @@ class SqliteStore:
         if domain:
             where.append("d.domain = ?")
             params.append(domain.lower())
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
             " d.next_attempt_at, d.last_status, d.last_text, d.waiting_for FROM deliveries d"
             f" JOIN messages m ON m.id = d.message_id WHERE {' AND '.join(where)}"
             " ORDER BY d.id LIMIT ?",
             (*params, limit),
-        ) as cur:
-            keys = (
-                "queue_id",
-                "delivery_id",
-                "recipient",
-                "state",
-                "attempts",
-                "received_at",
-                "next_attempt_at",
-                "last_status",
-                "last_text",
-                "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "queue_id",
+            "delivery_id",
+            "recipient",
+            "state",
+            "attempts",
+            "received_at",
+            "next_attempt_at",
+            "last_status",
+            "last_text",
+            "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     # --- the apps' rate limits (both doors)
 
@@ -1426,8 +1421,8 @@ class SqliteStore:
         await self._transaction(work)
 
     async def ping(self) -> bool:
-        async with self._ro.execute("SELECT 1") as cur:
-            return (await cur.fetchone()) is not None
+        fetched = await self._row("SELECT 1")
+        return fetched is not None
 
     # --- tracking and stats (sidecar)
     #
@@ -1445,30 +1440,27 @@ class SqliteStore:
         out: dict[int, dict[str, Any]] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            async with self._ro.execute(
+            for r in await self._rows(
                 "SELECT d.id, d.message_id, d.recipient, m.campaign, d.state, d.updated_at,"
                 " m.stream, m.list_id FROM deliveries d JOIN messages m ON m.id = d.message_id"
                 f" WHERE d.id IN ({','.join('?' * len(chunk))})",
                 chunk,
-            ) as cur:
-                for r in await cur.fetchall():
-                    out[int(r[0])] = {
-                        "message_pk": int(r[1]),
-                        "recipient": r[2],
-                        "campaign": r[3],
-                        "state": r[4],
-                        "delivered_at": float(r[5]) if r[4] == "delivered" else None,
-                        "stream": r[6],
-                        "list_id": r[7],
-                    }
+            ):
+                out[int(r[0])] = {
+                    "message_pk": int(r[1]),
+                    "recipient": r[2],
+                    "campaign": r[3],
+                    "state": r[4],
+                    "delivered_at": float(r[5]) if r[4] == "delivered" else None,
+                    "stream": r[6],
+                    "list_id": r[7],
+                }
         return out
 
     async def message_links(self, message_pk: int) -> dict[int, str]:
         """Link index -> target URL of one message, as the relay recorded them."""
-        async with self._ro.execute(
-            "SELECT idx, url FROM links WHERE message_id = ?", (message_pk,)
-        ) as cur:
-            return {int(r[0]): r[1] for r in await cur.fetchall()}
+        fetched = await self._rows("SELECT idx, url FROM links WHERE message_id = ?", (message_pk,))
+        return {int(r[0]): r[1] for r in fetched}
 
     async def record_tracking(self, events: Sequence[Event]) -> int:
         """Write a batch of tracking events in one transaction; returns how many were written.
@@ -1580,12 +1572,12 @@ class SqliteStore:
         table, where, params = "hourly_events", "1", []
         if campaign is not None:
             table, where, params = "campaign_hourly_events", "campaign = ?", [campaign]
-        async with self._ro.execute(
+        fetched = await self._rows(
             f"SELECT type, source, sum(n), sum(first) FROM {table} WHERE {where}"
             " GROUP BY type, source",
             params,
-        ) as cur:
-            return counted_stats(await cur.fetchall())
+        )
+        return counted_stats(fetched)
 
     async def _event_stats(
         self,
@@ -1612,37 +1604,36 @@ class SqliteStore:
         for t in ("open", "click"):
             for k in ("total", "unique", "privacy", "scanner"):
                 out[f"{t}_{k}"] = 0
-        async with self._ro.execute(
+        fetched = await self._rows(
             f"SELECT type, count(*) FROM events WHERE {where} AND type IN ('processed',"
             " 'delivered', 'bounced', 'expired', 'dropped', 'unsubscribe', 'complaint')"
             " GROUP BY type",
             params,
-        ) as cur:
-            for r in await cur.fetchall():
-                out[r[0]] = int(r[1])
-        async with self._ro.execute(
+        )
+        for r in fetched:
+            out[r[0]] = int(r[1])
+        row = await self._row(
             f"SELECT count(DISTINCT delivery_id) FROM events WHERE {where} AND type = 'deferred'",
             params,
-        ) as cur:
-            row = await cur.fetchone()
-            out["deferred"] = int(row[0]) if row else 0
-        async with self._ro.execute(
+        )
+        out["deferred"] = int(row[0]) if row else 0
+        fetched = await self._rows(
             f"SELECT type, count(*), count(DISTINCT delivery_id) FROM events WHERE {where}"
             " AND type IN ('open', 'click')"
             " AND source IN ('human', 'proxy') GROUP BY type",
             params,
-        ) as cur:
-            for r in await cur.fetchall():
-                out[f"{r[0]}_total"] = int(r[1])
-                out[f"{r[0]}_unique"] = int(r[2])
+        )
+        for r in fetched:
+            out[f"{r[0]}_total"] = int(r[1])
+            out[f"{r[0]}_unique"] = int(r[2])
         for source in ("privacy", "scanner"):
-            async with self._ro.execute(
+            fetched = await self._rows(
                 f"SELECT type, count(*) FROM events WHERE {where} AND type IN ('open', 'click')"
                 " AND source = ? GROUP BY type",
                 (*params, source),
-            ) as cur:
-                for r in await cur.fetchall():
-                    out[f"{r[0]}_{source}"] = int(r[1])
+            )
+            for r in fetched:
+                out[f"{r[0]}_{source}"] = int(r[1])
         return out
 
     async def campaign_summaries(
@@ -1657,35 +1648,35 @@ class SqliteStore:
             return rows.setdefault(campaign, summary_row(campaign))
 
         mwhere, mparams = self._window(None, since, until, "received_at", app)
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT campaign, count(*), min(received_at), max(received_at) FROM messages"
             f" WHERE {mwhere} GROUP BY campaign",
             mparams,
-        ) as cur:
-            for r in await cur.fetchall():
-                row(r[0]).update(messages=int(r[1]), first_received=r[2], last_received=r[3])
-        async with self._ro.execute(
+        )
+        for r in fetched:
+            row(r[0]).update(messages=int(r[1]), first_received=r[2], last_received=r[3])
+        fetched = await self._rows(
             f"SELECT campaign, type, count(*) FROM events WHERE {where} AND type IN"
             " ('processed', 'delivered', 'bounced', 'unsubscribe', 'complaint')"
             " GROUP BY campaign, type",
             params,
-        ) as cur:
-            for r in await cur.fetchall():
-                row(r[0])[r[1]] = int(r[2])
-        async with self._ro.execute(
+        )
+        for r in fetched:
+            row(r[0])[r[1]] = int(r[2])
+        fetched = await self._rows(
             f"SELECT campaign, type, count(DISTINCT delivery_id) FROM events WHERE {where}"
             " AND type IN ('open', 'click')"
             " AND source IN ('human', 'proxy') GROUP BY campaign, type",
             params,
-        ) as cur:
-            for r in await cur.fetchall():
-                row(r[0])[f"{r[1]}_unique"] = int(r[2])
+        )
+        for r in fetched:
+            row(r[0])[f"{r[1]}_unique"] = int(r[2])
         return by_activity(rows.values())
 
     async def campaign_exists(self, campaign: str, app: str | None = None) -> bool:
         where, params = self._window(campaign, None, None, "received_at", app)
-        async with self._ro.execute(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params) as cur:
-            return await cur.fetchone() is not None
+        fetched = await self._row(f"SELECT 1 FROM messages WHERE {where} LIMIT 1", params)
+        return fetched is not None
 
     async def campaign_link_clicks(
         self,
@@ -1702,7 +1693,7 @@ class SqliteStore:
         if since is None and until is None and app is None:
             return await self._counted_links(campaign)
         where, params = self._window(campaign, since, until, app=app)
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT url, link, grp, count(*), count(DISTINCT delivery_id) FROM"
             " (SELECT coalesce(json_extract(details, '$.url'), '') AS url,"
             " json_extract(details, '$.link') AS link, delivery_id,"
@@ -1710,31 +1701,30 @@ class SqliteStore:
             f" FROM events WHERE {where} AND type = 'click')"
             " GROUP BY url, link, grp ORDER BY url, link, grp",
             params,
-        ) as cur:
-            keys = ("url", "link", "group", "hits", "deliveries")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = ("url", "link", "group", "hits", "deliveries")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def _counted_links(self, campaign: str) -> list[dict[str, Any]]:
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT h.value, h.kind, h.n, coalesce(u.n, 0) FROM campaign_facets h"
             " LEFT JOIN campaign_facets u ON u.campaign = h.campaign AND u.facet = 'link_unique'"
             " AND u.value = h.value AND u.kind = h.kind"
             " WHERE h.campaign = ? AND h.facet = 'link' ORDER BY h.value, h.kind",
             (campaign,),
-        ) as cur:
-            return counted_links(await cur.fetchall())
+        )
+        return counted_links(fetched)
 
     async def events_after(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         """Recorded events with an id above ``after_id``, in id order: the feed every reader
         of events (outbound cursors, the live dashboard) tails. The shape is the API's."""
-        async with self._ro.execute(
+        rows = await self._rows(
             "SELECT e.id, e.at, e.type, m.queue_id, m.header_message_id, e.delivery_id,"
             " e.recipient, e.campaign, e.source, e.details, m.app FROM events e"
             " LEFT JOIN messages m ON m.id = e.message_id"
             " WHERE e.id > ? ORDER BY e.id LIMIT ?",
             (after_id, limit),
-        ) as cur:
-            rows = await cur.fetchall()
+        )
         return [
             {
                 "id": r[0],
@@ -1754,15 +1744,13 @@ class SqliteStore:
 
     async def last_event_id(self) -> int:
         """The id of the newest recorded event (0: none yet): where a new reader starts."""
-        async with self._ro.execute("SELECT coalesce(max(id), 0) FROM events") as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT coalesce(max(id), 0) FROM events")
         return int(row[0]) if row else 0
 
     async def first_event_after(self, at: float) -> int:
         """The cursor that replays events recorded at or after ``at``: the id before the first
         of them (the newest id when there is none)."""
-        async with self._ro.execute("SELECT min(id) FROM events WHERE at >= ?", (at,)) as cur:
-            row = await cur.fetchone()
+        row = await self._row("SELECT min(id) FROM events WHERE at >= ?", (at,))
         if row is None or row[0] is None:
             return await self.last_event_id()
         return int(row[0]) - 1
@@ -1879,10 +1867,9 @@ class SqliteStore:
 
     async def outbound_cursor(self, name: str) -> dict[str, Any] | None:
         """One destination's cursor row, read without taking the write lock."""
-        async with self._ro.execute(
+        row = await self._row(
             f"SELECT {CURSOR_COLUMNS} FROM outbound_cursors WHERE name = ?", (name,)
-        ) as cur:
-            row = await cur.fetchone()
+        )
         return None if row is None else cursor(row)
 
     async def outbound_cursors(self) -> list[dict[str, Any]]:
@@ -1894,16 +1881,13 @@ class SqliteStore:
 
     async def outbound_attempts(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest attempts of a destination, newest first."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT at, first_id, last_id, events, acked, status, error, duration_ms"
             " FROM outbound_attempts WHERE name = ? ORDER BY id DESC LIMIT ?",
             (name, limit),
-        ) as cur:
-            keys = ("at", "first_id", "last_id", "events", "acked", "status", "error")
-            return [
-                {**dict(zip(keys, r[:7], strict=True)), "duration_ms": r[7]}
-                for r in await cur.fetchall()
-            ]
+        )
+        keys = ("at", "first_id", "last_id", "events", "acked", "status", "error")
+        return [{**dict(zip(keys, r[:7], strict=True)), "duration_ms": r[7]} for r in fetched]
 
     async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
         """Operator: 'paused' or 'active' (resume; also after disabled or failing, which
@@ -1937,13 +1921,12 @@ class SqliteStore:
 
     async def message_history(self, queue_id: str) -> dict[str, Any] | None:
         """A message (without its bytes), its deliveries and all its events in time order."""
-        async with self._ro.execute(
+        m = await self._row(
             "SELECT id, queue_id, mail_from, received_at, campaign, tags, size,"
             " header_message_id, client_addr, auth_user, track, kind, stream, list_id, app"
             " FROM messages WHERE queue_id = ?",
             (queue_id,),
-        ) as cur:
-            m = await cur.fetchone()
+        )
         if m is None:
             return None
         message = dict(
@@ -1970,42 +1953,42 @@ class SqliteStore:
             )
         )
         message["tags"] = json.loads(message["tags"] or "[]")
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT id, recipient, role, state, attempts, next_attempt_at, updated_at,"
             " last_class, last_code, last_status, last_text, last_remote FROM deliveries"
             " WHERE message_id = ? ORDER BY id",
             (m[0],),
-        ) as cur:
-            dkeys = (
-                "delivery_id",
-                "recipient",
-                "role",
-                "state",
-                "attempts",
-                "next_attempt_at",
-                "updated_at",
-                "last_class",
-                "last_code",
-                "last_status",
-                "last_text",
-                "last_remote",
-            )
-            deliveries = [dict(zip(dkeys, r, strict=True)) for r in await cur.fetchall()]
-        async with self._ro.execute(
+        )
+        dkeys = (
+            "delivery_id",
+            "recipient",
+            "role",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "updated_at",
+            "last_class",
+            "last_code",
+            "last_status",
+            "last_text",
+            "last_remote",
+        )
+        deliveries = [dict(zip(dkeys, r, strict=True)) for r in fetched]
+        fetched = await self._rows(
             "SELECT at, type, delivery_id, recipient, details FROM events"
             " WHERE message_id = ? ORDER BY at, id",
             (m[0],),
-        ) as cur:
-            events = [
-                {
-                    "at": r[0],
-                    "type": r[1],
-                    "delivery_id": r[2],
-                    "recipient": r[3],
-                    "details": json.loads(r[4]),
-                }
-                for r in await cur.fetchall()
-            ]
+        )
+        events = [
+            {
+                "at": r[0],
+                "type": r[1],
+                "delivery_id": r[2],
+                "recipient": r[3],
+                "details": json.loads(r[4]),
+            }
+            for r in fetched
+        ]
         return {"message": message, "deliveries": deliveries, "events": events}
 
     # --- dashboard
@@ -2034,31 +2017,31 @@ class SqliteStore:
                 f" WHERE campaign = ? AND {where}"
             )
             params = [campaign, *params]
-        async with self._ro.execute(sql + " ORDER BY hour", params) as cur:
-            keys = ("hour", "type", "source", "n", "first")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        fetched = await self._rows(sql + " ORDER BY hour", params)
+        keys = ("hour", "type", "source", "n", "first")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def campaign_hour_totals(
         self, since: float | None = None, until: float | None = None
     ) -> list[dict[str, Any]]:
         """Per campaign, type and source: sums over the window, first and last hour."""
         where, params = self._hours(since, until)
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT campaign, type, source, sum(n), sum(first), min(hour), max(hour)"
             f" FROM campaign_hourly_events WHERE {where} GROUP BY campaign, type, source",
             params,
-        ) as cur:
-            keys = ("campaign", "type", "source", "n", "first", "first_hour", "last_hour")
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = ("campaign", "type", "source", "n", "first", "first_hour", "last_hour")
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
         """A campaign's counts by facet (domain, reason, client, os, device), largest first."""
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT value, kind, n FROM campaign_facets WHERE campaign = ? AND facet = ?"
             " ORDER BY n DESC, value, kind",
             (campaign, facet),
-        ) as cur:
-            return [dict(zip(("value", "kind", "n"), r, strict=True)) for r in await cur.fetchall()]
+        )
+        return [dict(zip(("value", "kind", "n"), r, strict=True)) for r in fetched]
 
     async def search_messages(
         self, query: str, limit: int = 50, app: str | None = None
@@ -2071,7 +2054,7 @@ class SqliteStore:
         bracketed = q if q.startswith("<") else f"<{q}>"
         like = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         # the subject is read from its index (the table rows hold the message bytes)
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT m.id, m.queue_id, m.received_at, m.campaign, m.subject, m.mail_from,"
             " m.header_message_id, (SELECT count(*) FROM deliveries d WHERE d.message_id = m.id)"
             " FROM messages m WHERE m.id IN ("
@@ -2082,18 +2065,18 @@ class SqliteStore:
             " WHERE subject LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?))"
             f"{mine} ORDER BY m.id DESC LIMIT ?",
             (q, q, bracketed, q, q.lower(), like, limit, *mine_params, limit),
-        ) as cur:
-            keys = (
-                "message_pk",
-                "queue_id",
-                "received_at",
-                "campaign",
-                "subject",
-                "from",
-                "message_id",
-                "recipients",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "message_pk",
+            "queue_id",
+            "received_at",
+            "campaign",
+            "subject",
+            "from",
+            "message_id",
+            "recipients",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def recipient_history(
         self, address: str, limit: int = 500, app: str | None = None
@@ -2102,46 +2085,46 @@ class SqliteStore:
         names = sorted({address, address.lower()})
         marks = ",".join("?" * len(names))
         mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT d.id, m.queue_id, m.received_at, m.campaign, m.subject, d.recipient,"
             " d.state, d.attempts, d.updated_at, d.last_status, d.last_text"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
             f" WHERE d.recipient IN ({marks}){mine} ORDER BY d.id DESC LIMIT ?",
             (*names, *mine_params, limit),
-        ) as cur:
-            keys = (
-                "delivery_id",
-                "queue_id",
-                "received_at",
-                "campaign",
-                "subject",
-                "recipient",
-                "state",
-                "attempts",
-                "updated_at",
-                "last_status",
-                "last_text",
-            )
-            deliveries = [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
-        async with self._ro.execute(
+        )
+        keys = (
+            "delivery_id",
+            "queue_id",
+            "received_at",
+            "campaign",
+            "subject",
+            "recipient",
+            "state",
+            "attempts",
+            "updated_at",
+            "last_status",
+            "last_text",
+        )
+        deliveries = [dict(zip(keys, r, strict=True)) for r in fetched]
+        fetched = await self._rows(
             "SELECT e.id, e.at, e.type, m.queue_id, e.delivery_id, e.campaign, e.source,"
             " e.details FROM events e LEFT JOIN messages m ON m.id = e.message_id"
             f" WHERE e.recipient IN ({marks}){mine} ORDER BY e.at DESC, e.id DESC LIMIT ?",
             (*names, *mine_params, limit * 4),
-        ) as cur:
-            events = [
-                {
-                    "id": r[0],
-                    "at": r[1],
-                    "type": r[2],
-                    "queue_id": r[3] or "",
-                    "delivery_id": r[4],
-                    "campaign": r[5],
-                    "source": r[6],
-                    "details": json.loads(r[7]),
-                }
-                for r in await cur.fetchall()
-            ]
+        )
+        events = [
+            {
+                "id": r[0],
+                "at": r[1],
+                "type": r[2],
+                "queue_id": r[3] or "",
+                "delivery_id": r[4],
+                "campaign": r[5],
+                "source": r[6],
+                "details": json.loads(r[7]),
+            }
+            for r in fetched
+        ]
         return {"address": address, "deliveries": deliveries, "events": events}
 
     async def campaign_deliveries(
@@ -2153,7 +2136,7 @@ class SqliteStore:
     ) -> list[dict[str, Any]]:
         """A page of a campaign's deliveries (keyset on the message's received_at, id)."""
         mine, mine_params = ("", []) if app is None else (" AND app = ?", [app])
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT m.received_at, m.id, m.queue_id, m.header_message_id, m.subject, d.id,"
             " d.recipient, d.state, d.attempts, d.updated_at, d.last_status, d.last_text,"
             " (SELECT count(*) FROM events e WHERE e.delivery_id = d.id AND e.type = 'open'"
@@ -2165,31 +2148,31 @@ class SqliteStore:
             " JOIN messages m ON m.id = p.id JOIN deliveries d ON d.message_id = m.id"
             " ORDER BY m.received_at, m.id, d.id",
             (campaign, *mine_params, after[0], after[1], limit),
-        ) as cur:
-            keys = (
-                "received_at",
-                "message_pk",
-                "queue_id",
-                "message_id",
-                "subject",
-                "delivery_id",
-                "recipient",
-                "state",
-                "attempts",
-                "updated_at",
-                "last_status",
-                "last_text",
-                "opens",
-                "clicks",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "received_at",
+            "message_pk",
+            "queue_id",
+            "message_id",
+            "subject",
+            "delivery_id",
+            "recipient",
+            "state",
+            "attempts",
+            "updated_at",
+            "last_status",
+            "last_text",
+            "opens",
+            "clicks",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def bounce_events(
         self, since: float | None = None, until: float | None = None, limit: int = 1000
     ) -> list[dict[str, Any]]:
         """Bounces in [since, until), newest first (events_at, then the rows of the window)."""
         where, params = self._window(None, since, until, "e.at")
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT e.at, m.queue_id, e.recipient, e.campaign,"
             " coalesce(json_extract(e.details, '$.bounce_type'), ''),"
             " coalesce(json_extract(e.details, '$.reason'), ''),"
@@ -2200,46 +2183,46 @@ class SqliteStore:
             f" WHERE {where} AND e.type = 'bounced'"
             " ORDER BY e.at DESC, e.id DESC LIMIT ?",
             (*params, limit),
-        ) as cur:
-            keys = (
-                "at",
-                "queue_id",
-                "recipient",
-                "campaign",
-                "bounce_type",
-                "reason",
-                "status",
-                "text",
-                "remote",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "at",
+            "queue_id",
+            "recipient",
+            "campaign",
+            "bounce_type",
+            "reason",
+            "status",
+            "text",
+            "remote",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def waiting_deliveries(
         self, limit: int = 1000, app: str | None = None
     ) -> list[dict[str, Any]]:
         """Deferred and held deliveries, oldest first (the deliveries_waiting index)."""
         mine, mine_params = ("", []) if app is None else (" AND m.app = ?", [app])
-        async with self._ro.execute(
+        fetched = await self._rows(
             "SELECT m.queue_id, d.id, d.recipient, d.state, d.attempts, m.received_at,"
             " d.next_attempt_at, d.last_status, d.last_text, d.last_code, d.last_remote"
             " FROM deliveries d JOIN messages m ON m.id = d.message_id"
             f" WHERE d.state IN ('deferred', 'held'){mine} ORDER BY d.id LIMIT ?",
             (*mine_params, limit),
-        ) as cur:
-            keys = (
-                "queue_id",
-                "delivery_id",
-                "recipient",
-                "state",
-                "attempts",
-                "received_at",
-                "next_attempt_at",
-                "last_status",
-                "last_text",
-                "last_code",
-                "last_remote",
-            )
-            return [dict(zip(keys, r, strict=True)) for r in await cur.fetchall()]
+        )
+        keys = (
+            "queue_id",
+            "delivery_id",
+            "recipient",
+            "state",
+            "attempts",
+            "received_at",
+            "next_attempt_at",
+            "last_status",
+            "last_text",
+            "last_code",
+            "last_remote",
+        )
+        return [dict(zip(keys, r, strict=True)) for r in fetched]
 
 
 def _write_outcomes(db: sqlite3.Connection, outcomes: Sequence[Outcome], now: float) -> None:

@@ -10,7 +10,7 @@ this module leans on (pyproject pins the versions these were read in).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import aiosqlite
@@ -53,3 +53,13 @@ def run_to_end(conn: sqlite3.Connection, sql: str) -> list[Any]:
     """One statement outside any transaction (a PRAGMA), stepped to its end: a statement left
     in progress would make the next COMMIT on this connection fail."""
     return conn.execute(sql).fetchall()
+
+
+def first_row(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> Any:
+    """The first row of a query (None: none), its statement closed: one left in progress would
+    hold its read snapshot open, and the WAL could not be checkpointed past it."""
+    cur = conn.execute(sql, params)
+    try:
+        return cur.fetchone()
+    finally:
+        cur.close()
