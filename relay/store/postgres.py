@@ -30,7 +30,7 @@ from relay.config import read_secret_file
 from relay.learn.optout import targets_of
 from relay.render import headers
 from relay.render.tokens import HONEYPOT_LINK
-from relay.store import erasure
+from relay.store import erasure, rowkeys
 from relay.store.batching import GroupCommit
 from relay.store.counters import (
     ATTEMPTS_KEPT,
@@ -557,7 +557,7 @@ class PostgresStore:
             "SELECT scope, value, reason, paused_at, resumed_at FROM sender_pauses"
             f"{where} ORDER BY paused_at"
         )
-        keys = ("scope", "value", "reason", "paused_at", "resumed_at")
+        keys = rowkeys.SENDER_PAUSES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:
@@ -580,17 +580,7 @@ class PostgresStore:
             since,
             until,
         )
-        keys = (
-            "sender_domain",
-            "campaign",
-            "recipient_domain",
-            "delivered",
-            "deferred",
-            "hard",
-            "soft",
-            "complaint",
-            "open_human",
-        )
+        keys = rowkeys.SENDER_COUNTS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def egress_counts(self, since: float, until: float) -> dict[str, dict[str, int]]:
@@ -1123,7 +1113,7 @@ class PostgresStore:
             f" LIMIT {p(limit)} OFFSET {p(offset)}",
             *p.values,
         )
-        keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
+        keys = rowkeys.LIST_SUPPRESSIONS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
@@ -1137,22 +1127,7 @@ class PostgresStore:
         )
         if row is None:
             return None
-        keys = (
-            "delivery_id",
-            "message_pk",
-            "queue_id",
-            "recipient",
-            "state",
-            "campaign",
-            "kind",
-            "mail_from",
-            "received_at",
-            "stream",
-            "dsn_notify",
-            "dsn_orcpt",
-            "dsn_ret",
-            "dsn_envid",
-        )
+        keys = rowkeys.DELIVERY_BY_ID_KEYS
         return dict(zip(keys, row, strict=True))
 
     async def delivery_event_count(self, delivery_id: int, types: Sequence[str]) -> int:
@@ -1188,16 +1163,7 @@ class PostgresStore:
             recipient,
             limit,
         )
-        keys = (
-            "delivery_id",
-            "message_pk",
-            "queue_id",
-            "recipient",
-            "state",
-            "campaign",
-            "kind",
-            "mail_from",
-        )
+        keys = rowkeys.DELIVERIES_TO_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def recent_delivery_to(self, recipient: str, since: float) -> dict[str, Any] | None:
@@ -1412,7 +1378,7 @@ class PostgresStore:
             " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = $1 ORDER BY a.id",
             queue_id,
         )
-        keys = ("delivery_id", "recipient", "at", "class", "code", "status", "text", "remote")
+        keys = rowkeys.ATTEMPTS_FOR_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def list_deliveries(
@@ -1437,18 +1403,7 @@ class PostgresStore:
             f" ORDER BY d.id LIMIT {p(limit)}",
             *p.values,
         )
-        keys = (
-            "queue_id",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "received_at",
-            "next_attempt_at",
-            "last_status",
-            "last_text",
-            "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
-        )
+        keys = rowkeys.LIST_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     # --- the apps' rate limits (both doors)
@@ -1783,7 +1738,7 @@ class PostgresStore:
             " GROUP BY url, link, grp ORDER BY url, link, grp",
             *p.values,
         )
-        keys = ("url", "link", "group", "hits", "deliveries")
+        keys = rowkeys.CAMPAIGN_LINK_CLICKS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def _counted_links(self, campaign: str) -> list[dict[str, Any]]:
@@ -1966,7 +1921,7 @@ class PostgresStore:
             name,
             limit,
         )
-        keys = ("at", "first_id", "last_id", "events", "acked", "status", "error")
+        keys = rowkeys.OUTBOUND_ATTEMPTS_KEYS
         return [{**dict(zip(keys, r[:7], strict=True)), "duration_ms": r[7]} for r in rows]
 
     async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
@@ -2037,20 +1992,7 @@ class PostgresStore:
             )
         )
         message["tags"] = json.loads(message["tags"] or "[]")
-        dkeys = (
-            "delivery_id",
-            "recipient",
-            "role",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "updated_at",
-            "last_class",
-            "last_code",
-            "last_status",
-            "last_text",
-            "last_remote",
-        )
+        dkeys = rowkeys.MESSAGE_HISTORY_KEYS
         deliveries = [
             dict(zip(dkeys, r, strict=True))
             for r in await self._fetch(
@@ -2102,7 +2044,7 @@ class PostgresStore:
             )
         sql += self._hours(p, since, until)
         rows = await self._fetch(sql + " ORDER BY hour", *p.values)
-        keys = ("hour", "type", "source", "n", "first")
+        keys = rowkeys.EVENT_HOURS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def campaign_hour_totals(
@@ -2117,7 +2059,7 @@ class PostgresStore:
             " GROUP BY campaign, type, source",
             *p.values,
         )
-        keys = ("campaign", "type", "source", "n", "first", "first_hour", "last_hour")
+        keys = rowkeys.CAMPAIGN_HOUR_TOTALS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
@@ -2163,16 +2105,7 @@ class PostgresStore:
             )
 
         rows = await self._transaction(work)
-        keys = (
-            "message_pk",
-            "queue_id",
-            "received_at",
-            "campaign",
-            "subject",
-            "from",
-            "message_id",
-            "recipients",
-        )
+        keys = rowkeys.SEARCH_MESSAGES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def recipient_history(
@@ -2181,19 +2114,7 @@ class PostgresStore:
         """Every delivery to an address (newest first, with its message) and its events."""
         p = _Params(_texts(sorted({address, address.lower()})), limit)
         mine = "" if app is None else f" AND m.app = {p(app)}"
-        keys = (
-            "delivery_id",
-            "queue_id",
-            "received_at",
-            "campaign",
-            "subject",
-            "recipient",
-            "state",
-            "attempts",
-            "updated_at",
-            "last_status",
-            "last_text",
-        )
+        keys = rowkeys.RECIPIENT_HISTORY_KEYS
         deliveries = [
             dict(zip(keys, r, strict=True))
             for r in await self._fetch(
@@ -2248,22 +2169,7 @@ class PostgresStore:
             " ORDER BY m.received_at, m.id, d.id",
             *p.values,
         )
-        keys = (
-            "received_at",
-            "message_pk",
-            "queue_id",
-            "message_id",
-            "subject",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "updated_at",
-            "last_status",
-            "last_text",
-            "opens",
-            "clicks",
-        )
+        keys = rowkeys.CAMPAIGN_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def bounce_events(
@@ -2282,17 +2188,7 @@ class PostgresStore:
             f" ORDER BY e.at DESC, e.id DESC LIMIT {p(limit)}",
             *p.values,
         )
-        keys = (
-            "at",
-            "queue_id",
-            "recipient",
-            "campaign",
-            "bounce_type",
-            "reason",
-            "status",
-            "text",
-            "remote",
-        )
+        keys = rowkeys.BOUNCE_EVENTS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
     async def waiting_deliveries(
@@ -2308,19 +2204,7 @@ class PostgresStore:
             f" WHERE d.state IN ('deferred', 'held'){mine} ORDER BY d.id LIMIT $1",
             *p.values,
         )
-        keys = (
-            "queue_id",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "received_at",
-            "next_attempt_at",
-            "last_status",
-            "last_text",
-            "last_code",
-            "last_remote",
-        )
+        keys = rowkeys.WAITING_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
 

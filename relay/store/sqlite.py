@@ -21,7 +21,7 @@ import aiosqlite
 from relay import private
 from relay.learn.optout import targets_of
 from relay.render.tokens import HONEYPOT_LINK
-from relay.store import erasure
+from relay.store import erasure, rowkeys
 from relay.store.batching import GroupCommit
 from relay.store.checkpoint import Checkpointer
 from relay.store.counters import (
@@ -544,7 +544,7 @@ class SqliteStore:
             "SELECT scope, value, reason, paused_at, resumed_at FROM sender_pauses"
             f"{where} ORDER BY paused_at"
         )
-        keys = ("scope", "value", "reason", "paused_at", "resumed_at")
+        keys = rowkeys.SENDER_PAUSES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def sender_counts(self, since: float, until: float) -> list[dict[str, Any]]:
@@ -564,17 +564,7 @@ class SqliteStore:
             " GROUP BY 1, 2, 3",
             (since, until),
         )
-        keys = (
-            "sender_domain",
-            "campaign",
-            "recipient_domain",
-            "delivered",
-            "deferred",
-            "hard",
-            "soft",
-            "complaint",
-            "open_human",
-        )
+        keys = rowkeys.SENDER_COUNTS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def egress_counts(self, since: float, until: float) -> dict[str, dict[str, int]]:
@@ -1037,7 +1027,7 @@ class SqliteStore:
             f" WHERE {' AND '.join(where)} ORDER BY address, scope, app LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
-        keys = ("address", "scope", "app", "reason", "detail", "created_at", "expires_at")
+        keys = rowkeys.LIST_SUPPRESSIONS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def delivery_by_id(self, delivery_id: int) -> dict[str, Any] | None:
@@ -1051,22 +1041,7 @@ class SqliteStore:
         )
         if row is None:
             return None
-        keys = (
-            "delivery_id",
-            "message_pk",
-            "queue_id",
-            "recipient",
-            "state",
-            "campaign",
-            "kind",
-            "mail_from",
-            "received_at",
-            "stream",
-            "dsn_notify",
-            "dsn_orcpt",
-            "dsn_ret",
-            "dsn_envid",
-        )
+        keys = rowkeys.DELIVERY_BY_ID_KEYS
         return dict(zip(keys, row, strict=True))
 
     async def delivery_event_count(self, delivery_id: int, types: Sequence[str]) -> int:
@@ -1100,16 +1075,7 @@ class SqliteStore:
             " WHERE d.recipient = ? COLLATE NOCASE ORDER BY d.id DESC LIMIT ?",
             (recipient, limit),
         )
-        keys = (
-            "delivery_id",
-            "message_pk",
-            "queue_id",
-            "recipient",
-            "state",
-            "campaign",
-            "kind",
-            "mail_from",
-        )
+        keys = rowkeys.DELIVERIES_TO_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def recent_delivery_to(self, recipient: str, since: float) -> dict[str, Any] | None:
@@ -1308,7 +1274,7 @@ class SqliteStore:
             " JOIN messages m ON m.id = d.message_id WHERE m.queue_id = ? ORDER BY a.id",
             (queue_id,),
         )
-        keys = ("delivery_id", "recipient", "at", "class", "code", "status", "text", "remote")
+        keys = rowkeys.ATTEMPTS_FOR_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def list_deliveries(
@@ -1337,18 +1303,7 @@ class SqliteStore:
             " ORDER BY d.id LIMIT ?",
             (*params, limit),
         )
-        keys = (
-            "queue_id",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "received_at",
-            "next_attempt_at",
-            "last_status",
-            "last_text",
-            "waiting_for",  # held back by shaping, warm-up or a pause, and why ('' = not)
-        )
+        keys = rowkeys.LIST_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     # --- the apps' rate limits (both doors)
@@ -1702,7 +1657,7 @@ class SqliteStore:
             " GROUP BY url, link, grp ORDER BY url, link, grp",
             params,
         )
-        keys = ("url", "link", "group", "hits", "deliveries")
+        keys = rowkeys.CAMPAIGN_LINK_CLICKS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def _counted_links(self, campaign: str) -> list[dict[str, Any]]:
@@ -1874,10 +1829,8 @@ class SqliteStore:
 
     async def outbound_cursors(self) -> list[dict[str, Any]]:
         """Every destination's cursor row, by name."""
-        async with self._ro.execute(
-            f"SELECT {CURSOR_COLUMNS} FROM outbound_cursors ORDER BY name"
-        ) as cur:
-            return [cursor(r) for r in await cur.fetchall()]
+        rows = await self._rows(f"SELECT {CURSOR_COLUMNS} FROM outbound_cursors ORDER BY name")
+        return [cursor(r) for r in rows]
 
     async def outbound_attempts(self, name: str, limit: int = 20) -> list[dict[str, Any]]:
         """The newest attempts of a destination, newest first."""
@@ -1886,7 +1839,7 @@ class SqliteStore:
             " FROM outbound_attempts WHERE name = ? ORDER BY id DESC LIMIT ?",
             (name, limit),
         )
-        keys = ("at", "first_id", "last_id", "events", "acked", "status", "error")
+        keys = rowkeys.OUTBOUND_ATTEMPTS_KEYS
         return [{**dict(zip(keys, r[:7], strict=True)), "duration_ms": r[7]} for r in fetched]
 
     async def outbound_set_state(self, name: str, state: str, now: float) -> bool:
@@ -1959,20 +1912,7 @@ class SqliteStore:
             " WHERE message_id = ? ORDER BY id",
             (m[0],),
         )
-        dkeys = (
-            "delivery_id",
-            "recipient",
-            "role",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "updated_at",
-            "last_class",
-            "last_code",
-            "last_status",
-            "last_text",
-            "last_remote",
-        )
+        dkeys = rowkeys.MESSAGE_HISTORY_KEYS
         deliveries = [dict(zip(dkeys, r, strict=True)) for r in fetched]
         fetched = await self._rows(
             "SELECT at, type, delivery_id, recipient, details FROM events"
@@ -2018,7 +1958,7 @@ class SqliteStore:
             )
             params = [campaign, *params]
         fetched = await self._rows(sql + " ORDER BY hour", params)
-        keys = ("hour", "type", "source", "n", "first")
+        keys = rowkeys.EVENT_HOURS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def campaign_hour_totals(
@@ -2031,7 +1971,7 @@ class SqliteStore:
             f" FROM campaign_hourly_events WHERE {where} GROUP BY campaign, type, source",
             params,
         )
-        keys = ("campaign", "type", "source", "n", "first", "first_hour", "last_hour")
+        keys = rowkeys.CAMPAIGN_HOUR_TOTALS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def campaign_facets(self, campaign: str, facet: str) -> list[dict[str, Any]]:
@@ -2066,16 +2006,7 @@ class SqliteStore:
             f"{mine} ORDER BY m.id DESC LIMIT ?",
             (q, q, bracketed, q, q.lower(), like, limit, *mine_params, limit),
         )
-        keys = (
-            "message_pk",
-            "queue_id",
-            "received_at",
-            "campaign",
-            "subject",
-            "from",
-            "message_id",
-            "recipients",
-        )
+        keys = rowkeys.SEARCH_MESSAGES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def recipient_history(
@@ -2092,19 +2023,7 @@ class SqliteStore:
             f" WHERE d.recipient IN ({marks}){mine} ORDER BY d.id DESC LIMIT ?",
             (*names, *mine_params, limit),
         )
-        keys = (
-            "delivery_id",
-            "queue_id",
-            "received_at",
-            "campaign",
-            "subject",
-            "recipient",
-            "state",
-            "attempts",
-            "updated_at",
-            "last_status",
-            "last_text",
-        )
+        keys = rowkeys.RECIPIENT_HISTORY_KEYS
         deliveries = [dict(zip(keys, r, strict=True)) for r in fetched]
         fetched = await self._rows(
             "SELECT e.id, e.at, e.type, m.queue_id, e.delivery_id, e.campaign, e.source,"
@@ -2149,22 +2068,7 @@ class SqliteStore:
             " ORDER BY m.received_at, m.id, d.id",
             (campaign, *mine_params, after[0], after[1], limit),
         )
-        keys = (
-            "received_at",
-            "message_pk",
-            "queue_id",
-            "message_id",
-            "subject",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "updated_at",
-            "last_status",
-            "last_text",
-            "opens",
-            "clicks",
-        )
+        keys = rowkeys.CAMPAIGN_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def bounce_events(
@@ -2184,17 +2088,7 @@ class SqliteStore:
             " ORDER BY e.at DESC, e.id DESC LIMIT ?",
             (*params, limit),
         )
-        keys = (
-            "at",
-            "queue_id",
-            "recipient",
-            "campaign",
-            "bounce_type",
-            "reason",
-            "status",
-            "text",
-            "remote",
-        )
+        keys = rowkeys.BOUNCE_EVENTS_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
     async def waiting_deliveries(
@@ -2209,19 +2103,7 @@ class SqliteStore:
             f" WHERE d.state IN ('deferred', 'held'){mine} ORDER BY d.id LIMIT ?",
             (*mine_params, limit),
         )
-        keys = (
-            "queue_id",
-            "delivery_id",
-            "recipient",
-            "state",
-            "attempts",
-            "received_at",
-            "next_attempt_at",
-            "last_status",
-            "last_text",
-            "last_code",
-            "last_remote",
-        )
+        keys = rowkeys.WAITING_DELIVERIES_KEYS
         return [dict(zip(keys, r, strict=True)) for r in fetched]
 
 
