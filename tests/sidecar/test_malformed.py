@@ -176,7 +176,11 @@ async def test_half_sent_request_heads_are_closed(tmp_path: Path) -> None:
         trickle = conns[0][1]
 
         async def closed(reader: asyncio.StreamReader) -> bool:
-            return await reader.read() == b""
+            # A close with the trickled bytes still unread is a reset: closed all the same.
+            try:
+                return await reader.read() == b""
+            except ConnectionResetError:
+                return True
 
         async def slowloris() -> None:  # a byte now and then doesn't keep it open either
             while not trickle.is_closing():
