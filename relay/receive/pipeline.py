@@ -235,7 +235,7 @@ class Acceptor:
         on_queued: Callable[[], None] = lambda: None,
         streams: StreamsConfig | None = None,
         reject_all_streams: bool = False,
-        limits: policy.Limits | None = None,
+        limits: policy.Limits,
         apps: tenants.Apps | None = None,
     ) -> None:
         self._store = store
@@ -348,12 +348,11 @@ class Acceptor:
         """
         now = self._clock()
         raw = sub.raw
-        if self._limits is not None:
-            reply, raw = policy.check_submission(
-                sub.mail_from, sub.recipients, raw, smtputf8=sub.smtputf8, limits=self._limits
-            )
-            if reply:
-                raise Rejected(reply)
+        reply, raw = policy.check_submission(
+            sub.mail_from, sub.recipients, raw, smtputf8=sub.smtputf8, limits=self._limits
+        )
+        if reply:
+            raise Rejected(reply)
         app = self.apps.get(sub.app)
         if app is not None:
             reply = tenants.sender_refusal(app, sub.mail_from)

@@ -393,13 +393,14 @@ class RelayHandler:
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
-        reply, content = policy.check_content(content, self.config.bare_newline)
-        if reply:
-            return reply
         mail_from = "" if envelope.mail_from in (None, "<>") else str(envelope.mail_from)
         reports = [r for r in envelope.rcpt_tos if self.bounces and self.bounces.owns(r)]
         recipients = tuple(r for r in envelope.rcpt_tos if r not in reports)
         if reports and self.bounces is not None:
+            # the accept path checks the content of what it queues; a report is read here
+            reply, content = policy.check_content(content, self.config.bare_newline)
+            if reply:
+                return reply
             try:
                 taken = await self.bounces.take(content, reports)
             except Exception:

@@ -3,6 +3,9 @@ exception, and content repair leaves no bare CR or LF."""
 
 from __future__ import annotations
 
+import itertools
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,3 +48,13 @@ def test_content_repair_leaves_no_bare_newline(data: bytes) -> None:
         )
     else:
         assert reply == policy.NUL_CHARACTER and b"\x00" in data
+
+
+def test_bare_newline_count_agrees_with_the_definition_on_every_short_input() -> None:
+    """Every string of up to 8 bytes over CR, LF and a letter: the counting check says 'bare'
+    exactly where a CR without its LF or an LF without its CR stands."""
+    bare = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+    for n in range(9):
+        for parts in itertools.product((b"\r", b"\n", b"a"), repeat=n):
+            data = b"".join(parts)
+            assert policy.has_bare_newline(data) == bool(bare.search(data)), data
